@@ -1,0 +1,97 @@
+"""Cross-client metric aggregation: sum the unfinalized values, finalize once on the server.
+
+Averaging already-finalized metrics is wrong whenever clients differ in size
+(the mean of per-client accuracies is not the accuracy over all examples), so
+fedsim sums each metric's unfinalized state across the cohort and applies the
+metric's finalizer once.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from fedsim.federated import ClientValues
+
+UnfinalizedMetrics = Mapping[str, Any]
+MetricsAggregator = Callable[[Sequence[UnfinalizedMetrics]], "collections.OrderedDict[str, Any]"]
+
+
+class MetricsError(ValueError):
+    """Raised when client metrics cannot be aggregated."""
+
+
+def sum_unfinalized(client_metrics: Sequence[UnfinalizedMetrics]) -> "collections.OrderedDict[str, Any]":
+    """Sums each metric's unfinalized values across clients, structure by structure."""
+    if not client_metrics:
+        raise MetricsError("no client metrics to sum: the cohort reported nothing")
+    names = list(client_metrics[0])
+    for index, metrics in enumerate(client_metrics[1:], start=1):
+        if list(metrics) != names:
+            raise MetricsError(
+                f"client {index} reported metrics {list(metrics)}, client 0 reported {names}; "
+                "every client must run the same model"
+            )
+    summed = collections.OrderedDict()
+    for name in names:
+        values = [m[name] for m in client_metrics]
+        summed[name] = tf.nest.map_structure(
+            lambda *xs: np.sum(np.stack([np.asarray(x) for x in xs]), axis=0), *values
+        )
+    return summed
+
+
+def sum_then_finalize(metric_finalizers: Mapping[str, Callable[[Any], Any]]) -> MetricsAggregator:
+    """Returns an aggregator: sum unfinalized metrics across clients, then finalize each once."""
+    finalizers = collections.OrderedDict(metric_finalizers)
+
+    def aggregate(client_metrics: Sequence[UnfinalizedMetrics]) -> "collections.OrderedDict[str, Any]":
+        summed = sum_unfinalized(client_metrics)
+        missing = set(summed) ^ set(finalizers)
+        if missing:
+            raise MetricsError(
+                f"metrics {sorted(missing)} are not in both the clients' unfinalized metrics and "
+                "the finalizers; report_local_unfinalized_metrics and metric_finalizers must match"
+            )
+        return collections.OrderedDict(
+            (name, _to_numpy(finalizers[name](value))) for name, value in summed.items()
+        )
+
+    return aggregate
+
+
+def federated_output_aggregator(computation: Callable[[ClientValues], Any] | None, key: str) -> MetricsAggregator:
+    """The older interface: the model's ``federated_output_computation`` over client-placed outputs."""
+
+    def aggregate(client_metrics: Sequence[UnfinalizedMetrics]) -> "collections.OrderedDict[str, Any]":
+        if computation is None:
+            return collections.OrderedDict()
+        outputs = ClientValues([m[key] for m in client_metrics])
+        result = computation(outputs)
+        if isinstance(result, Mapping):
+            return collections.OrderedDict((k, _to_numpy(v)) for k, v in result.items())
+        return collections.OrderedDict(value=_to_numpy(result))
+
+    return aggregate
+
+
+def metrics_aggregator_for(model: Any) -> MetricsAggregator:
+    """The cross-client aggregator a model asks for: its own computation, or sum-then-finalize."""
+    if getattr(model, "uses_federated_output_computation", False):
+        from fedsim.models.legacy import LegacyModelAdapter
+
+        return federated_output_aggregator(
+            model.federated_output_computation, LegacyModelAdapter.LOCAL_OUTPUTS_KEY
+        )
+    return sum_then_finalize(model.metric_finalizers())
+
+
+def _to_numpy(value: Any) -> Any:
+    return tf.nest.map_structure(lambda v: np.asarray(v), value)
+
+
+def to_python(value: Any) -> Any:
+    """Finalized metrics as JSON-ready Python numbers and lists."""
+    return tf.nest.map_structure(lambda v: np.asarray(v).tolist(), value)

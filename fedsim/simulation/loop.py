@@ -1,0 +1,115 @@
+"""The simulation loop: sample a cohort, run a round, evaluate, log; repeat."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import attrs
+from tqdm.auto import tqdm
+
+from fedsim.data import ClientData
+from fedsim.learning.process import FederatedProcess, ServerState
+from fedsim.metrics import to_python
+
+logger = logging.getLogger(__name__)
+
+RoundCallback = Callable[[ServerState, dict], None]
+
+
+@attrs.frozen
+class SimulationResult:
+    """The final server state and one metrics record per round run."""
+
+    state: ServerState
+    history: list[dict]
+
+
+def evaluate_population(process: FederatedProcess, model_weights, client_data: ClientData) -> dict:
+    """Sum-then-finalize metrics of ``model_weights`` over every client of ``client_data``."""
+    datasets = [client_data.create_tf_dataset_for_client(c) for c in client_data.client_ids]
+    return to_python(dict(process.evaluate(model_weights, datasets)))
+
+
+def simulate(
+    process: FederatedProcess,
+    train_data: ClientData,
+    rounds: int,
+    sampler: Any,
+    eval_data: Optional[ClientData] = None,
+    eval_every: int = 0,
+    metrics_path: Optional[str | Path] = None,
+    progress: bool = True,
+    state: Optional[ServerState] = None,
+    callbacks: Sequence[RoundCallback] = (),
+) -> SimulationResult:
+    """Runs ``rounds`` rounds of ``process`` on cohorts drawn from ``train_data``.
+
+    Args:
+      sampler: has ``sample(round_num, population_size) -> indices``.
+      eval_data: held-out clients, evaluated every ``eval_every`` rounds and
+        after the last round (never when ``eval_every`` is 0).
+      metrics_path: appends one JSON line per round, flushed as it is written.
+      progress: show a tqdm bar with the round's loss and accuracy.
+      state: continue from this state instead of ``process.initialize()``.
+      callbacks: called with ``(state, record)`` after each round.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds={rounds} must be >= 0")
+    if eval_every < 0:
+        raise ValueError(f"eval_every={eval_every} must be >= 0 (0 turns evaluation off)")
+    state = state if state is not None else process.initialize()
+    client_ids = train_data.client_ids
+    first, last = state.round_num + 1, state.round_num + rounds
+    history = []
+    metrics_file = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+    bar = tqdm(range(first, last + 1), desc="rounds", disable=not progress, unit="round")
+    try:
+        for round_num in bar:
+            start = time.perf_counter()
+            cohort = [client_ids[i] for i in sampler.sample(round_num, len(client_ids))]
+            datasets = [train_data.create_tf_dataset_for_client(c) for c in cohort]
+            result = process.next(state, datasets)
+            state = result.state
+            record = {
+                "round": round_num,
+                "train": to_python(dict(result.metrics)),
+                "measurements": to_python(result.measurements),
+                "num_clients": result.num_clients,
+                "num_examples": result.num_examples,
+            }
+            if eval_data is not None and eval_every and (round_num % eval_every == 0 or round_num == last):
+                record["eval"] = evaluate_population(process, state.model_weights, eval_data)
+            record["round_time_s"] = time.perf_counter() - start
+            history.append(record)
+            if metrics_file:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+            bar.set_postfix(_postfix(record), refresh=False)
+            for callback in callbacks:
+                callback(state, record)
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+    return SimulationResult(state=state, history=history)
+
+
+def _postfix(record: dict) -> dict:
+    postfix = {}
+    loss = record["train"].get("loss")
+    if isinstance(loss, (int, float)):
+        postfix["loss"] = f"{loss:.4f}"
+    accuracy = _first_accuracy(record.get("eval") or record["train"])
+    if accuracy is not None:
+        postfix["acc"] = f"{accuracy:.4f}"
+    return postfix
+
+
+def _first_accuracy(metrics: dict) -> Optional[float]:
+    for name, value in metrics.items():
+        if "accuracy" in name and isinstance(value, (int, float)):
+            return float(value)
+    return None
