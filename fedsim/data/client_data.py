@@ -1,25 +1,35 @@
 """The population: client ids and a lazily built ``tf.data.Dataset`` per client."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from fedsim.data.client_ids import ClientIds, as_client_ids, sample_positions
+from fedsim.data.errors import ClientDataError
+
 DatasetFn = Callable[[str], tf.data.Dataset]
 PreprocessFn = Callable[[tf.data.Dataset], tf.data.Dataset]
+NumExamplesFn = Callable[[str], int]
 
-
-class ClientDataError(ValueError):
-    """Raised for a bad client id or a malformed population."""
+__all__ = ["ClientData", "ClientDataError", "DatasetFn", "PreprocessFn", "NumExamplesFn"]
 
 
 class ClientData:
     """A population of clients, each with its own ``tf.data.Dataset``.
 
-    Datasets are built on demand, one client at a time, so a population never
-    has to fit in memory. Use the constructors ``from_tensor_slices`` and
-    ``from_clients_and_tf_fn``.
+    A population is a *source* (``dataset_fn(client_id)``, optionally with
+    ``num_examples_fn(client_id)`` when sizes are known without reading) plus
+    a chain of preprocessing functions. Datasets are built on demand, one
+    client at a time, so a population never has to fit in memory.
+
+    The preprocessing chain is wrapped in a single ``tf.function`` that takes
+    the client's dataset as its argument: it is traced once for the whole
+    population (once per distinct source ``element_spec``), not once per
+    client. Python values used by the chain (e.g. a shuffle seed) are therefore
+    fixed when the population is preprocessed.
     """
 
     def __init__(
@@ -27,14 +37,15 @@ class ClientData:
         client_ids: Sequence[str],
         dataset_fn: DatasetFn,
         preprocess_fns: Sequence[PreprocessFn] = (),
+        *,
+        num_examples_fn: NumExamplesFn | None = None,
     ):
-        ids = [str(c) for c in client_ids]
-        if len(set(ids)) != len(ids):
-            raise ClientDataError("client ids must be unique; found duplicates")
-        self._client_ids = ids
-        self._id_set = frozenset(ids)
+        self._client_ids = as_client_ids(client_ids)
+        if len(self._client_ids) == 0:
+            raise ClientDataError("a population needs at least one client; got no client ids")
         self._dataset_fn = dataset_fn
         self._preprocess_fns = tuple(preprocess_fns)
+        self._num_examples_fn = num_examples_fn
 
     # Constructors ---------------------------------------------------------
     @classmethod
@@ -43,15 +54,18 @@ class ClientData:
 
         Each structure (a tuple ``(x, y)`` or a mapping of named arrays) is cut
         into examples along its first axis, as ``tf.data.Dataset.from_tensor_slices``.
+        All clients must share the structure, dtypes and per-example shapes.
         """
-        slices = {str(k): v for k, v in tensor_slices.items()}
+        slices = {str(k): _to_arrays(v) for k, v in tensor_slices.items()}
         if not slices:
-            raise ClientDataError("from_tensor_slices needs at least one client")
+            raise ClientDataError("from_tensor_slices needs at least one client; got an empty mapping")
+        lengths = {client_id: _check_slices(client_id, value) for client_id, value in slices.items()}
+        _check_same_spec(slices)
 
         def dataset_fn(client_id: str) -> tf.data.Dataset:
             return tf.data.Dataset.from_tensor_slices(slices[client_id])
 
-        return cls(list(slices), dataset_fn)
+        return cls(list(slices), dataset_fn, num_examples_fn=lengths.__getitem__)
 
     @classmethod
     def from_clients_and_tf_fn(cls, client_ids: Sequence[str], fn: DatasetFn) -> "ClientData":
@@ -60,27 +74,23 @@ class ClientData:
 
     # Access ---------------------------------------------------------------
     @property
-    def client_ids(self) -> list[str]:
-        return list(self._client_ids)
+    def client_ids(self) -> ClientIds:
+        """The ids, as a lazy read-only sequence of ``str`` (cheap for huge populations)."""
+        return self._client_ids
 
     def __len__(self) -> int:
         return len(self._client_ids)
 
     def __iter__(self) -> Iterator[tf.data.Dataset]:
+        """The clients' datasets, in ``client_ids`` order, built one at a time."""
         for client_id in self._client_ids:
             yield self.create_tf_dataset_for_client(client_id)
 
     def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
         """The (preprocessed) dataset of one client."""
-        client_id = str(client_id)
-        if client_id not in self._id_set:
-            raise ClientDataError(
-                f"unknown client id {client_id!r}; this population has {len(self)} clients, "
-                f"e.g. {self._client_ids[:3]}"
-            )
-        dataset = self._dataset_fn(client_id)
-        for fn in self._preprocess_fns:
-            dataset = fn(dataset)
+        dataset = self._source_dataset(client_id)
+        if self._preprocess_fns:
+            dataset = self._pipeline(dataset)
         return dataset
 
     @property
@@ -90,12 +100,137 @@ class ClientData:
 
     def preprocess(self, fn: PreprocessFn) -> "ClientData":
         """A new population whose datasets are ``fn(dataset)``; nothing runs until used."""
-        return ClientData(self._client_ids, self._dataset_fn, self._preprocess_fns + (fn,))
+        return ClientData(
+            self._client_ids,
+            self._dataset_fn,
+            self._preprocess_fns + (fn,),
+            num_examples_fn=self._num_examples_fn,
+        )
 
     def num_examples(self, client_id: str) -> int:
-        """The number of elements in a client's dataset (counted when not known)."""
+        """The number of elements in a client's dataset (counted when not known).
+
+        Without preprocessing this is the source's known size when it has one
+        (tensor slices, SQLite metadata); after preprocessing (e.g. batching)
+        it counts the elements of the preprocessed dataset.
+        """
+        if not self._preprocess_fns and self._num_examples_fn is not None:
+            self._client_ids.index(client_id)
+            return int(self._num_examples_fn(str(client_id)))
         dataset = self.create_tf_dataset_for_client(client_id)
         cardinality = int(dataset.cardinality())
         if cardinality >= 0:
             return cardinality
         return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+
+    def sample_client_ids(self, cohort_size: int, seed: int | np.random.Generator) -> list[str]:
+        """``cohort_size`` distinct ids drawn uniformly; cost independent of population size."""
+        rng = np.random.default_rng(seed)
+        positions = sample_positions(len(self._client_ids), cohort_size, rng)
+        return [self._client_ids[int(p)] for p in positions]
+
+    def create_tf_dataset_from_all_clients(self, seed: int | None = None) -> tf.data.Dataset:
+        """All clients' elements in one dataset, for centralized evaluation.
+
+        Clients are read lazily one after another (in id order, or in an order
+        shuffled by ``seed``), so the population is never loaded at once.
+        """
+        order = np.arange(len(self))
+        if seed is not None:
+            order = np.random.default_rng(seed).permutation(len(self))
+
+        def generate():
+            for position in order:
+                yield from self.create_tf_dataset_for_client(self._client_ids[int(position)]).as_numpy_iterator()
+
+        return tf.data.Dataset.from_generator(generate, output_signature=self.element_type_structure)
+
+    # Splits ---------------------------------------------------------------
+    def split_by_clients(self, test_fraction: float, seed: int) -> tuple["ClientData", "ClientData"]:
+        """``(train, test)`` populations with disjoint clients; ``test`` has ``test_fraction`` of them."""
+        from fedsim.data import splits  # splits builds ClientData objects; imported late to avoid a cycle.
+
+        return splits.split_by_clients(self, test_fraction, seed)
+
+    def train_test_split_within_clients(
+        self, test_fraction: float, seed: int
+    ) -> tuple["ClientData", "ClientData"]:
+        """``(train, test)`` with the same clients, each client's examples split at random."""
+        from fedsim.data import splits  # see split_by_clients
+
+        return splits.split_within_clients(self, test_fraction, seed)
+
+    # Internals shared with fedsim.data.splits -----------------------------
+    def _source_dataset(self, client_id: str) -> tf.data.Dataset:
+        """The client's dataset before preprocessing; validates the id."""
+        client_id = str(client_id)
+        self._client_ids.index(client_id)
+        return self._dataset_fn(client_id)
+
+    def _source_num_examples(self, client_id: str) -> int:
+        if self._num_examples_fn is not None:
+            return int(self._num_examples_fn(client_id))
+        return int(self._source_dataset(client_id).reduce(np.int64(0), lambda n, _: n + 1))
+
+    def _with_source(
+        self, client_ids: Sequence[str], dataset_fn: DatasetFn, num_examples_fn: NumExamplesFn | None
+    ) -> "ClientData":
+        """A population with another source and this population's preprocessing."""
+        return ClientData(client_ids, dataset_fn, self._preprocess_fns, num_examples_fn=num_examples_fn)
+
+    @functools.cached_property
+    def _pipeline(self) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+        # One tf.function for the population: a dataset argument is traced by
+        # its element_spec, so every client reuses the same concrete function.
+        fns = self._preprocess_fns
+
+        def apply_all(dataset: tf.data.Dataset) -> tf.data.Dataset:
+            for fn in fns:
+                dataset = fn(dataset)
+            return dataset
+
+        return tf.function(apply_all)
+
+
+def _to_arrays(value: Any) -> Any:
+    """Mappings and tuples are structure, anything else one array (as in tf.data)."""
+    if isinstance(value, Mapping):
+        return {key: _to_arrays(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        items = [_to_arrays(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return np.asarray(value)
+
+
+def _check_slices(client_id: str, value: Any) -> int:
+    """The number of examples in one client's arrays; all leaves must agree."""
+    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in tf.nest.flatten(value)}
+    if None in lengths or len(lengths) != 1:
+        raise ClientDataError(
+            f"client {client_id!r}: every array needs the same first (example) axis, got lengths "
+            f"{sorted(lengths, key=str)}; pass arrays shaped [num_examples, ...]"
+        )
+    return lengths.pop()
+
+
+def _leaf_spec(leaf: np.ndarray) -> tuple[str, tuple[int, ...]]:
+    kind = "string" if leaf.dtype.kind in "USO" else leaf.dtype.name
+    return kind, leaf.shape[1:]
+
+
+def _check_same_spec(slices: Mapping[str, Any]) -> None:
+    (first_id, first), *rest = slices.items()
+    expected = tf.nest.map_structure(_leaf_spec, first)
+    for client_id, value in rest:
+        try:
+            tf.nest.assert_same_structure(first, value)
+            spec = tf.nest.map_structure(_leaf_spec, value)
+        except (ValueError, TypeError) as error:
+            raise ClientDataError(
+                f"client {client_id!r} has a different structure from client {first_id!r}: {error}"
+            ) from None
+        if spec != expected:
+            raise ClientDataError(
+                f"client {client_id!r} has (dtype, example shape) {spec} but client {first_id!r} has "
+                f"{expected}; cast the arrays so that all clients agree"
+            )

@@ -1,0 +1,196 @@
+"""Populations stored in TensorFlow Federated's SQLite format.
+
+The format (as in TFF's ``sql_client_data``) has two tables::
+
+    examples(split_name TEXT, client_id TEXT, serialized_example_proto BLOB)
+    client_metadata(client_id TEXT, split_name TEXT, num_examples INTEGER)
+
+with one serialized ``tf.train.Example`` per row of ``examples``. Reading
+loads only the client ids and sizes (as NumPy arrays) up front; a client's
+rows are queried when its dataset is iterated, through
+``tf.data.experimental.SqlDataset``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from fedsim.data.client_data import ClientData
+from fedsim.data.client_ids import SortedArrayIds
+from fedsim.data.errors import ClientDataError
+from fedsim.data.tf_example import Features, build_parser, check_flat_features, serialize_example
+
+_SCHEMA = (
+    "CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, "
+    "serialized_example_proto BLOB NOT NULL)",
+    "CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT NOT NULL, "
+    "num_examples INTEGER NOT NULL)",
+)
+# Without an index on client_id every client read scans the whole table.
+_INDEX = "CREATE INDEX examples_by_client ON examples (client_id, split_name)"
+_REQUIRED_COLUMNS = {
+    "examples": {"split_name", "client_id", "serialized_example_proto"},
+    "client_metadata": {"client_id", "split_name", "num_examples"},
+}
+_FETCH_CHUNK = 65536
+
+
+def read_sql_client_data(
+    database_path: str | os.PathLike, split_name: str | None = None, features: Features | None = None
+) -> ClientData:
+    """A population read from a SQLite file in TFF's format.
+
+    Args:
+      database_path: the ``.sqlite`` file.
+      split_name: keep only rows of this split (e.g. ``"train"``); ``None`` keeps all.
+      features: ``{name: tf.TensorSpec}`` to parse each proto into; ``None``
+        yields the serialized protos as scalar ``tf.string`` (as TFF does).
+    """
+    path = Path(database_path).expanduser()
+    if not path.is_file():
+        raise ClientDataError(f"no SQLite file at {path}; check the path or write one with write_sql_client_data")
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+        _check_schema(connection, path)
+        encoded_ids, counts = _load_metadata(connection, split_name)
+        if not _has_client_index(connection):
+            warnings.warn(
+                f"{path}: table `examples` has no index starting with client_id, so each client read "
+                f"scans the whole file; add one once with: sqlite3 {path} '{_INDEX}'",
+                stacklevel=2,
+            )
+    if len(encoded_ids) == 0:
+        raise ClientDataError(
+            f"{path} has no clients for split_name={split_name!r}; "
+            f"splits present: {_split_names(path)}"
+        )
+    client_ids = SortedArrayIds(encoded_ids)
+    dataset_fn = _build_dataset_fn(str(path), split_name, features)
+
+    def num_examples_fn(client_id: str) -> int:
+        return int(counts[client_ids.index(client_id)])
+
+    return ClientData(client_ids, dataset_fn, num_examples_fn=num_examples_fn)
+
+
+def write_sql_client_data(
+    database_path: str | os.PathLike, splits: Mapping[str, ClientData], *, overwrite: bool = False
+) -> None:
+    """Writes ``{split_name: population}`` to one SQLite file in TFF's format.
+
+    Elements must be flat mappings of fixed-shape tensors. The file is
+    written to a temporary name and renamed, so a failed write leaves no
+    partial file behind.
+    """
+    path = Path(database_path).expanduser()
+    if path.exists() and not overwrite:
+        raise ClientDataError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for split_name, client_data in splits.items():
+        check_flat_features(client_data.element_type_structure, f"split {split_name!r}")
+    descriptor, temporary = tempfile.mkstemp(suffix=".sqlite", dir=path.parent)
+    os.close(descriptor)
+    try:
+        with contextlib.closing(sqlite3.connect(temporary)) as connection:
+            create_schema(connection)
+            for split_name, client_data in splits.items():
+                for client_id in client_data.client_ids:
+                    dataset = client_data.create_tf_dataset_for_client(client_id)
+                    protos = (serialize_example(element) for element in dataset.as_numpy_iterator())
+                    insert_client(connection, split_name, client_id, protos)
+            connection.commit()
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def create_schema(connection: sqlite3.Connection) -> None:
+    """Creates TFF's two tables, and an index on ``examples.client_id``, in an empty database."""
+    for statement in (*_SCHEMA, _INDEX):
+        connection.execute(statement)
+
+
+def insert_client(
+    connection: sqlite3.Connection, split_name: str, client_id: str, serialized_examples: Iterable[bytes]
+) -> None:
+    """Inserts one client's serialized ``tf.train.Example`` rows and its metadata row."""
+    rows = [(split_name, client_id, proto) for proto in serialized_examples]
+    connection.executemany(
+        "INSERT INTO examples (split_name, client_id, serialized_example_proto) VALUES (?, ?, ?)", rows
+    )
+    connection.execute(
+        "INSERT INTO client_metadata (client_id, split_name, num_examples) VALUES (?, ?, ?)",
+        (client_id, split_name, len(rows)),
+    )
+
+
+def _build_dataset_fn(path: str, split_name: str | None, features: Features | None):
+    split_clause = "" if split_name is None else f" AND split_name = '{_quote(split_name)}'"
+    parse = None if features is None else build_parser(features)
+
+    # Traced once: every client's dataset comes from this one concrete function.
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def dataset_fn(client_id: tf.Tensor) -> tf.data.Dataset:
+        query = tf.strings.join([
+            "SELECT serialized_example_proto FROM examples WHERE client_id = '",
+            tf.strings.regex_replace(client_id, "'", "''"),
+            f"'{split_clause} ORDER BY rowid",
+        ])
+        dataset = tf.data.experimental.SqlDataset("sqlite", path, query, tf.string)
+        return dataset if parse is None else dataset.map(parse)
+
+    return dataset_fn
+
+
+def _load_metadata(connection: sqlite3.Connection, split_name: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted UTF-8 client ids and their example counts, fetched in chunks.
+
+    Chunks keep the transient Python objects small when there are millions of clients.
+    """
+    where, parameters = ("", ()) if split_name is None else (" WHERE split_name = ?", (split_name,))
+    cursor = connection.execute(
+        "SELECT client_id, SUM(num_examples) FROM client_metadata"
+        f"{where} GROUP BY client_id ORDER BY client_id",
+        parameters,
+    )
+    id_chunks, count_chunks = [np.zeros(0, dtype="S1")], [np.zeros(0, dtype=np.int64)]
+    while rows := cursor.fetchmany(_FETCH_CHUNK):
+        id_chunks.append(np.array([str(client_id).encode("utf-8") for client_id, _ in rows], dtype=np.bytes_))
+        count_chunks.append(np.array([count for _, count in rows], dtype=np.int64))
+    return np.concatenate(id_chunks), np.concatenate(count_chunks)
+
+
+def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
+    for table, required in _REQUIRED_COLUMNS.items():
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if not required <= columns:
+            raise ClientDataError(
+                f"{path} is not in TFF's SQLite format: table {table!r} needs columns "
+                f"{sorted(required)}, has {sorted(columns)}"
+            )
+
+
+def _has_client_index(connection: sqlite3.Connection) -> bool:
+    for index in connection.execute("PRAGMA index_list(examples)"):
+        columns = [row[2] for row in connection.execute(f"PRAGMA index_info('{_quote(index[1])}')")]
+        if columns[:1] == ["client_id"] or columns[:2] == ["split_name", "client_id"]:
+            return True
+    return False
+
+
+def _split_names(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+        return [row[0] for row in connection.execute("SELECT DISTINCT split_name FROM client_metadata")]
+
+
+def _quote(text: str) -> str:
+    """``text`` safe inside a single-quoted SQL literal."""
+    return text.replace("'", "''")
