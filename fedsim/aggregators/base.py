@@ -5,7 +5,7 @@ model, in the model's variable order. An aggregator is a pair of pure
 functions with explicit state, so rounds are reproducible and checkpointable:
 
     state = aggregator.initialize()
-    output = aggregator.next(state, client_values, update_weights)
+    output = aggregator.next(state, client_values, update_weights, client_ids=ids)
     output.result        # list of arrays, same structure as one client value
     output.state         # the state for the next round
     output.measurements  # flat dict of floats, reported in the round's metrics
@@ -13,7 +13,18 @@ functions with explicit state, so rounds are reproducible and checkpointable:
 State is a nest (dicts, lists, tuples) of NumPy arrays and Python scalars,
 never arbitrary objects, so checkpoints can store it without pickle. Wrappers
 (clipping, zeroing, noise, compression) hold an ``inner`` aggregator and keep
-its state under the ``"inner"`` key of their own.
+its state under the ``"inner"`` key of their own, and pass ``client_ids``
+through to it.
+
+``client_ids`` is an optional keyword: one stable identifier (str or int) per
+client value, the same for a client in every round it is sampled. Only rules
+that keep per-client state across rounds need it (top-k sparsification with
+error feedback keys each client's residual by id); every other rule accepts
+and ignores it, so the engine can always pass it.
+
+Randomness (noise, stochastic rounding, masks, attacks) is derived from a seed
+and a round counter kept in the state, so a run is deterministic given its
+seed and resumes exactly from a checkpoint.
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ import numpy as np
 
 ClientValue = list[np.ndarray]
 AggregatorState = Any
+ClientIds = Sequence[str | int] | None
 
 
 class AggregationError(ValueError):
@@ -51,6 +63,8 @@ class Aggregator(Protocol):
         state: AggregatorState,
         client_values: Sequence[ClientValue],
         update_weights: np.ndarray,
+        *,
+        client_ids: ClientIds = None,
     ) -> AggregationOutput:
         """Aggregates one round's client values given each client's update weight."""
 

@@ -9,6 +9,7 @@ import numpy as np
 from fedsim.aggregators.base import (
     AggregationOutput,
     AggregatorState,
+    ClientIds,
     ClientValue,
     check_client_values,
     weighted_sum,
@@ -38,6 +39,8 @@ class MeanAggregator:
         state: AggregatorState,
         client_values: Sequence[ClientValue],
         update_weights: np.ndarray,
+        *,
+        client_ids: ClientIds = None,
     ) -> AggregationOutput:
         weights = check_client_values(client_values, update_weights)
         if not self.weighted:
