@@ -1,0 +1,142 @@
+"""Partitioners: cut a centralized data set into a federated population.
+
+Each partitioner is seeded and returns one sorted array of example indices per
+client; together the arrays hold every example index exactly once.
+``to_client_data`` turns such a partition of arrays (or of a
+``tf.data.Dataset``, read into memory once) into a ``ClientData``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from fedsim.data.client_data import ClientData
+from fedsim.data.errors import ClientDataError
+
+Partition = list[np.ndarray]
+
+
+def iid(num_examples: int, num_clients: int, seed: int) -> Partition:
+    """Shuffled examples dealt into ``num_clients`` parts whose sizes differ by at most one."""
+    _check_counts(num_examples, num_clients)
+    order = np.random.default_rng(seed).permutation(num_examples)
+    return [np.sort(part) for part in np.array_split(order, num_clients)]
+
+
+def dirichlet_label_skew(labels: Any, num_clients: int, alpha: float, seed: int) -> Partition:
+    """Label skew: each label's examples are split over clients in Dirichlet(alpha) proportions.
+
+    Small ``alpha`` (e.g. 0.1) gives clients dominated by a few labels; large
+    ``alpha`` (e.g. 1000) approaches the IID split. Client sizes vary, and a
+    client can be empty when ``alpha`` is small.
+    """
+    labels = _labels(labels)
+    _check_counts(len(labels), num_clients)
+    if alpha <= 0:
+        raise ClientDataError(f"alpha must be > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        shares = rng.dirichlet(np.full(num_clients, alpha))
+        cuts = np.cumsum(_sizes(shares, len(members)))[:-1]
+        for client, chunk in enumerate(np.split(members, cuts)):
+            parts[client].append(chunk)
+    return [np.sort(np.concatenate(chunks)) for chunks in parts]
+
+
+def pathological_shards(labels: Any, num_clients: int, shards_per_client: int, seed: int) -> Partition:
+    """McMahan et al. (2017): sort by label, cut into equal shards, deal ``shards_per_client`` to each client.
+
+    A shard holds a single label whenever every label's count is a multiple of
+    the shard size (``num_examples / (num_clients * shards_per_client)``), so
+    each client then sees at most ``shards_per_client`` labels.
+    """
+    labels = _labels(labels)
+    num_shards = num_clients * shards_per_client
+    if shards_per_client < 1:
+        raise ClientDataError(f"shards_per_client must be >= 1, got {shards_per_client}")
+    _check_counts(len(labels), num_shards)
+    # A stable sort keeps equal labels in index order, so shards are reproducible.
+    shards = np.array_split(np.argsort(labels, kind="stable"), num_shards)
+    dealt = np.random.default_rng(seed).permutation(num_shards).reshape(num_clients, shards_per_client)
+    return [np.sort(np.concatenate([shards[s] for s in row])) for row in dealt]
+
+
+def quantity_skew(
+    num_examples: int, num_clients: int, exponent: float, seed: int, min_examples: int = 1
+) -> Partition:
+    """Power-law client sizes: shares drawn from a Pareto law with tail ``exponent``.
+
+    Smaller ``exponent`` means heavier tails (a few very large clients). Every
+    client gets at least ``min_examples``; examples are assigned at random.
+    """
+    _check_counts(num_examples, num_clients)
+    if exponent <= 0:
+        raise ClientDataError(f"exponent must be > 0, got {exponent}")
+    if min_examples * num_clients > num_examples:
+        raise ClientDataError(
+            f"min_examples={min_examples} for {num_clients} clients needs {min_examples * num_clients} "
+            f"examples, only {num_examples} given; lower min_examples or num_clients"
+        )
+    rng = np.random.default_rng(seed)
+    shares = rng.pareto(exponent, num_clients) + 1.0
+    spare = num_examples - min_examples * num_clients
+    sizes = min_examples + _sizes(shares, spare)
+    order = rng.permutation(num_examples)
+    return [np.sort(part) for part in np.split(order, np.cumsum(sizes)[:-1])]
+
+
+def to_client_data(data: Any, partition: Sequence[np.ndarray], client_ids: Sequence[str] | None = None) -> ClientData:
+    """A population whose client ``i`` holds the examples ``partition[i]`` of ``data``.
+
+    ``data`` is a structure of arrays indexed along the first axis (``(x, y)``
+    or ``{name: array}``) or a finite ``tf.data.Dataset``, read into memory once.
+    Client ids default to ``"0"``, ``"1"``, ...
+    """
+    arrays = as_arrays(data) if isinstance(data, tf.data.Dataset) else data
+    client_ids = [str(i) for i in range(len(partition))] if client_ids is None else list(client_ids)
+    if len(client_ids) != len(partition):
+        raise ClientDataError(f"{len(client_ids)} client ids for {len(partition)} parts; give one id per part")
+
+    def take(indices: np.ndarray) -> Any:
+        return tf.nest.map_structure(lambda array: np.asarray(array)[indices], arrays)
+
+    return ClientData.from_tensor_slices(
+        {client_id: take(np.asarray(part, dtype=np.int64)) for client_id, part in zip(client_ids, partition)}
+    )
+
+
+def as_arrays(dataset: tf.data.Dataset) -> Any:
+    """A finite, unbatched dataset as one structure of NumPy arrays (examples on axis 0)."""
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ClientDataError("cannot read an infinite dataset into arrays; remove .repeat() or add .take(n)")
+    elements = list(dataset.as_numpy_iterator())
+    if not elements:
+        raise ClientDataError("the dataset is empty; nothing to partition")
+    return tf.nest.map_structure(lambda *leaves: np.stack(leaves), *elements)
+
+
+def _labels(labels: Any) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ClientDataError(f"labels must be 1-D (one label per example), got shape {labels.shape}")
+    return labels
+
+
+def _check_counts(num_examples: int, num_parts: int) -> None:
+    if num_parts < 1 or num_examples < num_parts:
+        raise ClientDataError(
+            f"cannot cut {num_examples} examples into {num_parts} parts; need 1 <= parts <= examples"
+        )
+
+
+def _sizes(shares: np.ndarray, total: int) -> np.ndarray:
+    """Integer sizes summing to ``total``, proportional to ``shares`` (largest remainder method)."""
+    exact = shares / shares.sum() * total
+    sizes = np.floor(exact).astype(np.int64)
+    largest_remainders_first = np.argsort(sizes - exact, kind="stable")
+    sizes[largest_remainders_first[: total - sizes.sum()]] += 1
+    return sizes

@@ -1,0 +1,24 @@
+"""Federated Shakespeare (LEAF; one client per speaking role), from TFF's ``shakespeare.sqlite.lzma``."""
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from fedsim.data import ClientData
+from fedsim.datasets.tff_sqlite import load_splits
+
+FILE_NAME = "shakespeare.sqlite.lzma"
+FEATURES = {"snippets": tf.TensorSpec([], tf.string)}
+
+
+def load_data(
+    cache_dir: str | os.PathLike | None = None, download: bool = True
+) -> tuple[ClientData, ClientData]:
+    """``(train, test)`` populations of 715 roles; elements are ``{"snippets": string []}``.
+
+    Turn snippets into model inputs with
+    ``fedsim.data.preprocessing.next_char_sequences``.
+    """
+    train, test = load_splits(FILE_NAME, ("train", "test"), FEATURES, cache_dir, download)
+    return train, test
