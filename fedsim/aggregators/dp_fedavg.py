@@ -93,8 +93,9 @@ class DPFedAvg:
         result = unflatten(total / self.clients_per_round, client_values[0])
         rounds = state["round"] + 1
         measurements = {
-            "clip/clip_norm": self.clip_norm,
-            "clip/num_clipped": float(num_clipped),
+            # Not "clip/...": an outer Clipping wrapper reports under that prefix.
+            "dp/clip_norm": self.clip_norm,
+            "dp/num_clipped": float(num_clipped),
             "dp/num_clients": float(len(values)),
             "dp/noise_std": self.noise_std,
             "dp/epsilon": self.accounting.epsilon(self.noise_multiplier, rounds),

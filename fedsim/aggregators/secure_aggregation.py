@@ -46,6 +46,13 @@ from fedsim.aggregators.vectors import flatten, participating, unflatten, zeros_
 _DROPOUT, _ROUNDING, _MASK = 0, 1, 2
 
 
+def choose_dropouts(seed: int, round_num: int, num_clients: int, fraction: float) -> list[int]:
+    """The participants (by position) that drop out after mask agreement."""
+    rng = np.random.default_rng([seed, round_num, _DROPOUT])
+    num_dropped = math.floor(fraction * num_clients)
+    return sorted(rng.choice(num_clients, num_dropped, replace=False).tolist())
+
+
 def encode(vector: np.ndarray, clip_norm: float, bits: int, rng: np.random.Generator) -> np.ndarray:
     """Integer levels in ``[0, 2**bits - 1]`` for a vector inside ``[-clip_norm, clip_norm]``."""
     scaled = (vector + clip_norm) / (2 * clip_norm) * (2**bits - 1)
@@ -125,9 +132,7 @@ class SecureAggregation:
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
         seed, round_num = state["seed"], state["round"]
-        num_dropped = math.floor(self.dropout_fraction * len(values))
-        dropout_rng = np.random.default_rng([seed, round_num, _DROPOUT])
-        dropped = sorted(dropout_rng.choice(len(values), num_dropped, replace=False).tolist())
+        dropped = choose_dropouts(seed, round_num, len(values), self.dropout_fraction)
         survivors = [i for i in range(len(values)) if i not in dropped]
         self._check_headroom(len(survivors))
         clipped = [clip(value, self.clip_norm) for value in values]
@@ -139,12 +144,12 @@ class SecureAggregation:
         masked = mask_inputs(encoded, seed, round_num, self.modulus_bits)
         measurements = {
             "secagg/num_survivors": float(len(survivors)),
-            "secagg/num_dropped": float(num_dropped),
+            "secagg/num_dropped": float(len(dropped)),
             "secagg/aborted": float(len(survivors) < 2),
             "secagg/bits_per_client": float(self.modulus_bits * encoded[0].size) if encoded else 0.0,
             "secagg/float32_bits_per_client": float(32 * sum(np.size(a) for a in client_values[0])),
-            "clip/clip_norm": self.clip_norm,
-            "clip/num_clipped": float(sum(was_clipped for _, was_clipped in clipped)),
+            "secagg/clip_norm": self.clip_norm,
+            "secagg/num_clipped": float(sum(was_clipped for _, was_clipped in clipped)),
         }
         new_state = {"seed": seed, "round": round_num + 1}
         if len(survivors) < 2:

@@ -21,13 +21,13 @@ class AggregatorConfigError(AggregationError):
 def positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     """Requires a finite number > 0."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise AggregatorConfigError(f"{attribute.name}={value!r} must be a finite number > 0")
+        raise AggregatorConfigError(f"{type(instance).__name__}: {attribute.name}={value!r} must be a finite number > 0")
 
 
 def non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     """Requires a finite number >= 0."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise AggregatorConfigError(f"{attribute.name}={value!r} must be a finite number >= 0")
+        raise AggregatorConfigError(f"{type(instance).__name__}: {attribute.name}={value!r} must be a finite number >= 0")
 
 
 def int_at_least(minimum: int):
@@ -36,7 +36,7 @@ def int_at_least(minimum: int):
     def check(instance: Any, attribute: attrs.Attribute, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise AggregatorConfigError(
-                f"{attribute.name}={value!r} must be an integer >= {minimum}"
+                f"{type(instance).__name__}: {attribute.name}={value!r} must be an integer >= {minimum}"
             )
 
     return check
@@ -52,7 +52,7 @@ def in_interval(low: float, high: float, *, closed_low: bool = True, closed_high
         ok = ok and (value <= high if closed_high else value < high)
         if not ok:
             raise AggregatorConfigError(
-                f"{attribute.name}={value!r} must be in "
+                f"{type(instance).__name__}: {attribute.name}={value!r} must be in "
                 f"{brackets[0]}{low}, {high}{brackets[1]}"
             )
 
@@ -65,7 +65,7 @@ def one_of(*choices: str):
     def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         if value not in choices:
             raise AggregatorConfigError(
-                f"{attribute.name}={value!r} is not supported; use one of {list(choices)}"
+                f"{type(instance).__name__}: {attribute.name}={value!r} is not supported; use one of {list(choices)}"
             )
 
     return check
@@ -81,6 +81,6 @@ def aggregator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Requires an object implementing the ``Aggregator`` protocol."""
     if not isinstance(value, Aggregator):
         raise AggregatorConfigError(
-            f"{attribute.name}={value!r} is not an aggregator: it needs initialize() and "
+            f"{type(instance).__name__}: {attribute.name}={value!r} is not an aggregator: it needs initialize() and "
             "next(state, client_values, update_weights)"
         )
