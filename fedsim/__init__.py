@@ -2,6 +2,12 @@
 
 The public API in one place; each name lives in a small focused module.
 """
+import os as _os
+
+# TensorFlow's C++ runtime logs start-up and tf.data notices to stderr at INFO
+# and WARNING level; a library must stay quiet. Only a default: set
+# TF_CPP_MIN_LOG_LEVEL yourself to see them.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from fedsim.aggregators import MeanAggregator
 from fedsim.data import ClientData
 from fedsim.federated import ClientValues, federated_max, federated_mean, federated_min, federated_sum
