@@ -64,7 +64,11 @@ def _suggest(name: str, valid: Sequence[str]) -> str:
 
 def _step_class(name: Any, position: int, is_last: bool) -> type:
     """The class for step ``position``, checking it can sit there in the chain."""
-    name = name if isinstance(name, str) else repr(name)
+    valid = sorted(RULES) + sorted(WRAPPERS)
+    if not isinstance(name, str):
+        raise AggregatorConfigError(
+            f"step {position} needs a 'name' string, got {name!r}; valid names are {valid}"
+        )
     if is_last and name in RULES:
         return RULES[name]
     if not is_last and name in WRAPPERS:
@@ -79,7 +83,6 @@ def _step_class(name: Any, position: int, is_last: bool) -> type:
             f"step {position} {name!r} wraps another aggregator, so it cannot be the last step; "
             f"end the chain with one of {sorted(RULES)}"
         )
-    valid = sorted(RULES) + sorted(WRAPPERS)
     raise AggregatorConfigError(
         f"step {position} has unknown aggregator name {name!r}; "
         f"{_suggest(name, valid)}valid names are {valid}"
