@@ -3,7 +3,9 @@
 Optimizers in fedsim are pure: ``init(weights) -> state`` and
 ``next(state, weights, gradient) -> (state, weights)``, over lists of arrays.
 The same code runs inside a client's traced TensorFlow loop (tensors) and on
-the server (NumPy arrays), because it uses only arithmetic operators.
+the server (NumPy arrays), because it uses only arithmetic operators. State
+holds tuples, not lists: AutoGraph would try to stack a list carried through
+a ``for batch in dataset`` loop into one tensor.
 """
 from __future__ import annotations
 
@@ -37,13 +39,13 @@ class SGD:
     def init(self, weights: Sequence[Any]) -> dict[str, Any]:
         if self.momentum == 0:
             return {}
-        return {"momentum": [w * 0 for w in weights]}
+        return {"momentum": tuple(w * 0 for w in weights)}
 
     def next(self, state: dict[str, Any], weights: Sequence[Any], gradient: Sequence[Any]):
         lr = self.learning_rate
         if self.momentum == 0:
             return state, [w - lr * g for w, g in zip(weights, gradient)]
-        buffers = [self.momentum * m + g for m, g in zip(state["momentum"], gradient)]
+        buffers = tuple(self.momentum * m + g for m, g in zip(state["momentum"], gradient))
         if self.nesterov:
             steps = [g + self.momentum * m for g, m in zip(gradient, buffers)]
         else:
