@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 from fedsim.models.legacy import LegacyModelAdapter, Model, as_variable_model
@@ -60,16 +61,6 @@ def _check_metric_names(model: VariableModel) -> None:
         )
 
 
-def _field_names(structure: Any) -> list[str]:
-    paths = []
-
-    def visit(path, _):
-        paths.append("/".join(str(p) for p in path) or "batch")
-
-    tf.nest.map_structure_with_paths(lambda p, x: visit(p.split("/") if p else [], x), structure)
-    return paths
-
-
 def check_batch(batch_input: Any, input_spec: Any) -> None:
     """Raises ``ModelCheckError`` naming the field when a batch does not fit ``input_spec``."""
     try:
@@ -78,8 +69,9 @@ def check_batch(batch_input: Any, input_spec: Any) -> None:
         raise ModelCheckError(
             f"the batch's structure does not match input_spec {input_spec!r}: {error}"
         ) from None
-    names = _field_names(input_spec)
-    for name, value, spec in zip(names, tf.nest.flatten(batch_input), tf.nest.flatten(input_spec)):
+    # One flattening order for both (keras.tree), so paths and values line up.
+    for (path, spec), value in zip(keras.tree.flatten_with_path(input_spec), keras.tree.flatten(batch_input)):
+        name = "/".join(str(p) for p in path) or "batch"
         tensor = tf.convert_to_tensor(value)
         if tensor.dtype != spec.dtype or not spec.shape.is_compatible_with(tensor.shape):
             raise ModelCheckError(
