@@ -17,6 +17,7 @@ per-device 20% test splits.
 
 writes ``benchmarks/results/robust_aggregation.{md,png}``.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -137,8 +138,11 @@ def markdown_table(histories) -> str:
 
 def plot(histories, path: pathlib.Path) -> None:
     figure, axes = plt.subplots(
-        len(histories), len(SETTINGS), figsize=(5 * len(SETTINGS), 4 * len(histories)),
-        sharey=True, squeeze=False,
+        len(histories),
+        len(SETTINGS),
+        figsize=(5 * len(SETTINGS), 4 * len(histories)),
+        sharey=True,
+        squeeze=False,
     )
     for row, partition in zip(axes, histories):
         for axis, setting in zip(row, SETTINGS):
@@ -157,7 +161,10 @@ def main() -> None:
     partitions = {"non-IID": devices, "IID": iid_partition(devices, np.random.default_rng(3))}
     histories = {
         partition: {
-            setting: {name: train(with_attack(rule, scale), data, seed=1) for name, rule in AGGREGATORS.items()}
+            setting: {
+                name: train(with_attack(rule, scale), data, seed=1)
+                for name, rule in AGGREGATORS.items()
+            }
             for setting, scale in SETTINGS.items()
         }
         for partition, data in partitions.items()

@@ -5,6 +5,7 @@ aggregation); wrappers transform client values and hand them to an ``inner``
 aggregator (clipping, zeroing, compression, attacks). ``build_aggregator``
 composes a chain from config.
 """
+
 from fedsim.aggregators.accounting import DPAccounting
 from fedsim.aggregators.attacks import ByzantineAttack
 from fedsim.aggregators.base import (

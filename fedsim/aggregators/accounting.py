@@ -10,6 +10,7 @@ multiplier ``z``: clients are sampled either by Poisson sampling with rate
 fixed-size cohort without replacement (replace-one neighbouring, which is
 what ``dp_accounting`` supports for that sampling, and only with RDP).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ class DPAccounting:
     population_size: int = attrs.field(validator=int_at_least(1))
     clients_per_round: int = attrs.field(validator=int_at_least(1))
     sampling: str = attrs.field(default="poisson", validator=one_of("poisson", "fixed_size"))
-    target_delta: float = attrs.field(default=1e-5, validator=in_interval(0.0, 1.0, closed_low=False))
+    target_delta: float = attrs.field(
+        default=1e-5, validator=in_interval(0.0, 1.0, closed_low=False)
+    )
     accountant: str = attrs.field(default="rdp", validator=one_of("rdp", "pld"))
 
     def __attrs_post_init__(self) -> None:

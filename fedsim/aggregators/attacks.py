@@ -15,6 +15,7 @@ chosen at random (seeded by ``[seed, round]``) and their values replaced:
 Attackers keep their update weight; rules that trust weights are meant to
 look bad here.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ from fedsim.aggregators.base import (
     check_client_values,
 )
 from fedsim.aggregators.validation import aggregator, in_interval, int_at_least, one_of, positive
-from fedsim.aggregators.vectors import scale
+from fedsim.aggregators.vectors import scale as scale_value
 
 ATTACK_KINDS = ("sign_flip", "scaled", "gaussian", "constant")
 
@@ -77,9 +78,12 @@ class ByzantineAttack:
     def corrupt(self, value: ClientValue, rng: np.random.Generator) -> list[np.ndarray]:
         """The value a Byzantine client sends instead of ``value``."""
         if self.kind == "sign_flip":
-            return scale(value, -self.scale)
+            return scale_value(value, -self.scale)
         if self.kind == "scaled":
-            return scale(value, self.scale)
+            return scale_value(value, self.scale)
         if self.kind == "gaussian":
-            return [rng.normal(0.0, self.noise_std, np.shape(a)).astype(np.asarray(a).dtype) for a in value]
+            return [
+                rng.normal(0.0, self.noise_std, np.shape(a)).astype(np.asarray(a).dtype)
+                for a in value
+            ]
         return [np.full_like(np.asarray(a), self.constant) for a in value]

@@ -26,6 +26,7 @@ Randomness (noise, stochastic rounding, masks, attacks) is derived from a seed
 and a round counter kept in the state, so a run is deterministic given its
 seed and resumes exactly from a checkpoint.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -86,9 +87,7 @@ def check_client_values(
             f"{weights.shape}; pass exactly one update weight per client"
         )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise AggregationError(
-            f"update weights must be finite and >= 0, got {weights.tolist()}"
-        )
+        raise AggregationError(f"update weights must be finite and >= 0, got {weights.tolist()}")
     reference = [np.shape(a) for a in client_values[0]]
     for index, value in enumerate(client_values[1:], start=1):
         shapes = [np.shape(a) for a in value]

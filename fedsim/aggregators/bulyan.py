@@ -9,6 +9,7 @@ then per coordinate average the ``beta = theta - 2f`` selected values closest
 to the coordinate-wise median of the selection. Every client with a positive
 update weight counts as one vote.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -70,7 +71,9 @@ class Bulyan:
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
         if not values:
-            return AggregationOutput(zeros_like(client_values[0]), state, {"bulyan/num_selected": 0.0})
+            return AggregationOutput(
+                zeros_like(client_values[0]), state, {"bulyan/num_selected": 0.0}
+            )
         f = self.num_byzantine
         check_cohort_size(len(values), 4 * f + 3, "bulyan", f)
         theta = len(values) - 2 * f

@@ -4,6 +4,7 @@ Fixed clipping bounds any one client's influence on the aggregate; the
 adaptive clip norm follows Andrew et al., "Differentially Private Learning
 with Adaptive Clipping", NeurIPS 2021 (see ``norm_bound``).
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -7,6 +7,7 @@ Both rules treat every client with a positive update weight as one vote:
 a Byzantine client could report any example count, so weighting by reported
 weights would hand it control of the order statistics.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ class CoordinateMedian:
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
         if not values:
-            return AggregationOutput(zeros_like(client_values[0]), state, {"median/num_clients": 0.0})
+            return AggregationOutput(
+                zeros_like(client_values[0]), state, {"median/num_clients": 0.0}
+            )
         result = np.median(stack(values), axis=0)
         return AggregationOutput(
             unflatten(result, client_values[0]), state, {"median/num_clients": float(len(values))}
@@ -72,7 +75,9 @@ class TrimmedMean:
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
         if not values:
-            return AggregationOutput(zeros_like(client_values[0]), state, {"trimmed_mean/num_trimmed": 0.0})
+            return AggregationOutput(
+                zeros_like(client_values[0]), state, {"trimmed_mean/num_trimmed": 0.0}
+            )
         num_trimmed = math.floor(self.beta * len(values))
         ordered = np.sort(stack(values), axis=0)
         kept = ordered[num_trimmed : len(values) - num_trimmed]

@@ -14,6 +14,7 @@ Clipping is done here rather than by an outer ``Clipping`` wrapper on purpose:
 the noise is calibrated to the clip norm, and keeping both in one object means
 they cannot be configured apart.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -49,7 +50,9 @@ class DPFedAvg:
     population_size: int = attrs.field(validator=int_at_least(1))
     clients_per_round: int = attrs.field(validator=int_at_least(1))
     sampling: str = attrs.field(default="poisson", validator=one_of("poisson", "fixed_size"))
-    target_delta: float = attrs.field(default=1e-5, validator=in_interval(0.0, 1.0, closed_low=False))
+    target_delta: float = attrs.field(
+        default=1e-5, validator=in_interval(0.0, 1.0, closed_low=False)
+    )
     accountant: str = attrs.field(default="rdp", validator=one_of("rdp", "pld"))
     seed: int = attrs.field(default=0, validator=int_at_least(0))
     accounting: DPAccounting = attrs.field(init=False)

@@ -13,6 +13,7 @@ to seed every random step that does not set its own seed; each step then
 gets a different seed derived from ``(seed, position in the chain)``, so no
 two steps share a random stream.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -106,7 +107,9 @@ def _check_parameters(name: str, cls: type, params: Mapping[str, Any], position:
 def build_aggregator(spec: Sequence[Mapping[str, Any]], seed: int | None = None) -> Aggregator:
     """Turns a config chain (outermost step first) into the composed aggregator."""
     if not spec:
-        raise AggregatorConfigError("empty aggregator spec; give at least one step, e.g. [{'name': 'mean'}]")
+        raise AggregatorConfigError(
+            "empty aggregator spec; give at least one step, e.g. [{'name': 'mean'}]"
+        )
     built: Aggregator | None = None
     for position in reversed(range(len(spec))):
         step = dict(spec[position])

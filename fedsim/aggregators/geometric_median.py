@@ -9,6 +9,7 @@ rule is robust because a client's pull on ``z`` is bounded, not because it is
 unweighted). The smoothing ``nu > 0`` keeps each step well defined when ``z``
 lands on a client value.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -82,5 +83,7 @@ class GeometricMedian:
             stack(values), alphas, self.smoothing, self.max_iterations, self.tolerance
         )
         return AggregationOutput(
-            unflatten(z, client_values[0]), state, {"geometric_median/iterations": float(iterations)}
+            unflatten(z, client_values[0]),
+            state,
+            {"geometric_median/iterations": float(iterations)},
         )

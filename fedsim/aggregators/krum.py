@@ -8,6 +8,7 @@ Each participating client gets a score: the sum of squared distances to its
 lowest score; Multi-Krum averages the ``num_selected`` lowest-scoring values.
 Every client with a positive update weight counts as one vote.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -83,7 +84,9 @@ class Krum:
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
         if not values:
-            return AggregationOutput(zeros_like(client_values[0]), state, {"krum/num_selected": 0.0})
+            return AggregationOutput(
+                zeros_like(client_values[0]), state, {"krum/num_selected": 0.0}
+            )
         # Krum's guarantee needs n > 2f + 2; Multi-Krum also needs m <= n.
         minimum = max(2 * self.num_byzantine + 3, self.num_selected)
         check_cohort_size(len(values), minimum, "krum", self.num_byzantine)
@@ -91,5 +94,7 @@ class Krum:
         selected = order_by_score(krum_scores(matrix, self.num_byzantine), matrix)
         result = matrix[selected[: self.num_selected]].mean(axis=0)
         return AggregationOutput(
-            unflatten(result, client_values[0]), state, {"krum/num_selected": float(self.num_selected)}
+            unflatten(result, client_values[0]),
+            state,
+            {"krum/num_selected": float(self.num_selected)},
         )

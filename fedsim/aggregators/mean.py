@@ -1,4 +1,5 @@
 """Weighted and unweighted means of client values: the FedAvg aggregator."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -12,6 +12,7 @@ so ``C`` grows while fewer than ``target_quantile`` of the norms are below it
 and shrinks otherwise, settling near that quantile of the norm distribution.
 Clipping and zeroing share this logic through ``NormBound``.
 """
+
 from __future__ import annotations
 
 import math

@@ -11,6 +11,7 @@ random with the probabilities that make the dequantized value unbiased.
 Randomness comes from ``[seed, round, client position]``, so a round is
 reproducible given the cohort order.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -11,6 +11,7 @@ cover. Wrap a quantizer in this: the inner rule aggregates rotated values and
 the result is rotated back. The rotation is exact only for rules that commute
 with it (means); ``D`` comes from ``[seed, round]``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

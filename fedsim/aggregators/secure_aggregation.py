@@ -21,6 +21,7 @@ declared dropped whose input arrives late, do not change the sum and are not
 simulated. The sum is then dequantized and divided by the number of
 survivors: every surviving client counts once.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,9 @@ def decode_sum(level_sum: np.ndarray, num_clients: int, clip_norm: float, bits: 
     return level_sum.astype(np.float64) * (2 * clip_norm / (2**bits - 1)) - num_clients * clip_norm
 
 
-def pair_mask(seed: int, round_num: int, i: int, j: int, size: int, modulus_bits: int) -> np.ndarray:
+def pair_mask(
+    seed: int, round_num: int, i: int, j: int, size: int, modulus_bits: int
+) -> np.ndarray:
     """The mask shared by participants ``i < j``, uniform modulo ``2**modulus_bits``."""
     rng = np.random.default_rng([seed, round_num, _MASK, i, j])
     return rng.integers(0, 2**modulus_bits, size=size, dtype=np.uint64)
@@ -86,7 +89,11 @@ def mask_inputs(
 
 
 def unmask_sum(
-    masked: dict[int, np.ndarray], dropped: Sequence[int], seed: int, round_num: int, modulus_bits: int
+    masked: dict[int, np.ndarray],
+    dropped: Sequence[int],
+    seed: int,
+    round_num: int,
+    modulus_bits: int,
 ) -> np.ndarray:
     """Server side: sums the survivors' masked inputs (``masked`` maps participant
     index to input) and removes the masks they share with dropped participants."""
@@ -146,7 +153,9 @@ class SecureAggregation:
             "secagg/num_survivors": float(len(survivors)),
             "secagg/num_dropped": float(len(dropped)),
             "secagg/aborted": float(len(survivors) < 2),
-            "secagg/bits_per_client": float(self.modulus_bits * encoded[0].size) if encoded else 0.0,
+            "secagg/bits_per_client": (
+                float(self.modulus_bits * encoded[0].size) if encoded else 0.0
+            ),
             "secagg/float32_bits_per_client": float(32 * sum(np.size(a) for a in client_values[0])),
             "secagg/clip_norm": self.clip_norm,
             "secagg/num_clipped": float(sum(was_clipped for _, was_clipped in clipped)),

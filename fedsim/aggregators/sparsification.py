@@ -11,6 +11,7 @@ its new residual. Residuals belong to clients, not cohort positions, so
 ``next`` needs ``client_ids`` when ``error_feedback`` is on; they live in the
 state as ``{"residuals": {str(client_id): float64 vector}}``.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,9 @@ class TopKSparsification:
     ``inner`` on the sparse values."""
 
     inner: Aggregator = attrs.field(validator=aggregator)
-    fraction: float = attrs.field(default=0.01, validator=in_interval(0.0, 1.0, closed_low=False, closed_high=True))
+    fraction: float = attrs.field(
+        default=0.01, validator=in_interval(0.0, 1.0, closed_low=False, closed_high=True)
+    )
     error_feedback: bool = True
 
     def initialize(self) -> AggregatorState:
@@ -94,4 +97,6 @@ class TopKSparsification:
             "top_k/bits_per_client": float(bits_per_client(dimension, k)),
             "top_k/float32_bits_per_client": float(32 * dimension),
         }
-        return AggregationOutput(inner.result, {"residuals": residuals, "inner": inner.state}, measurements)
+        return AggregationOutput(
+            inner.result, {"residuals": residuals, "inner": inner.state}, measurements
+        )

@@ -4,6 +4,7 @@ Aggregators are ``attrs.frozen`` configuration objects; these validators run
 when one is built, so a bad experiment config fails before round one with a
 message that names the bad value and says how to fix it.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,16 +19,21 @@ class AggregatorConfigError(AggregationError):
     """Raised when an aggregator is configured with a bad parameter."""
 
 
+def _error(instance: Any, attribute: attrs.Attribute, value: Any, problem: str):
+    """An error naming the class, the parameter and its bad value."""
+    return AggregatorConfigError(f"{type(instance).__name__}: {attribute.name}={value!r} {problem}")
+
+
 def positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     """Requires a finite number > 0."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise AggregatorConfigError(f"{type(instance).__name__}: {attribute.name}={value!r} must be a finite number > 0")
+        raise _error(instance, attribute, value, "must be a finite number > 0")
 
 
 def non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     """Requires a finite number >= 0."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise AggregatorConfigError(f"{type(instance).__name__}: {attribute.name}={value!r} must be a finite number >= 0")
+        raise _error(instance, attribute, value, "must be a finite number >= 0")
 
 
 def int_at_least(minimum: int):
@@ -35,9 +41,7 @@ def int_at_least(minimum: int):
 
     def check(instance: Any, attribute: attrs.Attribute, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise AggregatorConfigError(
-                f"{type(instance).__name__}: {attribute.name}={value!r} must be an integer >= {minimum}"
-            )
+            raise _error(instance, attribute, value, f"must be an integer >= {minimum}")
 
     return check
 
@@ -51,10 +55,8 @@ def in_interval(low: float, high: float, *, closed_low: bool = True, closed_high
         ok = ok and (value >= low if closed_low else value > low)
         ok = ok and (value <= high if closed_high else value < high)
         if not ok:
-            raise AggregatorConfigError(
-                f"{type(instance).__name__}: {attribute.name}={value!r} must be in "
-                f"{brackets[0]}{low}, {high}{brackets[1]}"
-            )
+            interval = f"{brackets[0]}{low}, {high}{brackets[1]}"
+            raise _error(instance, attribute, value, f"must be in {interval}")
 
     return check
 
@@ -64,8 +66,8 @@ def one_of(*choices: str):
 
     def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         if value not in choices:
-            raise AggregatorConfigError(
-                f"{type(instance).__name__}: {attribute.name}={value!r} is not supported; use one of {list(choices)}"
+            raise _error(
+                instance, attribute, value, f"is not supported; use one of {list(choices)}"
             )
 
     return check
@@ -80,7 +82,10 @@ def optional_quantile(instance: Any, attribute: attrs.Attribute, value: float | 
 def aggregator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Requires an object implementing the ``Aggregator`` protocol."""
     if not isinstance(value, Aggregator):
-        raise AggregatorConfigError(
-            f"{type(instance).__name__}: {attribute.name}={value!r} is not an aggregator: it needs initialize() and "
-            "next(state, client_values, update_weights)"
+        raise _error(
+            instance,
+            attribute,
+            value,
+            "is not an aggregator: it needs initialize() and "
+            "next(state, client_values, update_weights)",
         )

@@ -4,6 +4,7 @@ Norms, distances and coordinate-wise statistics are defined over the whole
 client value, so most rules flatten each value into one float64 vector, work
 on an ``(num_clients, dimension)`` matrix and reshape the result back.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

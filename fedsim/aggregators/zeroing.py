@@ -10,6 +10,7 @@ A zeroed client keeps its update weight: the zero update is a vote for "no
 change", and the cohort's total weight (hence any fixed denominator or
 privacy calibration downstream) stays what it would have been.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

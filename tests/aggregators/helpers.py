@@ -1,4 +1,5 @@
 """Shared test helpers: building client values and running one round."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Byzantine attack simulation."""
+
 import numpy as np
 import pytest
 

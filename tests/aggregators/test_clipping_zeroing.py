@@ -1,4 +1,5 @@
 """Norm clipping and zeroing, fixed and adaptive."""
+
 import numpy as np
 
 from fedsim.aggregators import Clipping, CoordinateMedian, MeanAggregator, Zeroing
@@ -73,5 +74,7 @@ def test_adaptive_zeroing_bound_tracks_the_norms():
 def test_wrappers_report_inner_measurements_and_keep_inner_state():
     chain = Zeroing(Clipping(MeanAggregator(), clip_norm=1.0, target_quantile=0.5), norm_bound=10.0)
     output = run(chain, from_vectors(np.ones((3, 7))))
-    assert {"zeroing/num_zeroed", "clip/num_clipped", "mean/total_weight"} <= set(output.measurements)
+    assert {"zeroing/num_zeroed", "clip/num_clipped", "mean/total_weight"} <= set(
+        output.measurements
+    )
     assert output.state["inner"]["clip_norm"] != 1.0  # the adaptive clip norm moved

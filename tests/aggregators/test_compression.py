@@ -1,4 +1,5 @@
 """Stochastic quantization, top-k with error feedback, random rotation."""
+
 import math
 
 import numpy as np
@@ -25,7 +26,9 @@ def test_quantization_is_unbiased():
     decoded = [dequantize(*quantize(VECTOR, bits, rng), bits) for _ in range(draws)]
     step = (VECTOR.max() - VECTOR.min()) / (2**bits - 1)
     # Rounding error per draw is within one step, so its std is <= step / 2.
-    np.testing.assert_allclose(np.mean(decoded, axis=0), VECTOR, atol=5 * step / 2 / math.sqrt(draws))
+    np.testing.assert_allclose(
+        np.mean(decoded, axis=0), VECTOR, atol=5 * step / 2 / math.sqrt(draws)
+    )
 
 
 def test_quantization_wrapper_is_unbiased_over_rounds():
@@ -92,7 +95,9 @@ def test_top_k_with_error_feedback_needs_client_ids():
 
 def test_hadamard_transform_matches_scipy():
     vector = np.random.default_rng(0).normal(size=16)
-    np.testing.assert_allclose(hadamard_transform(vector), scipy.linalg.hadamard(16) @ vector / 4, rtol=1e-12)
+    np.testing.assert_allclose(
+        hadamard_transform(vector), scipy.linalg.hadamard(16) @ vector / 4, rtol=1e-12
+    )
 
 
 def test_rotation_around_a_mean_is_exact():

@@ -1,4 +1,5 @@
 """DP-FedAvg: clipping, noise calibration and privacy accounting."""
+
 import dp_accounting
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ def test_without_noise_and_with_a_loose_clip_it_is_the_plain_mean():
 
 def test_noise_std_matches_z_times_clip_over_denominator():
     z, clip, denominator = 1.3, 0.7, 10
-    dp = DPFedAvg(clip_norm=clip, noise_multiplier=z, population_size=1000, clients_per_round=denominator)
+    dp = DPFedAvg(
+        clip_norm=clip, noise_multiplier=z, population_size=1000, clients_per_round=denominator
+    )
     zeros = [[np.zeros(5000)] for _ in range(8)]
     state, draws = dp.initialize(), []
     for _ in range(10):
@@ -33,7 +36,9 @@ def test_noise_std_matches_z_times_clip_over_denominator():
 
 
 def test_noise_is_reproducible_from_the_state():
-    dp = DPFedAvg(clip_norm=1.0, noise_multiplier=1.0, population_size=100, clients_per_round=5, seed=4)
+    dp = DPFedAvg(
+        clip_norm=1.0, noise_multiplier=1.0, population_size=100, clients_per_round=5, seed=4
+    )
     values = from_vectors(np.ones((5, 7)))
     first = run(dp, values)
     again = run(dp, values)
@@ -52,24 +57,38 @@ def epsilon_directly(accountant, event, rounds, delta):
     "sampling, accountant_name, make_accountant, event",
     [
         (
-            "poisson", "rdp", rdp.RdpAccountant,
+            "poisson",
+            "rdp",
+            rdp.RdpAccountant,
             dp_accounting.PoissonSampledDpEvent(0.01, dp_accounting.GaussianDpEvent(1.1)),
         ),
         (
-            "poisson", "pld", pld.PLDAccountant,
+            "poisson",
+            "pld",
+            pld.PLDAccountant,
             dp_accounting.PoissonSampledDpEvent(0.01, dp_accounting.GaussianDpEvent(1.1)),
         ),
         (
-            "fixed_size", "rdp",
-            lambda: rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE),
-            dp_accounting.SampledWithoutReplacementDpEvent(1000, 10, dp_accounting.GaussianDpEvent(1.1)),
+            "fixed_size",
+            "rdp",
+            lambda: rdp.RdpAccountant(
+                neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
+            ),
+            dp_accounting.SampledWithoutReplacementDpEvent(
+                1000, 10, dp_accounting.GaussianDpEvent(1.1)
+            ),
         ),
     ],
 )
 def test_reported_epsilon_matches_dp_accounting(sampling, accountant_name, make_accountant, event):
     dp = DPFedAvg(
-        clip_norm=1.0, noise_multiplier=1.1, population_size=1000, clients_per_round=10,
-        sampling=sampling, accountant=accountant_name, target_delta=1e-5,
+        clip_norm=1.0,
+        noise_multiplier=1.1,
+        population_size=1000,
+        clients_per_round=10,
+        sampling=sampling,
+        accountant=accountant_name,
+        target_delta=1e-5,
     )
     state = dp.initialize()
     for _ in range(3):
@@ -89,7 +108,9 @@ def test_find_noise_multiplier_hits_the_target_epsilon():
 
 def test_pld_with_fixed_size_sampling_is_rejected():
     with pytest.raises(AggregatorConfigError, match="accountant='pld' does not support"):
-        DPAccounting(population_size=100, clients_per_round=10, sampling="fixed_size", accountant="pld")
+        DPAccounting(
+            population_size=100, clients_per_round=10, sampling="fixed_size", accountant="pld"
+        )
 
 
 def test_epsilon_without_noise_is_infinite():

@@ -1,4 +1,5 @@
 """Building aggregator chains from config."""
+
 import numpy as np
 import pytest
 
@@ -22,15 +23,22 @@ def test_builds_the_chain_outermost_first():
             {"name": "mean", "weighted": True},
         ]
     )
-    assert aggregator == Zeroing(Clipping(MeanAggregator(weighted=True), clip_norm=1.0), norm_bound=10)
+    assert aggregator == Zeroing(
+        Clipping(MeanAggregator(weighted=True), clip_norm=1.0), norm_bound=10
+    )
 
 
 def test_zeroing_around_dp_fedavg_reports_every_layer():
     aggregator = build_aggregator(
         [
             {"name": "zeroing", "norm_bound": 10},
-            {"name": "dp_fedavg", "clip_norm": 1.0, "noise_multiplier": 1.0,
-             "population_size": 100, "clients_per_round": 3},
+            {
+                "name": "dp_fedavg",
+                "clip_norm": 1.0,
+                "noise_multiplier": 1.0,
+                "population_size": 100,
+                "clients_per_round": 3,
+            },
         ],
         seed=0,
     )
@@ -42,15 +50,22 @@ def test_seed_gives_each_random_step_its_own_seed():
     chain = build_aggregator(
         [
             {"name": "byzantine_attack", "fraction": 0.1},
-            {"name": "dp_fedavg", "clip_norm": 1.0, "noise_multiplier": 1.0,
-             "population_size": 100, "clients_per_round": 10},
+            {
+                "name": "dp_fedavg",
+                "clip_norm": 1.0,
+                "noise_multiplier": 1.0,
+                "population_size": 100,
+                "clients_per_round": 10,
+            },
         ],
         seed=42,
     )
     assert isinstance(chain, ByzantineAttack) and isinstance(chain.inner, DPFedAvg)
     assert chain.seed != chain.inner.seed
     assert build_aggregator([{"name": "top_k"}, {"name": "mean"}], seed=1).inner == MeanAggregator()
-    explicit = build_aggregator([{"name": "byzantine_attack", "seed": 5}, {"name": "mean"}], seed=42)
+    explicit = build_aggregator(
+        [{"name": "byzantine_attack", "seed": 5}, {"name": "mean"}], seed=42
+    )
     assert explicit.seed == 5
 
 
@@ -63,7 +78,10 @@ def test_seed_gives_each_random_step_its_own_seed():
         ([{"name": "mean"}, {"name": "median"}], "'mean' aggregates on its own"),
         ([{"name": "clipping"}], "'clipping' wraps another aggregator"),
         ([{"name": "dp_fedavg", "clip_norm": 1.0}], "needs parameter\\(s\\) \\['noise_multiplier'"),
-        ([{"name": "trimmed_mean", "beta": 0.6}], r"step 0 'trimmed_mean': TrimmedMean: beta=0.6 must be"),
+        (
+            [{"name": "trimmed_mean", "beta": 0.6}],
+            r"step 0 'trimmed_mean': TrimmedMean: beta=0.6 must be",
+        ),
         ([{"weighted": True}], "step 0 needs a 'name' string, got None"),
     ],
 )

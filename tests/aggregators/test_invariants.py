@@ -1,6 +1,7 @@
 """Invariants every deterministic rule must keep, checked with hypothesis:
 client order does not matter, identical updates come back unchanged, and
 clients with update weight 0 do not count."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings

@@ -1,4 +1,5 @@
 """Robust rules against hand computations and plain NumPy/SciPy references."""
+
 import itertools
 
 import numpy as np
@@ -140,7 +141,9 @@ def test_geometric_median_matches_scipy_minimizer():
         return np.sum(alphas * np.linalg.norm(points - z, axis=1))
 
     best = scipy.optimize.minimize(
-        objective, points.mean(axis=0), method="Nelder-Mead",
+        objective,
+        points.mean(axis=0),
+        method="Nelder-Mead",
         options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
     )
     aggregator = GeometricMedian(max_iterations=1000, tolerance=1e-12)

@@ -1,4 +1,5 @@
 """Simulated secure aggregation: masks cancel exactly and hide each input."""
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -44,7 +45,9 @@ def test_a_masked_input_is_uniform_and_independent_of_its_update():
 @pytest.mark.parametrize("dropout_fraction", [0.0, 0.3])
 def test_result_is_the_mean_of_the_survivors_within_quantization_error(dropout_fraction):
     vectors = np.random.default_rng(2).uniform(-0.3, 0.3, size=(10, 7))
-    secagg = SecureAggregation(clip_norm=1.0, quantization_bits=16, dropout_fraction=dropout_fraction, seed=5)
+    secagg = SecureAggregation(
+        clip_norm=1.0, quantization_bits=16, dropout_fraction=dropout_fraction, seed=5
+    )
     output = run(secagg, from_vectors(vectors))
     dropped = choose_dropouts(5, 0, 10, dropout_fraction)
     survivors = [i for i in range(10) if i not in dropped]
