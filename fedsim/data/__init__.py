@@ -1,4 +1,5 @@
 """Client data: the population abstraction, file readers, partitioners, preprocessing."""
+
 from fedsim.data.client_data import ClientData
 from fedsim.data.client_ids import ClientIds, RangeIds
 from fedsim.data.errors import ClientDataError, DatasetNotFoundError

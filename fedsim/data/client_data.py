@@ -1,4 +1,5 @@
 """The population: client ids and a lazily built ``tf.data.Dataset`` per client."""
+
 from __future__ import annotations
 
 import functools
@@ -58,8 +59,12 @@ class ClientData:
         """
         slices = {str(k): _to_arrays(v) for k, v in tensor_slices.items()}
         if not slices:
-            raise ClientDataError("from_tensor_slices needs at least one client; got an empty mapping")
-        lengths = {client_id: _check_slices(client_id, value) for client_id, value in slices.items()}
+            raise ClientDataError(
+                "from_tensor_slices needs at least one client; got an empty mapping"
+            )
+        lengths = {
+            client_id: _check_slices(client_id, value) for client_id, value in slices.items()
+        }
         _check_same_spec(slices)
 
         def dataset_fn(client_id: str) -> tf.data.Dataset:
@@ -141,14 +146,22 @@ class ClientData:
 
         def generate():
             for position in order:
-                yield from self.create_tf_dataset_for_client(self._client_ids[int(position)]).as_numpy_iterator()
+                yield from self.create_tf_dataset_for_client(
+                    self._client_ids[int(position)]
+                ).as_numpy_iterator()
 
-        return tf.data.Dataset.from_generator(generate, output_signature=self.element_type_structure)
+        return tf.data.Dataset.from_generator(
+            generate, output_signature=self.element_type_structure
+        )
 
     # Splits ---------------------------------------------------------------
-    def split_by_clients(self, test_fraction: float, seed: int) -> tuple["ClientData", "ClientData"]:
-        """``(train, test)`` populations with disjoint clients; ``test`` has ``test_fraction`` of them."""
-        from fedsim.data import splits  # splits builds ClientData objects; imported late to avoid a cycle.
+    def split_by_clients(
+        self, test_fraction: float, seed: int
+    ) -> tuple["ClientData", "ClientData"]:
+        """``(train, test)`` with disjoint clients; ``test`` gets ``test_fraction`` of them."""
+        from fedsim.data import (
+            splits,
+        )  # splits builds ClientData objects; imported late to avoid a cycle.
 
         return splits.split_by_clients(self, test_fraction, seed)
 
@@ -173,10 +186,15 @@ class ClientData:
         return int(self._source_dataset(client_id).reduce(np.int64(0), lambda n, _: n + 1))
 
     def _with_source(
-        self, client_ids: Sequence[str], dataset_fn: DatasetFn, num_examples_fn: NumExamplesFn | None
+        self,
+        client_ids: Sequence[str],
+        dataset_fn: DatasetFn,
+        num_examples_fn: NumExamplesFn | None,
     ) -> "ClientData":
         """A population with another source and this population's preprocessing."""
-        return ClientData(client_ids, dataset_fn, self._preprocess_fns, num_examples_fn=num_examples_fn)
+        return ClientData(
+            client_ids, dataset_fn, self._preprocess_fns, num_examples_fn=num_examples_fn
+        )
 
     @functools.cached_property
     def _pipeline(self) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
@@ -231,6 +249,6 @@ def _check_same_spec(slices: Mapping[str, Any]) -> None:
             ) from None
         if spec != expected:
             raise ClientDataError(
-                f"client {client_id!r} has (dtype, example shape) {spec} but client {first_id!r} has "
-                f"{expected}; cast the arrays so that all clients agree"
+                f"client {client_id!r} has (dtype, example shape) {spec} but client {first_id!r} "
+                f"has {expected}; cast the arrays so that all clients agree"
             )

@@ -5,6 +5,7 @@ to its position (``index``). The implementations store ids as a range, a
 sorted byte array or a subset of indices, so that a million clients never
 become a million Python strings; sampling a cohort works on positions.
 """
+
 from __future__ import annotations
 
 import abc
@@ -103,9 +104,13 @@ class RangeIds(ClientIds):
         return f"{self._prefix}{position}"
 
     def _find(self, client_id: str) -> int:
-        digits = client_id[len(self._prefix):]
+        digits = client_id[len(self._prefix) :]
         # Only the canonical spelling (no sign, no leading zeros) is an id.
-        if not client_id.startswith(self._prefix) or not digits.isdigit() or digits != str(int(digits)):
+        if (
+            not client_id.startswith(self._prefix)
+            or not digits.isdigit()
+            or digits != str(int(digits))
+        ):
             return -1
         position = int(digits)
         return position if position < self._n else -1
@@ -125,7 +130,9 @@ class SortedArrayIds(ClientIds):
             order_ok = encoded_ids[1:] > encoded_ids[:-1]
             if not order_ok.all():
                 bad = encoded_ids[1:][~order_ok][0].decode()
-                raise ClientDataError(f"ids must be sorted and unique; {bad!r} is out of order or repeated")
+                raise ClientDataError(
+                    f"ids must be sorted and unique; {bad!r} is out of order or repeated"
+                )
         self._ids = encoded_ids
 
     def __len__(self) -> int:
@@ -158,7 +165,11 @@ class SubsetIds(ClientIds):
     def _find(self, client_id: str) -> int:
         base_position = self._base._find(client_id)
         position = int(np.searchsorted(self._positions, base_position))
-        if base_position >= 0 and position < len(self._positions) and self._positions[position] == base_position:
+        if (
+            base_position >= 0
+            and position < len(self._positions)
+            and self._positions[position] == base_position
+        ):
             return position
         return -1
 

@@ -1,4 +1,5 @@
 """Populations generated per client from a seed: any size, nothing stored."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -27,6 +28,8 @@ def seeded_population(
 
     def dataset_fn(client_id: str) -> tf.data.Dataset:
         position = client_ids.index(client_id)
-        return tf.data.Dataset.from_tensor_slices(make_examples(np.random.default_rng([seed, position]), position))
+        return tf.data.Dataset.from_tensor_slices(
+            make_examples(np.random.default_rng([seed, position]), position)
+        )
 
     return ClientData(client_ids, dataset_fn)

@@ -5,6 +5,7 @@ client; together the arrays hold every example index exactly once.
 ``to_client_data`` turns such a partition of arrays (or of a
 ``tf.data.Dataset``, read into memory once) into a ``ClientData``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -47,8 +48,10 @@ def dirichlet_label_skew(labels: Any, num_clients: int, alpha: float, seed: int)
     return [np.sort(np.concatenate(chunks)) for chunks in parts]
 
 
-def pathological_shards(labels: Any, num_clients: int, shards_per_client: int, seed: int) -> Partition:
-    """McMahan et al. (2017): sort by label, cut into equal shards, deal ``shards_per_client`` to each client.
+def pathological_shards(
+    labels: Any, num_clients: int, shards_per_client: int, seed: int
+) -> Partition:
+    """McMahan et al. (2017): sort by label, cut equal shards, deal ``shards_per_client`` to each.
 
     A shard holds a single label whenever every label's count is a multiple of
     the shard size (``num_examples / (num_clients * shards_per_client)``), so
@@ -61,7 +64,9 @@ def pathological_shards(labels: Any, num_clients: int, shards_per_client: int, s
     _check_counts(len(labels), num_shards)
     # A stable sort keeps equal labels in index order, so shards are reproducible.
     shards = np.array_split(np.argsort(labels, kind="stable"), num_shards)
-    dealt = np.random.default_rng(seed).permutation(num_shards).reshape(num_clients, shards_per_client)
+    dealt = (
+        np.random.default_rng(seed).permutation(num_shards).reshape(num_clients, shards_per_client)
+    )
     return [np.sort(np.concatenate([shards[s] for s in row])) for row in dealt]
 
 
@@ -78,8 +83,9 @@ def quantity_skew(
         raise ClientDataError(f"exponent must be > 0, got {exponent}")
     if min_examples * num_clients > num_examples:
         raise ClientDataError(
-            f"min_examples={min_examples} for {num_clients} clients needs {min_examples * num_clients} "
-            f"examples, only {num_examples} given; lower min_examples or num_clients"
+            f"min_examples={min_examples} for {num_clients} clients needs "
+            f"{min_examples * num_clients} examples, only {num_examples} given; "
+            "lower min_examples or num_clients"
         )
     rng = np.random.default_rng(seed)
     shares = rng.pareto(exponent, num_clients) + 1.0
@@ -89,7 +95,9 @@ def quantity_skew(
     return [np.sort(part) for part in np.split(order, np.cumsum(sizes)[:-1])]
 
 
-def to_client_data(data: Any, partition: Sequence[np.ndarray], client_ids: Sequence[str] | None = None) -> ClientData:
+def to_client_data(
+    data: Any, partition: Sequence[np.ndarray], client_ids: Sequence[str] | None = None
+) -> ClientData:
     """A population whose client ``i`` holds the examples ``partition[i]`` of ``data``.
 
     ``data`` is a structure of arrays indexed along the first axis (``(x, y)``
@@ -99,20 +107,27 @@ def to_client_data(data: Any, partition: Sequence[np.ndarray], client_ids: Seque
     arrays = as_arrays(data) if isinstance(data, tf.data.Dataset) else data
     client_ids = [str(i) for i in range(len(partition))] if client_ids is None else list(client_ids)
     if len(client_ids) != len(partition):
-        raise ClientDataError(f"{len(client_ids)} client ids for {len(partition)} parts; give one id per part")
+        raise ClientDataError(
+            f"{len(client_ids)} client ids for {len(partition)} parts; give one id per part"
+        )
 
     def take(indices: np.ndarray) -> Any:
         return tf.nest.map_structure(lambda array: np.asarray(array)[indices], arrays)
 
     return ClientData.from_tensor_slices(
-        {client_id: take(np.asarray(part, dtype=np.int64)) for client_id, part in zip(client_ids, partition)}
+        {
+            client_id: take(np.asarray(part, dtype=np.int64))
+            for client_id, part in zip(client_ids, partition)
+        }
     )
 
 
 def as_arrays(dataset: tf.data.Dataset) -> Any:
     """A finite, unbatched dataset as one structure of NumPy arrays (examples on axis 0)."""
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
-        raise ClientDataError("cannot read an infinite dataset into arrays; remove .repeat() or add .take(n)")
+        raise ClientDataError(
+            "cannot read an infinite dataset into arrays; remove .repeat() or add .take(n)"
+        )
     elements = list(dataset.as_numpy_iterator())
     if not elements:
         raise ClientDataError("the dataset is empty; nothing to partition")
@@ -122,14 +137,17 @@ def as_arrays(dataset: tf.data.Dataset) -> Any:
 def _labels(labels: Any) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise ClientDataError(f"labels must be 1-D (one label per example), got shape {labels.shape}")
+        raise ClientDataError(
+            f"labels must be 1-D (one label per example), got shape {labels.shape}"
+        )
     return labels
 
 
 def _check_counts(num_examples: int, num_parts: int) -> None:
     if num_parts < 1 or num_examples < num_parts:
         raise ClientDataError(
-            f"cannot cut {num_examples} examples into {num_parts} parts; need 1 <= parts <= examples"
+            f"cannot cut {num_examples} examples into {num_parts} parts; "
+            "need 1 <= parts <= examples"
         )
 
 

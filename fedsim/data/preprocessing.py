@@ -10,6 +10,7 @@ Python values (such as a shuffle seed) are fixed when the function is traced,
 once per preprocessed population; build a new population per round to change
 them.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -39,7 +40,7 @@ def batch(batch_size: int, drop_remainder: bool = False) -> PreprocessFn:
 
 
 def shuffle(buffer_size: int, seed: int) -> PreprocessFn:
-    """Shuffles with a fixed ``seed``; pass ``round_seed(base, round_num)`` for a new order each round."""
+    """Shuffles with a fixed ``seed``; pass ``round_seed(base, round_num)`` to vary it per round."""
     _check_positive("buffer_size", buffer_size)
     return lambda dataset: dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=False)
 
@@ -86,8 +87,14 @@ def _map_feature(fn: Callable[[tf.Tensor], tf.Tensor], key: str | int) -> Prepro
         element = element if len(element) > 1 else element[0]
         if isinstance(element, dict) and key in element:
             return {**element, key: fn(element[key])}
-        if isinstance(element, tuple) and isinstance(key, int) and -len(element) <= key < len(element):
-            return tuple(fn(item) if i == key % len(element) else item for i, item in enumerate(element))
+        if (
+            isinstance(element, tuple)
+            and isinstance(key, int)
+            and -len(element) <= key < len(element)
+        ):
+            return tuple(
+                fn(item) if i == key % len(element) else item for i, item in enumerate(element)
+            )
         if isinstance(element, tf.Tensor) and key == 0:
             return fn(element)
         raise ClientDataError(f"elements have no feature {key!r}; an element looks like {element}")
@@ -103,7 +110,9 @@ def _check_positive(name: str, value: int) -> None:
 # Shakespeare next-character prediction ------------------------------------
 # The fixed vocabulary of TFF's text-generation tutorial (ASCII characters of
 # Shakespeare and Dickens). Id 0 pads; characters take ids 1..len(CHAR_VOCAB).
-CHAR_VOCAB = list('dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#\'/37;?bfjnrvzBFJNRVZ"&*.26:\naeimquyAEIMQUY]!%)-159\r')
+CHAR_VOCAB = list(
+    "dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\naeimquyAEIMQUY]!%)-159\r"
+)
 PAD_ID = 0
 OOV_ID = len(CHAR_VOCAB) + 1
 BOS_ID = len(CHAR_VOCAB) + 2
@@ -127,7 +136,7 @@ def char_ids(text: tf.Tensor) -> tf.Tensor:
 
 
 def next_char_sequences(sequence_length: int = 80, key: str = "snippets") -> PreprocessFn:
-    """Snippets to ``(input, target)`` pairs of ``sequence_length`` int64 ids, target shifted by one.
+    """Snippets to ``(input, target)`` pairs of ``sequence_length`` int64 ids, shifted by one.
 
     As TFF's Shakespeare baseline: each snippet becomes ``BOS ids EOS``, padded
     with ``PAD_ID`` to a multiple of ``sequence_length + 1`` and cut into

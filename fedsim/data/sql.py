@@ -10,6 +10,7 @@ loads only the client ids and sizes (as NumPy arrays) up front; a client's
 rows are queried when its dataset is iterated, through
 ``tf.data.experimental.SqlDataset``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,7 +45,9 @@ _FETCH_CHUNK = 65536
 
 
 def read_sql_client_data(
-    database_path: str | os.PathLike, split_name: str | None = None, features: Features | None = None
+    database_path: str | os.PathLike,
+    split_name: str | None = None,
+    features: Features | None = None,
 ) -> ClientData:
     """A population read from a SQLite file in TFF's format.
 
@@ -56,14 +59,18 @@ def read_sql_client_data(
     """
     path = Path(database_path).expanduser()
     if not path.is_file():
-        raise ClientDataError(f"no SQLite file at {path}; check the path or write one with write_sql_client_data")
-    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+        raise ClientDataError(
+            f"no SQLite file at {path}; check the path or write one with write_sql_client_data"
+        )
+    with contextlib.closing(
+        sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    ) as connection:
         _check_schema(connection, path)
         encoded_ids, counts = _load_metadata(connection, split_name)
         if not _has_client_index(connection):
             warnings.warn(
-                f"{path}: table `examples` has no index starting with client_id, so each client read "
-                f"scans the whole file; add one once with: sqlite3 {path} '{_INDEX}'",
+                f"{path}: table `examples` has no index starting with client_id, so each client "
+                f"read scans the whole file; add one once with: sqlite3 {path} '{_INDEX}'",
                 stacklevel=2,
             )
     if len(encoded_ids) == 0:
@@ -119,12 +126,16 @@ def create_schema(connection: sqlite3.Connection) -> None:
 
 
 def insert_client(
-    connection: sqlite3.Connection, split_name: str, client_id: str, serialized_examples: Iterable[bytes]
+    connection: sqlite3.Connection,
+    split_name: str,
+    client_id: str,
+    serialized_examples: Iterable[bytes],
 ) -> None:
     """Inserts one client's serialized ``tf.train.Example`` rows and its metadata row."""
     rows = [(split_name, client_id, proto) for proto in serialized_examples]
     connection.executemany(
-        "INSERT INTO examples (split_name, client_id, serialized_example_proto) VALUES (?, ?, ?)", rows
+        "INSERT INTO examples (split_name, client_id, serialized_example_proto) VALUES (?, ?, ?)",
+        rows,
     )
     connection.execute(
         "INSERT INTO client_metadata (client_id, split_name, num_examples) VALUES (?, ?, ?)",
@@ -139,18 +150,22 @@ def _build_dataset_fn(path: str, split_name: str | None, features: Features | No
     # Traced once: every client's dataset comes from this one concrete function.
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
     def dataset_fn(client_id: tf.Tensor) -> tf.data.Dataset:
-        query = tf.strings.join([
-            "SELECT serialized_example_proto FROM examples WHERE client_id = '",
-            tf.strings.regex_replace(client_id, "'", "''"),
-            f"'{split_clause} ORDER BY rowid",
-        ])
+        query = tf.strings.join(
+            [
+                "SELECT serialized_example_proto FROM examples WHERE client_id = '",
+                tf.strings.regex_replace(client_id, "'", "''"),
+                f"'{split_clause} ORDER BY rowid",
+            ]
+        )
         dataset = tf.data.experimental.SqlDataset("sqlite", path, query, tf.string)
         return dataset if parse is None else dataset.map(parse)
 
     return dataset_fn
 
 
-def _load_metadata(connection: sqlite3.Connection, split_name: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _load_metadata(
+    connection: sqlite3.Connection, split_name: str | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Sorted UTF-8 client ids and their example counts, fetched in chunks.
 
     Chunks keep the transient Python objects small when there are millions of clients.
@@ -163,7 +178,9 @@ def _load_metadata(connection: sqlite3.Connection, split_name: str | None) -> tu
     )
     id_chunks, count_chunks = [np.zeros(0, dtype="S1")], [np.zeros(0, dtype=np.int64)]
     while rows := cursor.fetchmany(_FETCH_CHUNK):
-        id_chunks.append(np.array([str(client_id).encode("utf-8") for client_id, _ in rows], dtype=np.bytes_))
+        id_chunks.append(
+            np.array([str(client_id).encode("utf-8") for client_id, _ in rows], dtype=np.bytes_)
+        )
         count_chunks.append(np.array([count for _, count in rows], dtype=np.int64))
     return np.concatenate(id_chunks), np.concatenate(count_chunks)
 
@@ -187,8 +204,12 @@ def _has_client_index(connection: sqlite3.Connection) -> bool:
 
 
 def _split_names(path: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
-        return [row[0] for row in connection.execute("SELECT DISTINCT split_name FROM client_metadata")]
+    with contextlib.closing(
+        sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    ) as connection:
+        return [
+            row[0] for row in connection.execute("SELECT DISTINCT split_name FROM client_metadata")
+        ]
 
 
 def _quote(text: str) -> str:

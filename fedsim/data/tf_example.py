@@ -4,6 +4,7 @@
 int64. Strings go to bytes, floats to float32, integers and booleans to
 int64; the parser casts back to the dtypes of the requested ``TensorSpec``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
@@ -19,7 +20,8 @@ Features = Mapping[str, tf.TensorSpec]
 def check_flat_features(element_spec: Any, where: str) -> Features:
     """``element_spec`` as a ``Mapping[str, TensorSpec]``, or a ``ClientDataError``."""
     if not isinstance(element_spec, Mapping) or not all(
-        isinstance(key, str) and isinstance(spec, tf.TensorSpec) for key, spec in element_spec.items()
+        isinstance(key, str) and isinstance(spec, tf.TensorSpec)
+        for key, spec in element_spec.items()
     ):
         raise ClientDataError(
             f"{where}: elements must be flat mappings of named tensors to become tf.train.Example "
@@ -44,7 +46,9 @@ def serialize_example(element: Mapping[str, Any]) -> bytes:
 def build_parser(features: Features) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """A function from one serialized proto (scalar ``tf.string``) to ``{name: tensor}``."""
     parse_spec = {
-        key: tf.io.FixedLenFeature(shape=spec.shape, dtype=_stored_dtype(spec.dtype, f"feature {key!r}"))
+        key: tf.io.FixedLenFeature(
+            shape=spec.shape, dtype=_stored_dtype(spec.dtype, f"feature {key!r}")
+        )
         for key, spec in features.items()
     }
 
@@ -68,7 +72,9 @@ def _stored_dtype(dtype: tf.DType, where: str) -> tf.DType:
 def _feature(value: np.ndarray) -> tf.train.Feature:
     flat = value.reshape(-1)
     if value.dtype.kind in "SUO":
-        items = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in flat.tolist()]
+        items = [
+            item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in flat.tolist()
+        ]
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=items))
     if value.dtype.kind == "f":
         return tf.train.Feature(float_list=tf.train.FloatList(value=flat.astype(np.float32)))

@@ -1,4 +1,5 @@
 """Federated CIFAR-100 (Pachinko-allocation partition), from TFF's ``cifar100.sqlite.lzma``."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Federated EMNIST (LEAF's EMNIST grouped by writer), from TFF's ``emnist_all.sqlite.lzma``."""
+
 from __future__ import annotations
 
 import os
@@ -27,5 +28,7 @@ def load_data(
     ``download=False`` never touches the network.
     """
     prefix = "digits_only" if only_digits else "all"
-    train, test = load_splits(FILE_NAME, (f"{prefix}_train", f"{prefix}_test"), FEATURES, cache_dir, download)
+    train, test = load_splits(
+        FILE_NAME, (f"{prefix}_train", f"{prefix}_test"), FEATURES, cache_dir, download
+    )
     return train, test

@@ -1,4 +1,5 @@
-"""Federated Shakespeare (LEAF; one client per speaking role), from TFF's ``shakespeare.sqlite.lzma``."""
+"""Federated Shakespeare (LEAF; a client per speaking role), from ``shakespeare.sqlite.lzma``."""
+
 from __future__ import annotations
 
 import os

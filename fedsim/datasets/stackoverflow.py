@@ -1,4 +1,5 @@
 """Federated Stack Overflow (one client per user), from TFF's ``stackoverflow.sqlite.lzma``."""
+
 from __future__ import annotations
 
 import os
@@ -28,5 +29,7 @@ def load_data(
     (space-separated), "type" ('question' or 'answer'): string [], "score": int64 []}``.
     The decompressed file is large (tens of GB); reading a client touches only its rows.
     """
-    train, heldout, test = load_splits(FILE_NAME, ("train", "heldout", "test"), FEATURES, cache_dir, download)
+    train, heldout, test = load_splits(
+        FILE_NAME, ("train", "heldout", "test"), FEATURES, cache_dir, download
+    )
     return train, heldout, test

@@ -6,6 +6,7 @@ cache directory for the decompressed ``.sqlite`` file, then for the
 compressed one (decompressing it), then downloads it; when that fails it
 raises ``DatasetNotFoundError`` saying which file to place where.
 """
+
 from __future__ import annotations
 
 import lzma
@@ -37,7 +38,9 @@ def load_splits(
     return tuple(read_sql_client_data(path, split_name, features) for split_name in split_names)
 
 
-def sqlite_path(file_name: str, cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+def sqlite_path(
+    file_name: str, cache_dir: str | os.PathLike | None = None, download: bool = True
+) -> Path:
     """The decompressed SQLite file for ``file_name`` (``*.sqlite.lzma``), fetched if needed."""
     cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
     target = cache / file_name.removesuffix(".lzma")
@@ -50,11 +53,15 @@ def sqlite_path(file_name: str, cache_dir: str | os.PathLike | None = None, down
         return target
     url = TFF_DATASETS_URL + file_name
     if not download:
-        raise DatasetNotFoundError(_missing_message(target, compressed, url, "downloads are disabled"))
+        raise DatasetNotFoundError(
+            _missing_message(target, compressed, url, "downloads are disabled")
+        )
     try:
         fetch_lzma(url, target)
     except OSError as error:  # urllib.error.URLError is an OSError
-        raise DatasetNotFoundError(_missing_message(target, compressed, url, f"download failed: {error}")) from error
+        raise DatasetNotFoundError(
+            _missing_message(target, compressed, url, f"download failed: {error}")
+        ) from error
     return target
 
 

@@ -45,7 +45,9 @@ def test_unknown_client_id_error_names_the_id():
 
 def test_clients_with_different_dtypes_are_rejected_naming_the_client():
     with pytest.raises(ClientDataError, match="'b'"):
-        ClientData.from_tensor_slices({"a": np.zeros([2], np.float32), "b": np.zeros([2], np.int32)})
+        ClientData.from_tensor_slices(
+            {"a": np.zeros([2], np.float32), "b": np.zeros([2], np.int32)}
+        )
 
 
 def test_arrays_of_different_lengths_within_a_client_are_rejected():
@@ -77,7 +79,10 @@ def test_dataset_from_all_clients_holds_every_example_once():
     population = _population()
     expected = sorted(10.0 * i + k for i in range(1, 6) for k in range(i))
     assert _xs(population.create_tf_dataset_from_all_clients()) == expected
-    shuffled = [float(e["x"][0]) for e in population.create_tf_dataset_from_all_clients(seed=3).as_numpy_iterator()]
+    shuffled = [
+        float(e["x"][0])
+        for e in population.create_tf_dataset_from_all_clients(seed=3).as_numpy_iterator()
+    ]
     assert sorted(shuffled) == expected
 
 
@@ -104,7 +109,9 @@ def test_split_within_clients_partitions_each_clients_examples():
         assert len(test_xs) == round(0.4 * n) == test.num_examples(client_id)
         assert len(train_xs) == train.num_examples(client_id)
     _, test_again = population.train_test_split_within_clients(0.4, seed=1)
-    assert _xs(test_again.create_tf_dataset_for_client("c5")) == _xs(test.create_tf_dataset_for_client("c5"))
+    assert _xs(test_again.create_tf_dataset_for_client("c5")) == _xs(
+        test.create_tf_dataset_for_client("c5")
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])

@@ -18,7 +18,13 @@ def test_range_ids_compute_and_parse_ids():
 
 
 # NumPy byte strings drop trailing NULs, so ids are drawn without NUL (real ids have none).
-@given(st.sets(st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=8), min_size=1, max_size=30))
+@given(
+    st.sets(
+        st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_sorted_array_ids_match_a_python_list(names):
     ordered = sorted(names, key=lambda s: s.encode("utf-8"))
     ids = SortedArrayIds(np.array([name.encode("utf-8") for name in ordered], dtype=np.bytes_))

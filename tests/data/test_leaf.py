@@ -23,16 +23,24 @@ def leaf_dirs(tmp_path):
     train.mkdir()
     test.mkdir()
     # Three users over two shards, as LEAF's split scripts write them.
-    _write_shard(train / "all_data_0_niid_train.json", {
-        "f0001": {"x": [[0.0, 0.5], [1.0, 1.5]], "y": [3, 4]},
-        "f0002": {"x": [[2.0, 2.5]], "y": [5]},
-    })
-    _write_shard(train / "all_data_1_niid_train.json", {"f0003": {"x": [[3.0, 3.5]] * 3, "y": [6, 7, 8]}})
-    _write_shard(test / "all_data_0_niid_test.json", {
-        "f0001": {"x": [[9.0, 9.5]], "y": [1]},
-        "f0002": {"x": [[8.0, 8.5]], "y": [2]},
-        "f0003": {"x": [[7.0, 7.5]], "y": [0]},
-    })
+    _write_shard(
+        train / "all_data_0_niid_train.json",
+        {
+            "f0001": {"x": [[0.0, 0.5], [1.0, 1.5]], "y": [3, 4]},
+            "f0002": {"x": [[2.0, 2.5]], "y": [5]},
+        },
+    )
+    _write_shard(
+        train / "all_data_1_niid_train.json", {"f0003": {"x": [[3.0, 3.5]] * 3, "y": [6, 7, 8]}}
+    )
+    _write_shard(
+        test / "all_data_0_niid_test.json",
+        {
+            "f0001": {"x": [[9.0, 9.5]], "y": [1]},
+            "f0002": {"x": [[8.0, 8.5]], "y": [2]},
+            "f0003": {"x": [[7.0, 7.5]], "y": [0]},
+        },
+    )
     return train, test
 
 
@@ -56,9 +64,15 @@ def test_users_in_only_one_split_are_named(leaf_dirs):
 
 
 def test_num_samples_must_match_the_data(tmp_path):
-    (tmp_path / "bad.json").write_text(json.dumps({
-        "users": ["u"], "num_samples": [2], "user_data": {"u": {"x": [[1.0]], "y": [0]}},
-    }))
+    (tmp_path / "bad.json").write_text(
+        json.dumps(
+            {
+                "users": ["u"],
+                "num_samples": [2],
+                "user_data": {"u": {"x": [[1.0]], "y": [0]}},
+            }
+        )
+    )
     with pytest.raises(ClientDataError, match="num_samples=2 but 1"):
         load_leaf(tmp_path, tmp_path)
 

@@ -62,7 +62,9 @@ def test_dirichlet_concentration_controls_label_skew():
 
 
 def test_quantity_skew_gives_heavy_tailed_sizes_and_iid_even_ones():
-    skewed = [len(p) for p in partition.quantity_skew(10_000, 100, exponent=1.0, seed=4, min_examples=5)]
+    skewed = [
+        len(p) for p in partition.quantity_skew(10_000, 100, exponent=1.0, seed=4, min_examples=5)
+    ]
     assert min(skewed) >= 5 and max(skewed) > 5 * np.median(skewed)
     even = [len(p) for p in partition.iid(10_000, 100, seed=4)]
     assert set(even) == {100}
@@ -76,7 +78,10 @@ def test_to_client_data_from_arrays_and_from_a_dataset_agree():
     from_dataset = partition.to_client_data(tf.data.Dataset.from_tensor_slices((x, y)), parts)
     for client, part in zip(["0", "1", "2"], parts):
         for population in (from_arrays, from_dataset):
-            ys = [int(e[1]) for e in population.create_tf_dataset_for_client(client).as_numpy_iterator()]
+            ys = [
+                int(e[1])
+                for e in population.create_tf_dataset_for_client(client).as_numpy_iterator()
+            ]
             assert ys == list(part)
 
 

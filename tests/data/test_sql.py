@@ -68,7 +68,9 @@ def test_dataset_function_is_traced_once_for_all_clients(database):
 
 
 def test_unknown_split_error_lists_the_splits(database):
-    with pytest.raises(ClientDataError, match="'validation'.*test.*train|'validation'.*train.*test"):
+    with pytest.raises(
+        ClientDataError, match="'validation'.*test.*train|'validation'.*train.*test"
+    ):
         read_sql_client_data(database, "validation", FEATURES)
 
 
@@ -87,8 +89,12 @@ def test_nested_elements_cannot_be_written(tmp_path):
 def test_file_without_client_index_reads_with_a_warning(tmp_path):
     path = tmp_path / "tff_style.sqlite"
     with contextlib.closing(sqlite3.connect(path)) as connection:
-        connection.execute("CREATE TABLE examples (split_name TEXT, client_id TEXT, serialized_example_proto BLOB)")
-        connection.execute("CREATE TABLE client_metadata (client_id TEXT, split_name TEXT, num_examples INTEGER)")
+        connection.execute(
+            "CREATE TABLE examples (split_name TEXT, client_id TEXT, serialized_example_proto BLOB)"
+        )
+        connection.execute(
+            "CREATE TABLE client_metadata (client_id TEXT, split_name TEXT, num_examples INTEGER)"
+        )
         connection.execute("INSERT INTO examples VALUES ('train', 'a', ?)", (b"",))
         connection.execute("INSERT INTO client_metadata VALUES ('a', 'train', 1)")
         connection.commit()
