@@ -18,6 +18,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set rounds=5 (repeatable)")
     run.add_argument("--out", help="run directory (default: runs/<time>-<algorithm>-<model>-seed<N>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    resume = commands.add_parser("resume", help="continue a run from its newest readable checkpoint",
+                                 description="Continue a run from its newest readable checkpoint.")
+    resume.add_argument("run_dir")
+    resume.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -41,6 +45,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "run":
             config = load_config(args.config, args.overrides)
             _print_summary(run_experiment(config, args.out, progress=not args.quiet))
+        if args.command == "resume":
+            from fedsim.experiment.run import resume_run
+            _print_summary(resume_run(args.run_dir, progress=not args.quiet))
     except (ConfigError, RunDirectoryError) as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2

@@ -1,61 +1,20 @@
 """Config schema: each block of an experiment, chosen by ``name`` with its parameters.
 
-Every block kind (data, model, algorithm, optimizer, sampler, executor) has a
-small registry from name to a frozen attrs class. Validation happens when the
-class is built, so a config that loads is a config that runs.
+Every block kind (data, partitioner, model, algorithm, optimizer, sampler,
+executor) has a small registry from name to a frozen attrs class. Validation
+happens when the class is built, so a config that loads is a config that runs.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import attrs
-from attrs import validators as v
 
-
-def _positive(instance, attribute, value):
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _non_negative(instance, attribute, value):
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-def _fraction(instance, attribute, value):
-    if not 0 <= value < 1:
-        raise ValueError(f"{attribute.name} must be in [0, 1), got {value!r}")
-
-
-class Block:
-    """Base of every named block; subclasses set ``name`` and are attrs classes.
-
-    ``default_name`` is used when a table leaves out ``name`` (None: required).
-    """
-
-    registry: ClassVar[dict[str, type]] = {}
-    default_name: ClassVar[Optional[str]] = None
-
-
-# Data ---------------------------------------------------------------------
-class DataBlock(Block):
-    registry: ClassVar[dict[str, type]] = {}
-
-
-@attrs.frozen
-class SyntheticData(DataBlock):
-    """FedProx's Synthetic(alpha, beta), generated in memory."""
-
-    name: str = "synthetic"
-    alpha: float = attrs.field(default=1.0, validator=_non_negative)
-    beta: float = attrs.field(default=1.0, validator=_non_negative)
-    iid: bool = False
-    num_devices: int = attrs.field(default=30, validator=_positive)
-    test_fraction: float = attrs.field(default=0.1, validator=_fraction)
-    seed: Optional[int] = None  # None: the run's seed
-
-
-DataBlock.registry = {"synthetic": SyntheticData}
+from fedsim.aggregators import build_aggregator
+from fedsim.aggregators.validation import AggregatorConfigError
+from fedsim.experiment.block import Block
+from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock, SyntheticData  # noqa: F401 (re-exported)
+from fedsim.experiment.validators import FieldError, fraction, import_path, non_negative, positive, positive_list
 
 
 # Models -------------------------------------------------------------------
@@ -75,15 +34,41 @@ class MultiLayerPerceptron(ModelBlock):
     """Dense ReLU layers, then a dense layer to the classes."""
 
     name: str = "mlp"
-    hidden: list[int] = attrs.field(factory=lambda: [200, 200])
-
-    @hidden.validator
-    def _check_hidden(self, attribute, value):
-        if not value or any(h <= 0 for h in value):
-            raise ValueError(f"hidden must be a non-empty list of positive layer sizes, got {value!r}")
+    hidden: list[int] = attrs.field(factory=lambda: [200, 200], validator=positive_list)
 
 
-ModelBlock.registry = {"logreg": LogisticRegression, "mlp": MultiLayerPerceptron}
+@attrs.frozen
+class FedAvgCnn(ModelBlock):
+    """The CNN of McMahan et al. 2017 (two 5x5 conv + max-pool blocks, dense 512) for images."""
+
+    name: str = "cnn"
+
+
+@attrs.frozen
+class CharLstm(ModelBlock):
+    """The Shakespeare next-character model: embedding, two LSTMs, logits per step."""
+
+    name: str = "char_lstm"
+    embedding_dim: int = attrs.field(default=8, validator=positive)
+    units: int = attrs.field(default=256, validator=positive)
+
+
+@attrs.frozen
+class CustomModel(ModelBlock):
+    """Your own model: ``function(**params)`` returns a fedsim model or ``(keras_model, loss)``."""
+
+    name: str = "custom"
+    function: str = attrs.field(kw_only=True, validator=import_path)
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+
+ModelBlock.registry = {
+    "logreg": LogisticRegression,
+    "mlp": MultiLayerPerceptron,
+    "cnn": FedAvgCnn,
+    "char_lstm": CharLstm,
+    "custom": CustomModel,
+}
 
 
 # Algorithms ---------------------------------------------------------------
@@ -94,12 +79,17 @@ class AlgorithmBlock(Block):
 
 @attrs.frozen
 class FedAvgConfig(AlgorithmBlock):
-    """Federated Averaging (McMahan et al. 2017)."""
+    """Federated Averaging (McMahan et al. 2017).
+
+    ``shuffle_buffer`` > 0 shuffles each client's examples before batching,
+    in an order that depends only on (seed, round, client).
+    """
 
     name: str = "fedavg"
     weighted: bool = True
-    local_epochs: int = attrs.field(default=1, validator=_positive)
-    batch_size: int = attrs.field(default=10, validator=_positive)
+    local_epochs: int = attrs.field(default=1, validator=positive)
+    batch_size: int = attrs.field(default=10, validator=positive)
+    shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
 
 
 AlgorithmBlock.registry = {"fedavg": FedAvgConfig}
@@ -116,15 +106,15 @@ class SgdConfig(OptimizerBlock):
     """SGD with optional (Nesterov) momentum."""
 
     name: str = "sgd"
-    learning_rate: float = attrs.field(default=0.01, validator=_positive)
-    momentum: float = attrs.field(default=0.0, validator=_fraction)
+    learning_rate: float = attrs.field(default=0.01, validator=positive)
+    momentum: float = attrs.field(default=0.0, validator=fraction)
     nesterov: bool = False
 
 
 OptimizerBlock.registry = {"sgd": SgdConfig}
 
 
-# Sampling, evaluation, execution -------------------------------------------
+# Sampling and execution -----------------------------------------------------
 class SamplerBlock(Block):
     registry: ClassVar[dict[str, type]] = {}
     default_name: ClassVar[Optional[str]] = "uniform"
@@ -135,7 +125,7 @@ class UniformSamplerConfig(SamplerBlock):
     """``cohort_size`` distinct clients per round, uniformly at random."""
 
     name: str = "uniform"
-    cohort_size: int = attrs.field(default=10, validator=_positive)
+    cohort_size: int = attrs.field(default=10, validator=positive)
 
 
 SamplerBlock.registry = {"uniform": UniformSamplerConfig}
@@ -156,27 +146,54 @@ class SequentialExecutorConfig(ExecutorBlock):
 ExecutorBlock.registry = {"sequential": SequentialExecutorConfig}
 
 
+# Run-level settings ---------------------------------------------------------
 @attrs.frozen
 class EvaluationConfig:
     """Evaluate on the held-out clients every ``every`` rounds and after the last (0: never)."""
 
-    every: int = attrs.field(default=10, validator=_non_negative)
+    every: int = attrs.field(default=10, validator=non_negative)
+
+
+@attrs.frozen
+class CheckpointConfig:
+    """Checkpoint every ``every`` rounds and after the last (0: never); keep the newest ``keep``."""
+
+    every: int = attrs.field(default=10, validator=non_negative)
+    keep: int = attrs.field(default=2, validator=positive)
+
+
+@attrs.frozen
+class LoggingConfig:
+    """What the run directory records besides ``metrics.jsonl``."""
+
+    tensorboard: bool = True
+
+
+def _aggregator_chain(instance: Any, attribute: Any, value: list[dict[str, Any]]) -> None:
+    if value:
+        try:
+            build_aggregator(value)
+        except (AggregatorConfigError, TypeError, ValueError) as error:
+            raise FieldError(attribute.name, str(error)) from None
 
 
 @attrs.frozen
 class RunConfig:
-    """A whole experiment."""
+    """A whole experiment. ``aggregator`` is a chain, outermost step first (empty: the algorithm's mean)."""
 
-    rounds: int = attrs.field(validator=_positive)
+    rounds: int = attrs.field(validator=positive)
     data: DataBlock
     model: ModelBlock
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=non_negative)
     algorithm: AlgorithmBlock = attrs.field(factory=FedAvgConfig)
     client_optimizer: OptimizerBlock = attrs.field(factory=SgdConfig)
     server_optimizer: OptimizerBlock = attrs.field(factory=lambda: SgdConfig(learning_rate=1.0))
+    aggregator: list[dict[str, Any]] = attrs.field(factory=list, validator=_aggregator_chain)
     sampler: SamplerBlock = attrs.field(factory=UniformSamplerConfig)
     evaluation: EvaluationConfig = attrs.field(factory=EvaluationConfig)
     executor: ExecutorBlock = attrs.field(factory=SequentialExecutorConfig)
+    checkpoint: CheckpointConfig = attrs.field(factory=CheckpointConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
 
 
-BLOCK_KINDS = (DataBlock, ModelBlock, AlgorithmBlock, OptimizerBlock, SamplerBlock, ExecutorBlock)
+BLOCK_KINDS = (DataBlock, PartitionerBlock, ModelBlock, AlgorithmBlock, OptimizerBlock, SamplerBlock, ExecutorBlock)

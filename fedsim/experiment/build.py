@@ -1,17 +1,20 @@
-"""From a validated ``RunConfig`` to the blocks of a run: data, model, process, sampler."""
+"""From a validated ``RunConfig`` to the blocks of a run: population, process, sampler."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import zlib
+from typing import Any
 
 import attrs
 import keras
+import numpy as np
 import tensorflow as tf
 
+from fedsim.aggregators import build_aggregator
 from fedsim.data import ClientData
-from fedsim.datasets import load_synthetic
 from fedsim.experiment import blocks
+from fedsim.experiment.build_data import build_population
+from fedsim.experiment.build_model import model_fn_for
 from fedsim.learning import FederatedProcess, build_fedavg
-from fedsim.models import from_keras_model, zoo
 from fedsim.optimizers import SGD
 from fedsim.simulation import UniformSampler
 
@@ -26,63 +29,45 @@ class Experiment:
     test_data: ClientData
     sampler: Any
 
+    def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
+        """Client ``client_id``'s training data for round ``round_num``.
 
-def build_data(config: blocks.RunConfig) -> tuple[ClientData, ClientData]:
-    data = config.data
-    if isinstance(data, blocks.SyntheticData):
-        seed = config.seed if data.seed is None else data.seed
-        return load_synthetic(data.alpha, data.beta, data.iid, data.num_devices, data.test_fraction, seed)
-    raise TypeError(f"no builder for data block {data!r}")
-
-
-def build_keras_model(model: blocks.ModelBlock, num_features: int, num_classes: int) -> keras.Model:
-    if isinstance(model, blocks.LogisticRegression):
-        return zoo.logistic_regression(num_features, num_classes)
-    if isinstance(model, blocks.MultiLayerPerceptron):
-        return zoo.mlp(num_features, num_classes, model.hidden)
-    raise TypeError(f"no builder for model block {model!r}")
+        With ``algorithm.shuffle_buffer`` the order is shuffled with a seed
+        drawn from (run seed, round, client) alone, so a resumed run sees the
+        same orders as an uninterrupted one.
+        """
+        dataset = self.train_data.create_tf_dataset_for_client(client_id)
+        buffer = getattr(self.config.algorithm, "shuffle_buffer", 0)
+        if not buffer:
+            return dataset
+        entropy = [self.config.seed, round_num, zlib.crc32(client_id.encode("utf-8"))]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+        return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
 
 def build_optimizer(optimizer: blocks.OptimizerBlock) -> Any:
+    """The functional optimizer of an optimizer block."""
     if isinstance(optimizer, blocks.SgdConfig):
         return SGD(optimizer.learning_rate, optimizer.momentum, optimizer.nesterov)
     raise TypeError(f"no builder for optimizer block {optimizer!r}")
 
 
-def _classification_model_fn(config: blocks.RunConfig, element_spec: Any) -> Callable[[], Any]:
-    x_spec, y_spec = element_spec
-    num_features = int(x_spec.shape[-1])
-    num_classes = 10  # Synthetic(alpha, beta) has 10 classes
-    input_spec = (
-        tf.TensorSpec([None] + list(x_spec.shape), x_spec.dtype),
-        tf.TensorSpec([None] + list(y_spec.shape), y_spec.dtype),
-    )
-
-    def model_fn():
-        return from_keras_model(
-            build_keras_model(config.model, num_features, num_classes),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=input_spec,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
-
-    return model_fn
-
-
 def build_experiment(config: blocks.RunConfig) -> Experiment:
-    """Builds data, model and process; seeds Keras so initial model weights follow ``config.seed``."""
+    """Builds population, model and process; seeds Keras so initial model weights follow ``config.seed``."""
     keras.utils.set_random_seed(config.seed)
-    train, test = build_data(config)
+    population = build_population(config.data, config.seed)
+    model_fn = model_fn_for(config.model, population.train.element_type_structure, population.num_classes)
     algorithm = config.algorithm
     if not isinstance(algorithm, blocks.FedAvgConfig):
         raise TypeError(f"no builder for algorithm block {algorithm!r}")
     process = build_fedavg(
-        _classification_model_fn(config, train.element_type_structure),
+        model_fn,
         client_optimizer=build_optimizer(config.client_optimizer),
         server_optimizer=build_optimizer(config.server_optimizer),
         weighted=algorithm.weighted,
         batch_size=algorithm.batch_size,
         local_epochs=algorithm.local_epochs,
+        aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
     )
     sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)
-    return Experiment(config, process, train, test, sampler)
+    return Experiment(config, process, population.train, population.test, sampler)

@@ -18,6 +18,7 @@ import tomli_w
 from cattrs.errors import ForbiddenExtraKeysError
 
 from fedsim.experiment.blocks import BLOCK_KINDS, Block, RunConfig
+from fedsim.experiment.validators import FieldError
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,12 @@ def _format(exc: BaseException, _type: Any) -> str:
         )
     if isinstance(exc, KeyError):
         return "missing: this key is required"
+    if isinstance(exc, FieldError):
+        return f"{exc}{_FIELD_MARK}{exc.field}"
     return str(exc)
+
+
+_FIELD_MARK = "\x00field="
 
 
 def _structure(raw: Mapping[str, Any], source: str) -> RunConfig:
@@ -99,7 +105,9 @@ def _structure(raw: Mapping[str, Any], source: str) -> RunConfig:
 def _tidy(problem: str) -> str:
     # cattrs says "message @ $.a.b"; we say "a.b: message".
     message, _, path = problem.rpartition(" @ ")
-    path = path.removeprefix("config").lstrip(".") or "(top level)"
+    path = path.removeprefix("config").lstrip(".")
+    message, _, field = message.partition(_FIELD_MARK)
+    path = ".".join(p for p in (path, field) if p) or "(top level)"
     return f"{path}: {message}"
 
 

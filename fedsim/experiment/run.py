@@ -1,28 +1,37 @@
-"""Running an experiment into a run directory.
+"""Running an experiment into a run directory, and resuming one.
 
-A run directory holds ``config.toml`` (the fully resolved config),
-``metrics.jsonl`` (one JSON line per round, flushed as written) and
-``summary.json`` (written when the run ends).
+A run directory holds:
+
+- ``config.toml``: the fully resolved config (``fedsim resume`` rebuilds the run from it);
+- ``metrics.jsonl``: one JSON record per round, appended and flushed as written;
+- ``tensorboard/``: event files with a scalar per metric per round;
+- ``checkpoints/round-NNNNNN/``: the state every ``checkpoint.every`` rounds, newest ``keep``;
+- ``run.log``: the library's log records for this run;
+- ``summary.json``: written when the run ends.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+from fedsim.checkpoint import load_newest, save_checkpoint
 from fedsim.experiment.blocks import RunConfig
-from fedsim.experiment.build import build_experiment
-from fedsim.experiment.config import config_to_toml
+from fedsim.experiment.build import Experiment, build_experiment
+from fedsim.experiment.config import config_to_toml, load_config
+from fedsim.experiment.metrics_file import read_metrics, truncate_metrics
+from fedsim.experiment.tensorboard import TensorBoardWriter
+from fedsim.learning.process import ServerState
 from fedsim.simulation import simulate
 
 logger = logging.getLogger(__name__)
 
 
 class RunDirectoryError(ValueError):
-    """Raised when a run directory cannot be used (e.g. it already holds a run)."""
+    """Raised when a run directory cannot be used (e.g. it already holds a run, or holds none)."""
 
 
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
@@ -34,7 +43,7 @@ def prepare_run_dir(run_dir: Path) -> Path:
     if (run_dir / "metrics.jsonl").exists():
         raise RunDirectoryError(
             f"{str(run_dir)!r} already holds a run (metrics.jsonl exists); choose another --out "
-            "so its metrics are not mixed with a new run's"
+            "so its metrics are not mixed with a new run's, or continue it with 'fedsim resume'"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -44,31 +53,102 @@ def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, prog
     """Runs ``config`` and returns its summary (also written to ``summary.json``)."""
     run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
     (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
-    experiment = build_experiment(config)
-    start = time.perf_counter()
-    result = simulate(
-        experiment.process,
-        experiment.train_data,
-        rounds=config.rounds,
-        sampler=experiment.sampler,
-        eval_data=experiment.test_data,
-        eval_every=config.evaluation.every,
-        metrics_path=run_dir / "metrics.jsonl",
-        progress=progress,
-    )
-    summary = summarize(result.history, time.perf_counter() - start)
+    with _run_log(run_dir):
+        logger.info("starting run in %s", run_dir)
+        experiment = build_experiment(config)
+        return _execute(experiment, run_dir, experiment.process.initialize(), progress)
+
+
+def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
+    """Continues the run in ``run_dir`` from its newest readable checkpoint.
+
+    Unreadable checkpoints are skipped (each logged with the reason); metrics
+    records past the checkpoint's round are dropped, since those rounds run
+    again, so ``metrics.jsonl`` ends up with every round exactly once.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
+    config = load_config(run_dir / "config.toml")
+    with _run_log(run_dir):
+        experiment = build_experiment(config)
+        template = {"server_state": experiment.process.initialize()}
+        restored = load_newest(run_dir / "checkpoints", template)
+        for path, reason in restored.skipped:
+            print(f"fedsim: skipped checkpoint {path.name}: {reason}")
+        logger.info("resuming %s from %s (round %d)", run_dir, restored.path.name, restored.round_num)
+        truncate_metrics(run_dir / "metrics.jsonl", restored.round_num)
+        return _execute(experiment, run_dir, restored.state["server_state"], progress)
+
+
+def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress: bool) -> dict:
+    config = experiment.config
+    callbacks = []
+    if config.checkpoint.every:
+        callbacks.append(_checkpointer(run_dir / "checkpoints", config))
+    tensorboard = TensorBoardWriter(run_dir / "tensorboard") if config.logging.tensorboard else None
+    if tensorboard:
+        callbacks.append(tensorboard)
+    try:
+        simulate(
+            experiment.process,
+            experiment.train_data,
+            rounds=config.rounds - state.round_num,
+            sampler=experiment.sampler,
+            eval_data=experiment.test_data,
+            eval_every=config.evaluation.every,
+            metrics_path=run_dir / "metrics.jsonl",
+            progress=progress,
+            state=state,
+            callbacks=callbacks,
+            client_dataset_fn=experiment.client_dataset,
+        )
+    finally:
+        if tensorboard:
+            tensorboard.close()
+    summary = summarize(read_metrics(run_dir / "metrics.jsonl"))
     summary["run_dir"] = str(run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    logger.info("run finished: %d rounds in %.1f s", summary["rounds"], summary["wall_time_s"])
     return summary
 
 
-def summarize(history: list[dict], wall_time_s: float) -> dict:
-    """Rounds run, last train metrics, last evaluation metrics and wall time."""
+def _checkpointer(directory: Path, config: RunConfig):
+    def save(state: ServerState, record: dict) -> None:
+        round_num = state.round_num
+        if round_num % config.checkpoint.every == 0 or round_num == config.rounds:
+            path = save_checkpoint(directory, round_num, {"server_state": state}, keep=config.checkpoint.keep)
+            logger.info("checkpoint %s", path)
+
+    return save
+
+
+@contextlib.contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """Copies the library's log records into ``run_dir/run.log`` while the run lasts."""
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    package_logger = logging.getLogger("fedsim")
+    previous_level = package_logger.level
+    package_logger.addHandler(handler)
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
+        handler.close()
+
+
+def summarize(history: list[dict]) -> dict:
+    """Rounds run, last train metrics, last evaluation metrics and wall time (sum of round times)."""
     last = history[-1] if history else {"train": {}}
     evaluations = [r["eval"] for r in history if "eval" in r]
     return {
         "rounds": len(history),
         "final_train": last["train"],
         "final_eval": evaluations[-1] if evaluations else {},
-        "wall_time_s": wall_time_s,
+        "wall_time_s": sum(r.get("round_time_s", 0.0) for r in history),
     }

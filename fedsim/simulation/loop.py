@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import attrs
+import tensorflow as tf
 from tqdm.auto import tqdm
 
 from fedsim.data import ClientData
@@ -17,6 +18,7 @@ from fedsim.metrics import to_python
 logger = logging.getLogger(__name__)
 
 RoundCallback = Callable[[ServerState, dict], None]
+ClientDatasetFn = Callable[[str, int], tf.data.Dataset]
 
 
 @attrs.frozen
@@ -44,6 +46,7 @@ def simulate(
     progress: bool = True,
     state: Optional[ServerState] = None,
     callbacks: Sequence[RoundCallback] = (),
+    client_dataset_fn: Optional[ClientDatasetFn] = None,
 ) -> SimulationResult:
     """Runs ``rounds`` rounds of ``process`` on cohorts drawn from ``train_data``.
 
@@ -54,23 +57,30 @@ def simulate(
       metrics_path: appends one JSON line per round, flushed as it is written.
       progress: show a tqdm bar with the round's loss and accuracy.
       state: continue from this state instead of ``process.initialize()``.
-      callbacks: called with ``(state, record)`` after each round.
+      callbacks: called with ``(state, record)`` after each round, once its
+        metrics line is written (e.g. checkpointing, TensorBoard).
+      client_dataset_fn: ``(client_id, round_num) -> dataset``, for per-round
+        preparation such as seeded shuffling; default the client's dataset as is.
     """
     if rounds < 0:
         raise ValueError(f"rounds={rounds} must be >= 0")
     if eval_every < 0:
         raise ValueError(f"eval_every={eval_every} must be >= 0 (0 turns evaluation off)")
     state = state if state is not None else process.initialize()
+    if client_dataset_fn is None:
+        def client_dataset_fn(client_id: str, round_num: int) -> tf.data.Dataset:
+            return train_data.create_tf_dataset_for_client(client_id)
     client_ids = train_data.client_ids
     first, last = state.round_num + 1, state.round_num + rounds
     history = []
     metrics_file = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
-    bar = tqdm(range(first, last + 1), desc="rounds", disable=not progress, unit="round")
+    # total/initial count absolute rounds, so a resumed run's bar starts where the last one stopped.
+    bar = tqdm(total=last, initial=first - 1, desc="rounds", disable=not progress, unit="round")
     try:
-        for round_num in bar:
+        for round_num in range(first, last + 1):
             start = time.perf_counter()
             cohort = [client_ids[i] for i in sampler.sample(round_num, len(client_ids))]
-            datasets = [train_data.create_tf_dataset_for_client(c) for c in cohort]
+            datasets = [client_dataset_fn(c, round_num) for c in cohort]
             result = process.next(state, datasets)
             state = result.state
             record = {
@@ -88,6 +98,7 @@ def simulate(
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
             bar.set_postfix(_postfix(record), refresh=False)
+            bar.update()
             for callback in callbacks:
                 callback(state, record)
     finally:

@@ -1,0 +1,24 @@
+"""Checkpoints: run state as ``.npz`` arrays plus JSON structure, written atomically, read without pickle."""
+from fedsim.checkpoint.store import (
+    CheckpointError,
+    Restored,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    load_newest,
+    save_checkpoint,
+)
+from fedsim.checkpoint.tree import StructureMismatchError, flatten, restore
+
+__all__ = [
+    "CheckpointError",
+    "Restored",
+    "StructureMismatchError",
+    "checkpoint_path",
+    "flatten",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_newest",
+    "restore",
+    "save_checkpoint",
+]

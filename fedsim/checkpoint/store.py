@@ -1,0 +1,155 @@
+"""Checkpoints on disk: one directory per round, written atomically, the newest ``keep`` kept.
+
+Layout: ``<dir>/round-000010/state.json`` (format, round, JSON structure of
+the state, free-form metadata, SHA-256 of the arrays) and
+``<dir>/round-000010/arrays.npz``. Both are written into a temporary
+directory, fsynced, and renamed into place with ``os.replace``: a reader (or
+a run killed mid-write) sees either the whole checkpoint or none of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import attrs
+import numpy as np
+
+from fedsim.checkpoint.tree import StructureMismatchError, flatten, restore
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "fedsim-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^round-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says which one and why."""
+
+
+@attrs.frozen
+class Restored:
+    """A checkpoint read back: its round, the state (shaped like the template) and metadata."""
+
+    path: Path
+    round_num: int
+    state: Any
+    meta: dict
+    skipped: list[tuple[Path, str]] = attrs.field(factory=list)
+
+
+def checkpoint_path(directory: str | Path, round_num: int) -> Path:
+    return Path(directory) / f"round-{round_num:06d}"
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(round, path)`` of every checkpoint directory, newest first (temporary ones excluded)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
+
+
+def save_checkpoint(
+    directory: str | Path, round_num: int, state: Any, meta: Optional[dict] = None, keep: int = 0
+) -> Path:
+    """Writes ``state`` (a nest of arrays/scalars/attrs values) for ``round_num``; keeps the newest ``keep`` (0: all)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays, structure = flatten(state)
+    final = checkpoint_path(directory, round_num)
+    temp = directory / f".tmp-{final.name}-{os.getpid()}"
+    if temp.exists():
+        shutil.rmtree(temp)
+    temp.mkdir()
+    with open(temp / "arrays.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "round": round_num,
+        "arrays_sha256": _sha256(temp / "arrays.npz"),
+        "structure": structure,
+        "meta": meta or {},
+    }
+    with open(temp / "state.json", "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(temp)
+    if final.exists():  # a re-run round after resume: replace the older copy
+        shutil.rmtree(final)
+    os.replace(temp, final)
+    _fsync_dir(directory)
+    if keep:
+        for _, old in list_checkpoints(directory)[keep:]:
+            shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: str | Path, template: Any) -> Restored:
+    """Reads one checkpoint into the shape of ``template``; raises ``CheckpointError`` saying why not."""
+    path = Path(path)
+    try:
+        document = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: state.json is missing or unreadable ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: state.json is not a {FORMAT} file")
+    if document.get("version") != VERSION:
+        raise CheckpointError(f"{path}: format version {document.get('version')!r}, this fedsim reads {VERSION}")
+    arrays_file = path / "arrays.npz"
+    if not arrays_file.is_file():
+        raise CheckpointError(f"{path}: arrays.npz is missing")
+    if _sha256(arrays_file) != document.get("arrays_sha256"):
+        raise CheckpointError(f"{path}: arrays.npz does not match its SHA-256 in state.json (truncated or corrupted)")
+    try:
+        with np.load(arrays_file, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        state = restore(template, document["structure"], arrays)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        reason = str(error) if isinstance(error, StructureMismatchError) else f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{path}: cannot restore the state ({reason})") from None
+    return Restored(path, int(document["round"]), state, dict(document.get("meta", {})))
+
+
+def load_newest(directory: str | Path, template: Any) -> Restored:
+    """The newest checkpoint that reads cleanly; each one skipped is logged and listed in ``skipped``."""
+    skipped: list[tuple[Path, str]] = []
+    for _, path in list_checkpoints(directory):
+        try:
+            restored = load_checkpoint(path, template)
+        except CheckpointError as error:
+            logger.warning("skipping checkpoint %s: %s", path.name, error)
+            skipped.append((path, str(error)))
+            continue
+        return attrs.evolve(restored, skipped=skipped)
+    reasons = "".join(f"\n  skipped {p.name}: {why}" for p, why in skipped)
+    raise CheckpointError(f"no readable checkpoint in {str(directory)!r}{reasons or ' (there are none)'}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the directory entry itself is on disk.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

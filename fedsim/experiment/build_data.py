@@ -1,0 +1,94 @@
+"""Data blocks -> train and test populations of ``(x, y)`` elements, and the number of classes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from fedsim.data import ClientData
+from fedsim.data import partition as partitioners
+from fedsim.data import preprocessing as prep
+from fedsim.experiment import data_blocks as blocks
+
+
+class DataBuildError(ValueError):
+    """A data block whose data cannot be read; the message names the file and the fix."""
+
+
+@attrs.frozen
+class Population:
+    """Train and test clients of one data set; elements are ``(x, y)`` tuples."""
+
+    train: ClientData
+    test: ClientData
+    num_classes: int
+
+
+def build_population(data: blocks.DataBlock, seed: int) -> Population:
+    """Loads (or generates) the data set of ``data``; every random choice derives from ``seed``."""
+    if isinstance(data, blocks.SyntheticData):
+        from fedsim.datasets import load_synthetic
+        from fedsim.datasets.synthetic import NUM_CLASSES
+
+        data_seed = seed if data.seed is None else data.seed
+        train, test = load_synthetic(data.alpha, data.beta, data.iid, data.num_devices, data.test_fraction, data_seed)
+        return Population(train, test, NUM_CLASSES)
+    if isinstance(data, blocks.EmnistData):
+        from fedsim.datasets import emnist
+
+        train, test = emnist.load_data(data.only_digits, data.cache_dir, data.download)
+        images = prep.compose(prep.select("pixels", "label"), prep.reshape([28, 28, 1]))
+        return Population(train.preprocess(images), test.preprocess(images), 10 if data.only_digits else 62)
+    if isinstance(data, blocks.ShakespeareData):
+        from fedsim.datasets import shakespeare
+
+        train, test = shakespeare.load_data(data.cache_dir, data.download)
+        sequences = prep.next_char_sequences(data.sequence_length)
+        return Population(train.preprocess(sequences), test.preprocess(sequences), prep.CHAR_VOCAB_SIZE)
+    if isinstance(data, blocks.LeafData):
+        from fedsim.data.leaf import load_leaf
+
+        train, test = load_leaf(data.train_dir, data.test_dir)
+        pairs = prep.select("x", "y")
+        return Population(train.preprocess(pairs), test.preprocess(pairs), data.num_classes)
+    if isinstance(data, blocks.ArraysData):
+        return _partitioned_arrays(data, seed)
+    raise TypeError(f"no builder for data block {data!r}")
+
+
+def _partitioned_arrays(data: blocks.ArraysData, seed: int) -> Population:
+    x, y = _read_arrays(Path(data.path))
+    parts = _partition(data.partitioner, y, data.num_clients, seed)
+    # Each client keeps its first examples for training and the rest for testing;
+    # the partition already drew the examples at random.
+    cuts = [len(p) - int(round(data.test_fraction * len(p))) for p in parts]
+    train = partitioners.to_client_data((x, y), [p[:c] for p, c in zip(parts, cuts)])
+    test = partitioners.to_client_data((x, y), [p[c:] for p, c in zip(parts, cuts)])
+    return Population(train, test, int(y.max()) + 1)
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = {"x", "y"} - set(npz.files)
+            if missing:
+                raise DataBuildError(f"{path} has arrays {sorted(npz.files)}; it needs 'x' and 'y'")
+            x, y = npz["x"], npz["y"]
+    except (OSError, ValueError) as error:
+        raise DataBuildError(f"cannot read {path} as a .npz of arrays 'x' and 'y': {error}") from None
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or len(y) != len(x):
+        raise DataBuildError(f"{path}: 'y' must be one integer label per row of 'x', got {y.dtype} {y.shape}")
+    return x, y.astype(np.int32)
+
+
+def _partition(block: blocks.PartitionerBlock, labels: np.ndarray, num_clients: int, seed: int):
+    if isinstance(block, blocks.IidPartition):
+        return partitioners.iid(len(labels), num_clients, seed)
+    if isinstance(block, blocks.DirichletPartition):
+        return partitioners.dirichlet_label_skew(labels, num_clients, block.alpha, seed)
+    if isinstance(block, blocks.ShardsPartition):
+        return partitioners.pathological_shards(labels, num_clients, block.shards_per_client, seed)
+    if isinstance(block, blocks.QuantitySkewPartition):
+        return partitioners.quantity_skew(len(labels), num_clients, block.exponent, seed, block.min_examples)
+    raise TypeError(f"no builder for partitioner block {block!r}")

@@ -1,0 +1,48 @@
+"""TensorBoard event files: one scalar per metric per round, written with TensorFlow alone.
+
+``tf.summary.scalar`` needs the separate ``tensorboard`` package; the
+low-level ``tf.summary.write`` with the scalars plugin's metadata writes the
+same events without it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from fedsim.learning.process import ServerState
+
+
+def _scalar_metadata() -> summary_pb2.SummaryMetadata:
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
+    return metadata
+
+
+def scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """``(tag, value)`` for each number of a metrics record: ``train/loss``, ``eval/accuracy``, ..."""
+    for section in ("train", "eval", "measurements"):
+        for name, value in (record.get(section) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield f"{section}/{name}", float(value)
+    yield "round_time_s", float(record["round_time_s"])
+
+
+class TensorBoardWriter:
+    """A round callback writing each record's scalars at step = round number."""
+
+    def __init__(self, log_dir: str | Path):
+        self._writer = tf.summary.create_file_writer(str(log_dir))
+        self._metadata = _scalar_metadata()
+
+    def __call__(self, state: ServerState, record: dict[str, Any]) -> None:
+        with self._writer.as_default():
+            for tag, value in scalars(record):
+                tf.summary.write(tag, tf.constant(value, tf.float32), step=record["round"], metadata=self._metadata)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
