@@ -43,7 +43,7 @@ def test_alpha_beta_make_devices_heterogeneous():
 def test_train_test_split_per_device():
     train, test = load_synthetic(test_fraction=0.1, seed=0)
     devices = generate_synthetic(seed=0)
-    assert train.client_ids == test.client_ids == [str(k) for k in range(30)]
+    assert list(train.client_ids) == list(test.client_ids) == [str(k) for k in range(30)]
     for k, (x, y) in enumerate(devices):
         n_test = int(round(0.1 * len(y)))
         assert test.num_examples(str(k)) == n_test
