@@ -1,4 +1,4 @@
-"""The ``fedsim`` command line."""
+"""The ``fedsim`` command line: run, resume, plot, compare, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -7,21 +7,57 @@ import sys
 from typing import Optional, Sequence
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value, e.g. --set rounds=5 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsim", description="Federated-learning simulation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages (INFO) to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run an experiment from a TOML config",
-                              description="Run an experiment from a TOML config.")
+                              description="Run an experiment from a TOML config into a run directory.")
     run.add_argument("config", help="path to the experiment's TOML file")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override a config value, e.g. --set rounds=5 (repeatable)")
     run.add_argument("--out", help="run directory (default: runs/<time>-<algorithm>-<model>-seed<N>)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    resume = commands.add_parser("resume", help="continue a run from its newest readable checkpoint",
-                                 description="Continue a run from its newest readable checkpoint.")
-    resume.add_argument("run_dir")
-    resume.add_argument("--quiet", action="store_true")
+    _add_run_options(run)
+
+    resume = commands.add_parser(
+        "resume", help="continue a run from its newest readable checkpoint",
+        description="Continue a run from its newest readable checkpoint (unreadable ones are skipped, "
+                    "with the reason); metrics past that checkpoint are dropped and those rounds rerun.")
+    resume.add_argument("run_dir", help="the run directory of 'fedsim run'")
+    resume.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    plot = commands.add_parser("plot", help="plot a metric of several runs on one figure",
+                               description="Plot a metric per round of several runs on one PNG figure.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--metric", default="eval/accuracy",
+                      help="section/name of a metric, e.g. train/loss (default: eval/accuracy)")
+    plot.add_argument("--out", default="plot.png", help="PNG file to write (default: plot.png)")
+    plot.add_argument("--size", type=int, nargs=2, default=(800, 500), metavar=("WIDTH", "HEIGHT"),
+                      help="image size in pixels (default: 800 500)")
+
+    compare = commands.add_parser(
+        "compare", help="markdown table of final and best metrics of several runs",
+        description="Print a markdown table of several runs: final and best metrics, wall time, "
+                    "and the rounds and seconds each needed to reach each target.")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--target", action="append", default=[], metavar="NAME=VALUE",
+                         help="e.g. eval/accuracy=0.8 (losses: at most VALUE; repeatable)")
+
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of configs over several seeds",
+        description="Run every combination of the --grid values, each with --seeds seeds, and write "
+                    "results.md and results.json (mean and std over seeds) into the sweep directory.")
+    sweep.add_argument("config", help="path to the base TOML config")
+    sweep.add_argument("--grid", action="append", default=[], required=True, metavar="KEY.PATH=V1,V2",
+                       help="values to try for one key, e.g. --grid client_optimizer.learning_rate=0.01,0.1")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per grid point: seed, seed+1, ... (default 1)")
+    sweep.add_argument("--out", help="sweep directory (default: runs/sweep-<time>)")
+    _add_run_options(sweep)
     return parser
 
 
@@ -36,19 +72,40 @@ def _print_summary(summary: dict) -> None:
     print(f"run directory: {summary['run_dir']}")
 
 
+def _dispatch(args: argparse.Namespace) -> None:
+    # Imported here so 'fedsim --help' answers without loading TensorFlow.
+    from fedsim import experiment
+    from fedsim.experiment import report, sweep
+
+    if args.command == "run":
+        config = experiment.load_config(args.config, args.overrides)
+        _print_summary(experiment.run_experiment(config, args.out, progress=not args.quiet))
+    elif args.command == "resume":
+        _print_summary(experiment.resume_run(args.run_dir, progress=not args.quiet))
+    elif args.command == "plot":
+        print(report.plot_runs(args.run_dirs, args.metric, args.out, tuple(args.size)))
+    elif args.command == "compare":
+        targets = [report.Target.parse(t) for t in args.target]
+        print(report.compare_table(args.run_dirs, targets), end="")
+    elif args.command == "sweep":
+        grid = sweep.parse_grid(args.grid)
+        out = sweep.run_sweep(args.config, grid, args.seeds, args.out, args.overrides, progress=not args.quiet)
+        print((out / "results.md").read_text(encoding="utf-8"), end="")
+        print(f"sweep directory: {out}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from fedsim.experiment import ConfigError, RunDirectoryError, load_config, run_experiment
+    # The level goes on the handler: a run raises fedsim's logger to INFO for run.log,
+    # and those records must still stay off the terminal unless --verbose.
+    console = logging.StreamHandler()
+    console.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(handlers=[console], format="%(levelname)s %(name)s: %(message)s")
+    from fedsim.experiment import EXPECTED_ERRORS
 
     try:
-        if args.command == "run":
-            config = load_config(args.config, args.overrides)
-            _print_summary(run_experiment(config, args.out, progress=not args.quiet))
-        if args.command == "resume":
-            from fedsim.experiment.run import resume_run
-            _print_summary(resume_run(args.run_dir, progress=not args.quiet))
-    except (ConfigError, RunDirectoryError) as error:
+        _dispatch(args)
+    except EXPECTED_ERRORS as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2
     return 0

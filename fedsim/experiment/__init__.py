@@ -1,10 +1,30 @@
-"""Experiments: TOML configs, building blocks from them, and run directories."""
+"""Experiments: TOML configs, building blocks from them, run directories, checkpoints and reports."""
+from fedsim.checkpoint import CheckpointError
+from fedsim.data import ClientDataError
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
+from fedsim.experiment.build_data import DataBuildError
+from fedsim.experiment.build_model import ModelBuildError
 from fedsim.experiment.config import ConfigError, config_from_dict, config_to_toml, load_config
-from fedsim.experiment.run import RunDirectoryError, run_experiment
+from fedsim.experiment.metrics_file import MetricsFileError
+from fedsim.experiment.report import ReportError
+from fedsim.experiment.run import RunDirectoryError, resume_run, run_experiment
+
+#: Errors caused by the user's input (config, files, run directories); the CLI
+#: prints their message instead of a traceback.
+EXPECTED_ERRORS = (
+    CheckpointError,
+    ClientDataError,
+    ConfigError,
+    DataBuildError,
+    MetricsFileError,
+    ModelBuildError,
+    ReportError,
+    RunDirectoryError,
+)
 
 __all__ = [
+    "EXPECTED_ERRORS",
     "ConfigError",
     "Experiment",
     "RunConfig",
@@ -13,5 +33,6 @@ __all__ = [
     "config_from_dict",
     "config_to_toml",
     "load_config",
+    "resume_run",
     "run_experiment",
 ]

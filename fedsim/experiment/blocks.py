@@ -111,7 +111,48 @@ class SgdConfig(OptimizerBlock):
     nesterov: bool = False
 
 
-OptimizerBlock.registry = {"sgd": SgdConfig}
+def _beta(default: float):
+    return attrs.field(default=default, validator=fraction)
+
+
+@attrs.frozen
+class AdamConfig(OptimizerBlock):
+    """Adam (Kingma and Ba 2015); FedAdam as a server optimizer (Reddi et al. 2021)."""
+
+    name: str = "adam"
+    learning_rate: float = attrs.field(default=0.001, validator=positive)
+    beta_1: float = _beta(0.9)
+    beta_2: float = _beta(0.999)
+    epsilon: float = attrs.field(default=1e-7, validator=non_negative)
+    initial_accumulator: float = attrs.field(default=0.0, validator=non_negative)
+    bias_correction: bool = True
+
+
+@attrs.frozen
+class YogiConfig(OptimizerBlock):
+    """Yogi (Zaheer et al. 2018); FedYogi as a server optimizer."""
+
+    name: str = "yogi"
+    learning_rate: float = attrs.field(default=0.01, validator=positive)
+    beta_1: float = _beta(0.9)
+    beta_2: float = _beta(0.999)
+    epsilon: float = attrs.field(default=1e-3, validator=non_negative)
+    initial_accumulator: float = attrs.field(default=1e-6, validator=non_negative)
+    bias_correction: bool = True
+
+
+@attrs.frozen
+class AdagradConfig(OptimizerBlock):
+    """Adagrad (Duchi et al. 2011), optional ``beta_1`` momentum; FedAdagrad as a server optimizer."""
+
+    name: str = "adagrad"
+    learning_rate: float = attrs.field(default=0.01, validator=positive)
+    beta_1: float = _beta(0.0)
+    epsilon: float = attrs.field(default=1e-7, validator=non_negative)
+    initial_accumulator: float = attrs.field(default=0.1, validator=non_negative)
+
+
+OptimizerBlock.registry = {"sgd": SgdConfig, "adam": AdamConfig, "yogi": YogiConfig, "adagrad": AdagradConfig}
 
 
 # Sampling and execution -----------------------------------------------------

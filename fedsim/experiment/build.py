@@ -15,7 +15,7 @@ from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
 from fedsim.experiment.build_model import model_fn_for
 from fedsim.learning import FederatedProcess, build_fedavg
-from fedsim.optimizers import SGD
+from fedsim import optimizers
 from fedsim.simulation import UniformSampler
 
 
@@ -45,11 +45,19 @@ class Experiment:
         return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
 
+_OPTIMIZERS = {
+    blocks.SgdConfig: optimizers.SGD,
+    blocks.AdamConfig: optimizers.Adam,
+    blocks.YogiConfig: optimizers.Yogi,
+    blocks.AdagradConfig: optimizers.Adagrad,
+}
+
+
 def build_optimizer(optimizer: blocks.OptimizerBlock) -> Any:
-    """The functional optimizer of an optimizer block."""
-    if isinstance(optimizer, blocks.SgdConfig):
-        return SGD(optimizer.learning_rate, optimizer.momentum, optimizer.nesterov)
-    raise TypeError(f"no builder for optimizer block {optimizer!r}")
+    """The functional optimizer of an optimizer block (its fields are the optimizer's parameters)."""
+    parameters = attrs.asdict(optimizer)
+    del parameters["name"]
+    return _OPTIMIZERS[type(optimizer)](**parameters)
 
 
 def build_experiment(config: blocks.RunConfig) -> Experiment:
