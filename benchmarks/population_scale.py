@@ -6,8 +6,9 @@ per case:
 
 - build: constructing the ``ClientData`` (SQLite: reading ids and sizes);
 - sample: drawing a cohort of 100 client ids;
-- cohort: building and fully iterating those 100 clients' datasets (after one
-  warm-up client, so the one-time ``tf.function`` trace is not counted);
+- cohort: building and fully iterating those 100 clients' datasets, best of
+  three cohorts, after one warm-up client (so the one-time ``tf.function``
+  trace is not counted);
 - peak Python heap (tracemalloc) and peak RSS of the process.
 
 Run: ``python benchmarks/population_scale.py`` (writes
@@ -102,10 +103,15 @@ def measure(backend: str, num_clients: int, database: str) -> dict[str, float]:
     cohort = population.sample_client_ids(COHORT, seed=1)
     sample = time.perf_counter() - start
 
-    start = time.perf_counter()
-    examples = sum(sum(1 for _ in population.create_tf_dataset_for_client(c)) for c in cohort)
-    cohort_time = time.perf_counter() - start
-    assert examples == COHORT * EXAMPLES_PER_CLIENT, examples
+    # Best of three cohorts: the machine is shared, and the minimum is the least noisy figure.
+    cohort_times = []
+    for seed in (1, 2, 3):
+        cohort = population.sample_client_ids(COHORT, seed=seed)
+        start = time.perf_counter()
+        examples = sum(sum(1 for _ in population.create_tf_dataset_for_client(c)) for c in cohort)
+        cohort_times.append(time.perf_counter() - start)
+        assert examples == COHORT * EXAMPLES_PER_CLIENT, examples
+    cohort_time = min(cohort_times)
 
     _, heap_peak = tracemalloc.get_traced_memory()
     return {
@@ -136,7 +142,7 @@ def to_markdown(rows: list[tuple[str, int, dict[str, float]]]) -> str:
         f"Cohort of {COHORT} clients, {EXAMPLES_PER_CLIENT} examples each; one process per row. "
         "Produced by `python benchmarks/population_scale.py`.",
         "",
-        "| backend | clients | build (s) | sample (ms) | cohort build + iterate (s) "
+        "| backend | clients | build (s) | sample (ms) | cohort build + iterate, best of 3 (s) "
         "| peak Python heap (MB) | peak RSS (MB) | RSS after imports (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

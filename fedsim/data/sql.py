@@ -172,15 +172,13 @@ def _load_metadata(
     """
     where, parameters = ("", ()) if split_name is None else (" WHERE split_name = ?", (split_name,))
     cursor = connection.execute(
-        "SELECT client_id, SUM(num_examples) FROM client_metadata"
+        "SELECT CAST(client_id AS BLOB), SUM(num_examples) FROM client_metadata"
         f"{where} GROUP BY client_id ORDER BY client_id",
         parameters,
     )
     id_chunks, count_chunks = [np.zeros(0, dtype="S1")], [np.zeros(0, dtype=np.int64)]
     while rows := cursor.fetchmany(_FETCH_CHUNK):
-        id_chunks.append(
-            np.array([str(client_id).encode("utf-8") for client_id, _ in rows], dtype=np.bytes_)
-        )
+        id_chunks.append(np.array([client_id for client_id, _ in rows], dtype=np.bytes_))
         count_chunks.append(np.array([count for _, count in rows], dtype=np.int64))
     return np.concatenate(id_chunks), np.concatenate(count_chunks)
 
