@@ -12,21 +12,14 @@ update weight counts as one vote.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar
 
 import attrs
 import numpy as np
 
-from fedsim.aggregators.base import (
-    AggregationOutput,
-    AggregatorState,
-    ClientIds,
-    ClientValue,
-    check_client_values,
-)
 from fedsim.aggregators.krum import check_cohort_size, krum_scores, order_by_score
 from fedsim.aggregators.validation import int_at_least
-from fedsim.aggregators.vectors import participating, stack, unflatten, zeros_like
+from fedsim.aggregators.vector_rule import VectorRule
 
 
 def iterated_krum(matrix: np.ndarray, num_byzantine: int, num_selected: int) -> np.ndarray:
@@ -52,33 +45,17 @@ def closest_to_median_mean(selection: np.ndarray, num_kept: int) -> np.ndarray:
 
 
 @attrs.frozen
-class Bulyan:
+class Bulyan(VectorRule):
     """Bulyan over Krum, tolerating ``num_byzantine`` Byzantine clients."""
 
     num_byzantine: int = attrs.field(default=1, validator=int_at_least(0))
 
-    def initialize(self) -> AggregatorState:
-        return {}
+    empty_measurements: ClassVar[dict[str, float]] = {"bulyan/num_selected": 0.0}
 
-    def next(
-        self,
-        state: AggregatorState,
-        client_values: Sequence[ClientValue],
-        update_weights: np.ndarray,
-        *,
-        client_ids: ClientIds = None,
-    ) -> AggregationOutput:
-        weights = check_client_values(client_values, update_weights)
-        values, _ = participating(client_values, weights)
-        if not values:
-            return AggregationOutput(
-                zeros_like(client_values[0]), state, {"bulyan/num_selected": 0.0}
-            )
+    def combine(self, matrix, weights):
         f = self.num_byzantine
-        check_cohort_size(len(values), 4 * f + 3, "bulyan", f)
-        theta = len(values) - 2 * f
-        selection = iterated_krum(stack(values), f, theta)
+        check_cohort_size(len(matrix), 4 * f + 3, "bulyan", f)
+        theta = len(matrix) - 2 * f
+        selection = iterated_krum(matrix, f, theta)
         result = closest_to_median_mean(selection, theta - 2 * f)
-        return AggregationOutput(
-            unflatten(result, client_values[0]), state, {"bulyan/num_selected": float(theta)}
-        )
+        return result, {"bulyan/num_selected": float(theta)}

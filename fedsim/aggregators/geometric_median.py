@@ -12,20 +12,13 @@ lands on a client value.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar
 
 import attrs
 import numpy as np
 
-from fedsim.aggregators.base import (
-    AggregationOutput,
-    AggregatorState,
-    ClientIds,
-    ClientValue,
-    check_client_values,
-)
 from fedsim.aggregators.validation import int_at_least, positive
-from fedsim.aggregators.vectors import participating, stack, unflatten, zeros_like
+from fedsim.aggregators.vector_rule import VectorRule
 
 
 def smoothed_objective(z: np.ndarray, matrix: np.ndarray, alphas: np.ndarray, nu: float) -> float:
@@ -54,36 +47,18 @@ def smoothed_weiszfeld(
 
 
 @attrs.frozen
-class GeometricMedian:
+class GeometricMedian(VectorRule):
     """Weighted geometric median of the participating client values."""
 
     max_iterations: int = attrs.field(default=100, validator=int_at_least(1))
     smoothing: float = attrs.field(default=1e-6, validator=positive)
     tolerance: float = attrs.field(default=1e-7, validator=positive)
 
-    def initialize(self) -> AggregatorState:
-        return {}
+    empty_measurements: ClassVar[dict[str, float]] = {"geometric_median/iterations": 0.0}
 
-    def next(
-        self,
-        state: AggregatorState,
-        client_values: Sequence[ClientValue],
-        update_weights: np.ndarray,
-        *,
-        client_ids: ClientIds = None,
-    ) -> AggregationOutput:
-        weights = check_client_values(client_values, update_weights)
-        values, active_weights = participating(client_values, weights)
-        if not values:
-            return AggregationOutput(
-                zeros_like(client_values[0]), state, {"geometric_median/iterations": 0.0}
-            )
-        alphas = active_weights / active_weights.sum()
+    def combine(self, matrix, weights):
+        alphas = weights / weights.sum()
         z, iterations = smoothed_weiszfeld(
-            stack(values), alphas, self.smoothing, self.max_iterations, self.tolerance
+            matrix, alphas, self.smoothing, self.max_iterations, self.tolerance
         )
-        return AggregationOutput(
-            unflatten(z, client_values[0]),
-            state,
-            {"geometric_median/iterations": float(iterations)},
-        )
+        return z, {"geometric_median/iterations": float(iterations)}

@@ -11,21 +11,14 @@ Every client with a positive update weight counts as one vote.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar
 
 import attrs
 import numpy as np
 
-from fedsim.aggregators.base import (
-    AggregationError,
-    AggregationOutput,
-    AggregatorState,
-    ClientIds,
-    ClientValue,
-    check_client_values,
-)
+from fedsim.aggregators.base import AggregationError
 from fedsim.aggregators.validation import int_at_least
-from fedsim.aggregators.vectors import participating, stack, unflatten, zeros_like
+from fedsim.aggregators.vector_rule import VectorRule
 
 
 def pairwise_squared_distances(matrix: np.ndarray) -> np.ndarray:
@@ -64,37 +57,18 @@ def check_cohort_size(n: int, minimum: int, rule: str, num_byzantine: int) -> No
 
 
 @attrs.frozen
-class Krum:
+class Krum(VectorRule):
     """Krum (``num_selected=1``) or Multi-Krum (``num_selected=m > 1``)."""
 
     num_byzantine: int = attrs.field(default=1, validator=int_at_least(0))
     num_selected: int = attrs.field(default=1, validator=int_at_least(1))
 
-    def initialize(self) -> AggregatorState:
-        return {}
+    empty_measurements: ClassVar[dict[str, float]] = {"krum/num_selected": 0.0}
 
-    def next(
-        self,
-        state: AggregatorState,
-        client_values: Sequence[ClientValue],
-        update_weights: np.ndarray,
-        *,
-        client_ids: ClientIds = None,
-    ) -> AggregationOutput:
-        weights = check_client_values(client_values, update_weights)
-        values, _ = participating(client_values, weights)
-        if not values:
-            return AggregationOutput(
-                zeros_like(client_values[0]), state, {"krum/num_selected": 0.0}
-            )
+    def combine(self, matrix, weights):
         # Krum's guarantee needs n > 2f + 2; Multi-Krum also needs m <= n.
         minimum = max(2 * self.num_byzantine + 3, self.num_selected)
-        check_cohort_size(len(values), minimum, "krum", self.num_byzantine)
-        matrix = stack(values)
+        check_cohort_size(len(matrix), minimum, "krum", self.num_byzantine)
         selected = order_by_score(krum_scores(matrix, self.num_byzantine), matrix)
         result = matrix[selected[: self.num_selected]].mean(axis=0)
-        return AggregationOutput(
-            unflatten(result, client_values[0]),
-            state,
-            {"krum/num_selected": float(self.num_selected)},
-        )
+        return result, {"krum/num_selected": float(self.num_selected)}
