@@ -8,6 +8,7 @@ matrix of flattened values, and reshape one vector back. Subclasses write only
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from fedsim.aggregators.base import (
 from fedsim.aggregators.vectors import participating, stack, unflatten, zeros_like
 
 
-class VectorRule:
+class VectorRule(abc.ABC):
     """Base for stateless rules over the participating clients' flattened values.
 
     ``empty_measurements`` are reported when no client has a positive update
@@ -34,9 +35,9 @@ class VectorRule:
     def initialize(self) -> AggregatorState:
         return {}
 
+    @abc.abstractmethod
     def combine(self, matrix: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """The aggregate vector and measurements from ``(clients, dimension)`` values and weights."""
-        raise NotImplementedError(f"{type(self).__name__} must define combine(matrix, weights)")
 
     def next(
         self,
