@@ -5,11 +5,17 @@ The whole local loop, every batch of the client's dataset, runs inside one
 once per dataset element spec and reused for every client, and it keeps no
 state between clients (weights, optimizer state and metrics are reset at the
 start), so any executor can run it anywhere and get the same answer.
+
+Algorithms beyond FedAvg add to the local objective without new hidden state:
+a proximal term (FedProx), a per-client gradient offset (SCAFFOLD's control
+variates), a frozen optimizer state handed in by the server (Mime), and the
+mean-loss gradient at the starting weights (``loss_and_gradient``). Each
+optional input is fixed per algorithm, so it is still one trace per element spec.
 """
 from __future__ import annotations
 
 import collections
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import attrs
 import numpy as np
@@ -33,6 +39,16 @@ class ClientOutput:
     update_weight: float
     metrics: "collections.OrderedDict[str, Any]"
     num_examples: int
+    num_steps: int = 0  # optimizer steps taken: FedNova and SCAFFOLD normalize by it
+
+
+@attrs.frozen
+class LossAndGradient:
+    """The mean loss over all of a client's examples and its gradient, at given model weights."""
+
+    loss: float
+    gradient: list[np.ndarray]
+    num_examples: int
 
 
 def _batch_size(batch: Any) -> tf.Tensor:
@@ -47,22 +63,71 @@ class ClientWork:
       optimizer: a functional client optimizer (default ``SGD(0.01)``); ignored
         when the model trains itself with ``train_on_batch``.
       weighted: update weight is the client's example count (True) or 1 (False).
+      proximal_mu: adds ``mu/2 ||w - w_start||^2`` to the local objective (FedProx); 0 leaves
+        the graph exactly as FedAvg's.
+      freeze_optimizer_state: with ``train(..., optimizer_state=s)``, every local step uses
+        ``s`` and never updates it (Mime applies the server's momentum this way).
     """
 
-    def __init__(self, model: Any, optimizer: Any = None, weighted: bool = True):
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        weighted: bool = True,
+        proximal_mu: float = 0.0,
+        freeze_optimizer_state: bool = False,
+    ):
+        if not proximal_mu >= 0:
+            raise ValueError(f"proximal_mu={proximal_mu!r} must be >= 0 (0 turns the proximal term off)")
         self.model = as_variable_model(model)
         self.optimizer = optimizer if optimizer is not None else SGD(0.01)
         self.weighted = weighted
+        self.proximal_mu = float(proximal_mu)
+        self.freeze_optimizer_state = freeze_optimizer_state
         self.trains_itself = bool(getattr(self.model, "trains_itself", False))
+        if self.trains_itself and (proximal_mu or freeze_optimizer_state):
+            raise ValueError(
+                "a model that trains itself (train_on_batch) cannot take a proximal term or a "
+                "frozen optimizer state; wrap a model with forward_pass instead"
+            )
         self.trace_count = 0
+        self.gradient_trace_count = 0
         self._train = tf.function(self._train_graph)
         self._evaluate = tf.function(self._evaluate_graph)
+        self._loss_and_gradient = tf.function(self._loss_and_gradient_graph)
 
     # Public ----------------------------------------------------------------
-    def train(self, model_weights: ModelWeights, dataset: tf.data.Dataset) -> ClientOutput:
-        """Trains from ``model_weights`` over the whole dataset and returns the client's output."""
-        delta, num_examples, metrics = self._train(
-            _as_tensors(model_weights.trainable), _as_tensors(model_weights.non_trainable), dataset
+    def train(
+        self,
+        model_weights: ModelWeights,
+        dataset: tf.data.Dataset,
+        *,
+        gradient_offset: Optional[Sequence[np.ndarray]] = None,
+        optimizer_state: Any = None,
+    ) -> ClientOutput:
+        """Trains from ``model_weights`` over the whole dataset and returns the client's output.
+
+        Args:
+          gradient_offset: one array per trainable variable, added to every local
+            gradient (SCAFFOLD's ``c - c_i``).
+          optimizer_state: the local optimizer starts from this state instead of
+            ``optimizer.init`` (frozen when the work was built with ``freeze_optimizer_state``).
+        """
+        if self.trains_itself and (gradient_offset is not None or optimizer_state is not None):
+            raise ValueError(
+                "a model that trains itself (train_on_batch) takes no gradient_offset or "
+                "optimizer_state; wrap a model with forward_pass instead"
+            )
+        if gradient_offset is not None:
+            gradient_offset = _as_tensors(gradient_offset)
+        if optimizer_state is not None:
+            optimizer_state = tf.nest.map_structure(tf.convert_to_tensor, optimizer_state)
+        delta, num_examples, num_steps, metrics = self._train(
+            _as_tensors(model_weights.trainable),
+            _as_tensors(model_weights.non_trainable),
+            dataset,
+            gradient_offset,
+            optimizer_state,
         )
         count = int(num_examples)
         if self.weighted:
@@ -74,7 +139,19 @@ class ClientWork:
             update_weight=update_weight,
             metrics=_metrics_to_numpy(metrics),
             num_examples=count,
+            num_steps=int(num_steps),
         )
+
+    def loss_and_gradient(self, model_weights: ModelWeights, dataset: tf.data.Dataset) -> LossAndGradient:
+        """Mean loss over all the dataset's examples and its gradient at ``model_weights``.
+
+        Batches are weighted by their example count, so the result does not
+        depend on how the dataset is batched (for losses that are batch means).
+        """
+        loss, gradient, num_examples = self._loss_and_gradient(
+            _as_tensors(model_weights.trainable), _as_tensors(model_weights.non_trainable), dataset
+        )
+        return LossAndGradient(float(loss), [g.numpy() for g in gradient], int(num_examples))
 
     def evaluate(self, model_weights: ModelWeights, dataset: tf.data.Dataset):
         """Unfinalized metrics of ``model_weights`` on the dataset (``training=False``)."""
@@ -91,30 +168,65 @@ class ClientWork:
             variable.assign(value)
         self.model.reset_metrics()
 
-    def _train_graph(self, trainable, non_trainable, dataset):
+    def _train_graph(self, trainable, non_trainable, dataset, gradient_offset, initial_optimizer_state):
         # Runs once per trace, not per call: this counts traces.
         self.trace_count += 1
         self._start_client(trainable, non_trainable)
         variables = self.model.trainable_variables
         num_examples = tf.constant(0, tf.int64)
+        num_steps = tf.constant(0, tf.int64)
         if self.trains_itself:
             for batch in dataset:
                 output = self.model.train_on_batch(batch)
                 num_examples += self._count(output, batch)
+                num_steps += 1
         else:
-            optimizer_state = self.optimizer.init(list(trainable))
+            optimizer_state = initial_optimizer_state
+            if optimizer_state is None:
+                optimizer_state = self.optimizer.init(list(trainable))
             for batch in dataset:
-                with tf.GradientTape() as tape:
-                    output = self.model.forward_pass(batch, training=True)
-                gradient = tape.gradient(output.loss, variables)
-                gradient = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, gradient)]
+                output, gradient = self._batch_gradient(batch)
                 current = [v.read_value() for v in variables]
-                optimizer_state, updated = self.optimizer.next(optimizer_state, current, gradient)
+                if self.proximal_mu:
+                    # Gradient of mu/2 ||w - w_start||^2.
+                    gradient = [g + self.proximal_mu * (w - w0) for g, w, w0 in zip(gradient, current, trainable)]
+                if gradient_offset is not None:
+                    gradient = [g + c for g, c in zip(gradient, gradient_offset)]
+                new_state, updated = self.optimizer.next(optimizer_state, current, gradient)
+                if not self.freeze_optimizer_state:
+                    optimizer_state = new_state
                 for variable, value in zip(variables, updated):
                     variable.assign(value)
                 num_examples += self._count(output, batch)
+                num_steps += 1
         delta = [v.read_value() - w for v, w in zip(variables, trainable)]
-        return delta, num_examples, self.model.report_local_unfinalized_metrics()
+        return delta, num_examples, num_steps, self.model.report_local_unfinalized_metrics()
+
+    def _loss_and_gradient_graph(self, trainable, non_trainable, dataset):
+        self.gradient_trace_count += 1
+        self._start_client(trainable, non_trainable)
+        variables = self.model.trainable_variables
+        # Sums of batch means times batch sizes, divided once at the end.
+        loss_sum = tf.constant(0.0, tf.float64)
+        gradient_sum = tuple(tf.zeros(v.shape, tf.float64) for v in variables)  # a tuple: AutoGraph stacks carried lists
+        num_examples = tf.constant(0, tf.int64)
+        for batch in dataset:
+            output, gradient = self._batch_gradient(batch)
+            count = self._count(output, batch)
+            size = tf.cast(count, tf.float64)
+            loss_sum += tf.cast(output.loss, tf.float64) * size
+            gradient_sum = tuple(s + tf.cast(g, tf.float64) * size for s, g in zip(gradient_sum, gradient))
+            num_examples += count
+        total = tf.maximum(tf.cast(num_examples, tf.float64), 1.0)
+        gradient = [tf.cast(s / total, v.dtype) for s, v in zip(gradient_sum, variables)]
+        return loss_sum / total, gradient, num_examples
+
+    def _batch_gradient(self, batch):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            output = self.model.forward_pass(batch, training=True)
+        gradient = tape.gradient(output.loss, variables)
+        return output, [tf.zeros_like(v) if g is None else g for v, g in zip(variables, gradient)]
 
     def _evaluate_graph(self, trainable, non_trainable, dataset):
         self._start_client(trainable, non_trainable)

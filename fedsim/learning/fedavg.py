@@ -15,7 +15,7 @@ import tensorflow as tf
 from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
-from fedsim.learning.process import FederatedProcess
+from fedsim.learning.process import ClientId, ClientPrep, FederatedProcess
 from fedsim.optimizers import SGD
 
 
@@ -34,6 +34,38 @@ def batch_and_repeat(batch_size: Optional[int], local_epochs: int = 1):
     return prepare
 
 
+def client_prep(
+    batch_size: Optional[int],
+    local_epochs: int,
+    stragglers: Any = None,
+    keep_partial_work: bool = True,
+    dropout: Any = None,
+) -> ClientPrep:
+    """Per-client training preparation with simulated stragglers and dropouts.
+
+    Args:
+      stragglers: has ``local_epochs(round_num, client_id, local_epochs) -> int``
+        (e.g. ``fedsim.simulation.sampling.Stragglers``); None: everyone runs ``local_epochs``.
+      keep_partial_work: a straggler trains its fewer epochs and reports (FedProx);
+        False: it is dropped from the round (FedAvg in the FedProx paper).
+      dropout: has ``reports(round_num, client_id) -> bool``; a client that does not
+        report is dropped (e.g. ``fedsim.simulation.sampling.Dropout``).
+    """
+    batch_and_repeat(batch_size, local_epochs)  # validates both
+
+    def prepare(dataset: tf.data.Dataset, round_num: int, client_id: ClientId) -> Optional[tuple[tf.data.Dataset, int]]:
+        if dropout is not None and not dropout.reports(round_num, client_id):
+            return None
+        epochs = local_epochs
+        if stragglers is not None:
+            epochs = stragglers.local_epochs(round_num, client_id, local_epochs)
+            if epochs < local_epochs and not keep_partial_work:
+                return None
+        return batch_and_repeat(batch_size, epochs)(dataset), epochs
+
+    return prepare
+
+
 def build_fedavg(
     model_fn: Callable[[], Any],
     client_optimizer: Any = None,
@@ -43,6 +75,8 @@ def build_fedavg(
     local_epochs: int = 1,
     aggregator: Optional[Aggregator] = None,
     executor_fn: Optional[Callable[[ClientWork], Any]] = None,
+    stragglers: Any = None,
+    dropout: Any = None,
 ) -> FederatedProcess:
     """Builds a FedAvg process.
 
@@ -56,6 +90,9 @@ def build_fedavg(
       local_epochs: passes over each client's data per round.
       aggregator: overrides the mean (e.g. a robust or private aggregator chain).
       executor_fn: builds the executor from the client work; default sequential.
+      stragglers: simulated stragglers (``fedsim.simulation.sampling.Stragglers``); FedAvg
+        drops them from the round, as in the FedProx paper's comparison.
+      dropout: simulated clients that fail to report (``fedsim.simulation.sampling.Dropout``).
     """
     model = model_fn()
     client_work = ClientWork(model, client_optimizer or SGD(0.01), weighted=weighted)
@@ -66,4 +103,11 @@ def build_fedavg(
         server_optimizer=server_optimizer or SGD(1.0),
         prepare_train=batch_and_repeat(batch_size, local_epochs),
         prepare_eval=batch_and_repeat(batch_size, 1),
+        prepare_client=_client_prep_if_needed(batch_size, local_epochs, stragglers, False, dropout),
     )
+
+
+def _client_prep_if_needed(batch_size, local_epochs, stragglers, keep_partial_work, dropout):
+    if stragglers is None and dropout is None:
+        return None
+    return client_prep(batch_size, local_epochs, stragglers, keep_partial_work, dropout)

@@ -1,0 +1,38 @@
+"""Federated learning algorithms, one module per paper, each a short builder over shared blocks.
+
+Every builder returns a process with ``initialize()``, ``next(state, datasets,
+client_ids=None)`` and ``evaluate(model_weights, datasets)``, so ``simulate``
+runs any of them.
+"""
+from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
+from fedsim.algorithms.fedavg import build_fedavg
+from fedsim.algorithms.fednova import build_fednova
+from fedsim.algorithms.fedopt import (
+    build_fedopt,
+    fedadagrad_server_optimizer,
+    fedadam_server_optimizer,
+    fedavgm_server_optimizer,
+    fedyogi_server_optimizer,
+)
+from fedsim.algorithms.fedprox import build_fedprox
+from fedsim.algorithms.fedsgd import build_fedsgd
+from fedsim.algorithms.mime_lite import build_mime_lite
+from fedsim.algorithms.qffl import build_qffl
+from fedsim.algorithms.scaffold import build_scaffold
+
+__all__ = [
+    "InMemoryClientStore",
+    "NpzClientStore",
+    "build_fedavg",
+    "build_fednova",
+    "build_fedopt",
+    "build_fedprox",
+    "build_fedsgd",
+    "build_mime_lite",
+    "build_qffl",
+    "build_scaffold",
+    "fedadagrad_server_optimizer",
+    "fedadam_server_optimizer",
+    "fedavgm_server_optimizer",
+    "fedyogi_server_optimizer",
+]

@@ -1,0 +1,57 @@
+"""FedSGD (McMahan et al., 2017, "Communication-Efficient Learning of Deep
+Networks from Decentralized Data", AISTATS, the FedSGD baseline).
+
+Each client computes one gradient of its mean loss over all its examples at
+the server's model weights; the server averages the gradients weighted by
+example count and applies them with its optimizer (``SGD(lr)`` is the paper's
+``w <- w - lr * sum_k n_k/n g_k``).
+
+Built from FedAvg's blocks: one local step of ``SGD(1.0)`` on the client's
+whole dataset as a single batch makes the client delta exactly ``-g_k``, so it
+runs on any executor.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import tensorflow as tf
+
+from fedsim.aggregators import Aggregator, MeanAggregator
+from fedsim.execution import SequentialExecutor
+from fedsim.learning.client_work import ClientWork
+from fedsim.learning.process import FederatedProcess
+from fedsim.optimizers import SGD
+
+# Larger than any client; tf.data fills a batch only with the elements there are.
+_WHOLE_DATASET = 2**31 - 1
+
+
+def _one_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.batch(_WHOLE_DATASET)
+
+
+def build_fedsgd(
+    model_fn: Callable[[], Any],
+    server_optimizer: Any = None,
+    weighted: bool = True,
+    aggregator: Optional[Aggregator] = None,
+    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
+) -> FederatedProcess:
+    """Builds a FedSGD process over client datasets of single (unbatched) examples.
+
+    Args:
+      model_fn: no-argument callable returning a new fedsim model.
+      server_optimizer: applies the averaged gradient; default ``SGD(0.1)``.
+      weighted: weight clients by example count (True, the paper) or equally.
+      aggregator: overrides the mean of the client gradients (as deltas ``-g_k``).
+      executor_fn: builds the executor from the client work; default sequential.
+    """
+    client_work = ClientWork(model_fn(), SGD(1.0), weighted=weighted)
+    return FederatedProcess(
+        model=client_work.model,
+        executor=(executor_fn or SequentialExecutor)(client_work),
+        aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
+        server_optimizer=server_optimizer or SGD(0.1),
+        prepare_train=_one_batch,
+        prepare_eval=_one_batch,
+    )
