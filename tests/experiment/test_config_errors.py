@@ -1,0 +1,153 @@
+"""Malformed configs: each error names the key path, the bad value and what is allowed."""
+from __future__ import annotations
+
+import pytest
+
+from fedsim.experiment.config import ConfigError, load_config
+
+BASE = '''rounds = 3
+[data]
+name = "synthetic"
+[model]
+name = "logreg"
+'''
+
+CASES = {
+    "unknown top-level key": (
+        "round = 3\n" + BASE,
+        ["(top level): unknown key 'round'; did you mean 'rounds'?"],
+    ),
+    "string for int": (
+        BASE.replace("rounds = 3", 'rounds = "10"'),
+        ["rounds: expected int, got str '10'"],
+    ),
+    "float for int": (
+        BASE.replace("rounds = 3", "rounds = 10.5"),
+        ["rounds: expected int, got float 10.5"],
+    ),
+    "bool for int": (
+        "seed = true\n" + BASE,
+        ["seed: expected int, got bool True"],
+    ),
+    "misspelled model name": (
+        BASE.replace('"logreg"', '"logregg"'),
+        ["model: unknown name 'logregg'; did you mean 'logreg'?", "allowed: ['char_lstm', 'cnn', 'custom'"],
+    ),
+    "missing data section": (
+        'rounds = 3\n[model]\nname = "logreg"\n',
+        ["data: missing: this key is required"],
+    ),
+    "data without a name": (
+        'rounds = 3\n[data]\nalpha = 1.0\n[model]\nname = "logreg"\n',
+        ["data: missing 'name'; choose one of ['arrays', 'emnist', 'leaf', 'shakespeare', 'synthetic']"],
+    ),
+    "data is not a table": (
+        'rounds = 3\ndata = "synthetic"\n[model]\nname = "logreg"\n',
+        ["data: expected a table with a 'name' key, got str 'synthetic'"],
+    ),
+    "zero rounds": (
+        BASE.replace("rounds = 3", "rounds = 0"),
+        ["rounds: must be > 0, got 0"],
+    ),
+    "negative seed": (
+        "seed = -1\n" + BASE,
+        ["seed: must be >= 0, got -1"],
+    ),
+    "momentum out of range": (
+        BASE + "[client_optimizer]\nmomentum = 1.5\n",
+        ["client_optimizer.momentum: must be in [0, 1), got 1.5"],
+    ),
+    "unknown key in a block": (
+        BASE + "[sampler]\ncohort = 5\n",
+        ["sampler: unknown key 'cohort'; did you mean 'cohort_size'?"],
+    ),
+    "misspelled optimizer": (
+        BASE + '[server_optimizer]\nname = "adamm"\n',
+        ["server_optimizer: unknown name 'adamm'; did you mean 'adam'?"],
+    ),
+    "empty hidden layers": (
+        BASE.replace('name = "logreg"', 'name = "mlp"\nhidden = []'),
+        ["model.hidden: must be a non-empty list of positive integers, got []"],
+    ),
+    "hidden layer sizes of the wrong type": (
+        BASE.replace('name = "logreg"', 'name = "mlp"\nhidden = ["200"]'),
+        ["model.hidden[0]: expected int, got str '200'"],
+    ),
+    "misspelled aggregator": (
+        BASE + '[[aggregator]]\nname = "clip"\nclip_norm = 1.0\n[[aggregator]]\nname = "mean"\n',
+        ["aggregator: step 0 has unknown aggregator name 'clip'; did you mean 'clipping'?"],
+    ),
+    "aggregator rule before a wrapper": (
+        BASE + '[[aggregator]]\nname = "mean"\n[[aggregator]]\nname = "clipping"\nclip_norm = 1.0\n',
+        ["aggregator: step 1 'clipping' wraps another aggregator, so it cannot be the last step"],
+    ),
+    "custom model function without a module": (
+        BASE.replace('name = "logreg"', 'name = "custom"\nfunction = "make_model"'),
+        ["model.function: must look like 'package.module:function', got 'make_model'"],
+    ),
+    "arrays data without a path": (
+        BASE.replace('name = "synthetic"', 'name = "arrays"'),
+        ["data.path: missing: this key is required"],
+    ),
+    "misspelled partitioner": (
+        BASE.replace('name = "synthetic"', 'name = "arrays"\npath = "x.npz"\npartitioner = {name = "dirichlett"}'),
+        ["data.partitioner: unknown name 'dirichlett'; did you mean 'dirichlet'?"],
+    ),
+    "keep no checkpoints": (
+        BASE + "[checkpoint]\nkeep = 0\n",
+        ["checkpoint.keep: must be > 0, got 0"],
+    ),
+    "several problems at once": (
+        'rounds = "3"\n[data]\nname = "synthetic"\nalpha = "high"\n[model]\nname = "logreg"\n',
+        ["rounds: expected int, got str '3'", "data.alpha: expected float, got str 'high'"],
+    ),
+    "unreadable TOML": (
+        BASE + "[evaluation\nevery = 2\n",
+        ["is not valid TOML", "line 6"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_malformed_config_is_rejected_with_its_key_path(tmp_path, name):
+    text, expected = CASES[name]
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    for fragment in expected:
+        assert fragment in str(raised.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"rounds = 3\n# \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
+
+
+def test_override_without_equals_sign(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"--set 'rounds': expected key.path=value"):
+        load_config(path, ["rounds"])
+
+
+def test_override_into_a_value_that_is_not_a_table(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE, encoding="utf-8")
+    with pytest.raises(ConfigError, match="'rounds' is not a table"):
+        load_config(path, ["rounds.every=3"])
+
+
+def test_overrides_are_typed_as_toml_values(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE, encoding="utf-8")
+    config = load_config(path, ["rounds=7", "model.name=mlp", "model.hidden=[16, 8]", "client_optimizer.nesterov=true"])
+    assert (config.rounds, config.model.name, config.model.hidden) == (7, "mlp", [16, 8])
+    assert config.client_optimizer.nesterov is True
