@@ -3,6 +3,7 @@ from fedsim.checkpoint import CheckpointError
 from fedsim.data import ClientDataError
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
+from fedsim.experiment.build_algorithm import AlgorithmBuildError
 from fedsim.experiment.build_data import DataBuildError
 from fedsim.experiment.build_model import ModelBuildError
 from fedsim.experiment.config import ConfigError, config_from_dict, config_to_toml, load_config
@@ -13,6 +14,7 @@ from fedsim.experiment.run import RunDirectoryError, resume_run, run_experiment
 #: Errors caused by the user's input (config, files, run directories); the CLI
 #: prints their message instead of a traceback.
 EXPECTED_ERRORS = (
+    AlgorithmBuildError,
     CheckpointError,
     ClientDataError,
     ConfigError,

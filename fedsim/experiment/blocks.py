@@ -12,6 +12,7 @@ import attrs
 
 from fedsim.aggregators import build_aggregator
 from fedsim.aggregators.validation import AggregatorConfigError
+from fedsim.experiment.algorithm_blocks import AlgorithmBlock, FedAvgConfig  # noqa: F401 (re-exported)
 from fedsim.experiment.block import Block
 from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock, SyntheticData  # noqa: F401 (re-exported)
 from fedsim.experiment.validators import FieldError, fraction, import_path, non_negative, positive, positive_list
@@ -69,30 +70,6 @@ ModelBlock.registry = {
     "char_lstm": CharLstm,
     "custom": CustomModel,
 }
-
-
-# Algorithms ---------------------------------------------------------------
-class AlgorithmBlock(Block):
-    registry: ClassVar[dict[str, type]] = {}
-    default_name: ClassVar[Optional[str]] = "fedavg"
-
-
-@attrs.frozen
-class FedAvgConfig(AlgorithmBlock):
-    """Federated Averaging (McMahan et al. 2017).
-
-    ``shuffle_buffer`` > 0 shuffles each client's examples before batching,
-    in an order that depends only on (seed, round, client).
-    """
-
-    name: str = "fedavg"
-    weighted: bool = True
-    local_epochs: int = attrs.field(default=1, validator=positive)
-    batch_size: int = attrs.field(default=10, validator=positive)
-    shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
-
-
-AlgorithmBlock.registry = {"fedavg": FedAvgConfig}
 
 
 # Optimizers ---------------------------------------------------------------

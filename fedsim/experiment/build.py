@@ -14,7 +14,7 @@ from fedsim.data import ClientData
 from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
 from fedsim.experiment.build_model import model_fn_for
-from fedsim.learning import FederatedProcess, build_fedavg
+from fedsim.experiment.build_algorithm import build_process
 from fedsim import optimizers
 from fedsim.simulation import UniformSampler
 
@@ -24,7 +24,7 @@ class Experiment:
     """Everything a run needs, built from its config."""
 
     config: blocks.RunConfig
-    process: FederatedProcess
+    process: Any  # a process of fedsim.algorithms: initialize / next / evaluate
     train_data: ClientData
     test_data: ClientData
     sampler: Any
@@ -65,16 +65,11 @@ def build_experiment(config: blocks.RunConfig) -> Experiment:
     keras.utils.set_random_seed(config.seed)
     population = build_population(config.data, config.seed)
     model_fn = model_fn_for(config.model, population.train.element_type_structure, population.num_classes)
-    algorithm = config.algorithm
-    if not isinstance(algorithm, blocks.FedAvgConfig):
-        raise TypeError(f"no builder for algorithm block {algorithm!r}")
-    process = build_fedavg(
+    process = build_process(
+        config.algorithm,
         model_fn,
         client_optimizer=build_optimizer(config.client_optimizer),
         server_optimizer=build_optimizer(config.server_optimizer),
-        weighted=algorithm.weighted,
-        batch_size=algorithm.batch_size,
-        local_epochs=algorithm.local_epochs,
         aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
     )
     sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)

@@ -81,7 +81,8 @@ def simulate(
             start = time.perf_counter()
             cohort = [client_ids[i] for i in sampler.sample(round_num, len(client_ids))]
             datasets = [client_dataset_fn(c, round_num) for c in cohort]
-            result = process.next(state, datasets)
+            # Ids, not positions, key per-client randomness (dropouts, stragglers, client state).
+            result = process.next(state, datasets, client_ids=cohort)
             state = result.state
             record = {
                 "round": round_num,

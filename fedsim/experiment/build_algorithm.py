@@ -1,0 +1,58 @@
+"""Algorithm blocks -> federated processes, using the builders of ``fedsim.algorithms``."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from fedsim import algorithms
+from fedsim.experiment import algorithm_blocks as blocks
+from fedsim.optimizers import SGD
+
+
+class AlgorithmBuildError(ValueError):
+    """An algorithm combined with blocks it cannot use (e.g. FedNova with a momentum client optimizer)."""
+
+
+def _plain_sgd_rate(algorithm: blocks.AlgorithmBlock, client_optimizer: Any) -> float:
+    # FedNova's and q-FFL's analyses assume vanilla local SGD; refuse anything else
+    # rather than silently dropping the optimizer's other settings.
+    if not isinstance(client_optimizer, SGD) or client_optimizer.momentum or callable(client_optimizer.learning_rate):
+        raise AlgorithmBuildError(
+            f"algorithm {algorithm.name!r} runs plain local SGD; set client_optimizer to "
+            f"name = \"sgd\" with momentum = 0 (got {client_optimizer!r})"
+        )
+    return float(client_optimizer.learning_rate)
+
+
+def build_process(
+    algorithm: blocks.AlgorithmBlock,
+    model_fn: Callable[[], Any],
+    client_optimizer: Any,
+    server_optimizer: Any,
+    aggregator: Optional[Any],
+) -> Any:
+    """The process of ``algorithm``; ``aggregator`` None keeps the algorithm's own mean."""
+    if isinstance(algorithm, blocks.FedAvgConfig):
+        return algorithms.build_fedavg(
+            model_fn, client_optimizer, server_optimizer, weighted=algorithm.weighted,
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+    if isinstance(algorithm, blocks.FedProxConfig):
+        return algorithms.build_fedprox(
+            model_fn, algorithm.mu, client_optimizer, server_optimizer, weighted=algorithm.weighted,
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+    if isinstance(algorithm, blocks.FedSgdConfig):
+        return algorithms.build_fedsgd(model_fn, server_optimizer, weighted=algorithm.weighted, aggregator=aggregator)
+    if isinstance(algorithm, blocks.FedNovaConfig):
+        return algorithms.build_fednova(
+            model_fn, _plain_sgd_rate(algorithm, client_optimizer), server_optimizer,
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+    if isinstance(algorithm, blocks.MimeLiteConfig):
+        return algorithms.build_mime_lite(
+            model_fn, client_optimizer, algorithm.server_learning_rate, weighted=algorithm.weighted,
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+    if isinstance(algorithm, blocks.QfflConfig):
+        if aggregator is not None:
+            raise AlgorithmBuildError("algorithm 'qffl' combines client updates its own way; remove [[aggregator]]")
+        return algorithms.build_qffl(
+            model_fn, algorithm.q, _plain_sgd_rate(algorithm, client_optimizer),
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs)
+    raise TypeError(f"no builder for algorithm block {algorithm!r}")
