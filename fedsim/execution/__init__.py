@@ -1,4 +1,49 @@
-"""Executors: where client work runs. All give the same outputs, in cohort order."""
-from fedsim.execution.sequential import SequentialExecutor
+"""Executors: where client work runs. All give the same outputs, in cohort order.
 
-__all__ = ["SequentialExecutor"]
+``make_executor(name, client_work)`` builds one by name (the config system and
+``build_fedavg(executor_fn=...)`` use it):
+
+- ``"sequential"``: clients one after another (the simple reference path).
+- ``"vectorized"``: the whole cohort as one batched computation (Keras models).
+- ``"auto"`` (default): ``"vectorized"`` when the client work allows it, else ``"sequential"``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fedsim.execution.sequential import SequentialExecutor
+from fedsim.execution.vectorized import VectorizationError, VectorizedExecutor, cohort_blocker
+
+logger = logging.getLogger(__name__)
+
+EXECUTOR_NAMES = ("auto", "sequential", "vectorized")
+
+
+def make_executor(name: str, client_work: Any) -> Any:
+    """The executor called ``name`` (one of ``EXECUTOR_NAMES``) over ``client_work``.
+
+    Raises:
+      ValueError: for an unknown name.
+      VectorizationError: for ``"vectorized"`` with client work it cannot batch.
+    """
+    if name == "auto":
+        reason = cohort_blocker(client_work)
+        if reason is None:
+            return VectorizedExecutor(client_work)
+        logger.info("executor 'auto' uses 'sequential': %s", reason)
+        return SequentialExecutor(client_work)
+    if name == "sequential":
+        return SequentialExecutor(client_work)
+    if name == "vectorized":
+        return VectorizedExecutor(client_work)
+    raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTOR_NAMES)}")
+
+
+__all__ = [
+    "EXECUTOR_NAMES",
+    "SequentialExecutor",
+    "VectorizationError",
+    "VectorizedExecutor",
+    "make_executor",
+]
