@@ -161,7 +161,25 @@ class SequentialExecutorConfig(ExecutorBlock):
     name: str = "sequential"
 
 
-ExecutorBlock.registry = {"sequential": SequentialExecutorConfig}
+@attrs.frozen
+class VectorizedExecutorConfig(ExecutorBlock):
+    """The whole cohort as one batched computation (same results; needs batchable client work)."""
+
+    name: str = "vectorized"
+
+
+@attrs.frozen
+class AutoExecutorConfig(ExecutorBlock):
+    """Vectorized when the client work allows it, else sequential (the reason is logged)."""
+
+    name: str = "auto"
+
+
+ExecutorBlock.registry = {
+    "sequential": SequentialExecutorConfig,
+    "vectorized": VectorizedExecutorConfig,
+    "auto": AutoExecutorConfig,
+}
 
 
 # Run-level settings ---------------------------------------------------------

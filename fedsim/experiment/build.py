@@ -71,6 +71,7 @@ def build_experiment(config: blocks.RunConfig) -> Experiment:
         client_optimizer=build_optimizer(config.client_optimizer),
         server_optimizer=build_optimizer(config.server_optimizer),
         aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
+        executor=config.executor.name,
     )
     sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)
     return Experiment(config, process, population.train, population.test, sampler)

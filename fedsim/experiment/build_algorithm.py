@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from fedsim import algorithms
+from fedsim.execution import make_executor
 from fedsim.experiment import algorithm_blocks as blocks
 from fedsim.optimizers import SGD
 
@@ -29,22 +30,33 @@ def build_process(
     client_optimizer: Any,
     server_optimizer: Any,
     aggregator: Optional[Any],
+    executor: str = "sequential",
 ) -> Any:
     """The process of ``algorithm``; ``aggregator`` None keeps the algorithm's own mean."""
+    if executor != "sequential" and isinstance(algorithm, blocks.MimeLiteConfig):
+        raise AlgorithmBuildError("algorithm 'mime_lite' runs its clients sequentially; set executor.name = \"sequential\"")
+
+    def executor_fn(client_work: Any) -> Any:
+        return make_executor(executor, client_work)
+
     if isinstance(algorithm, blocks.FedAvgConfig):
         return algorithms.build_fedavg(
             model_fn, client_optimizer, server_optimizer, weighted=algorithm.weighted,
-            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator,
+            executor_fn=executor_fn)
     if isinstance(algorithm, blocks.FedProxConfig):
         return algorithms.build_fedprox(
             model_fn, algorithm.mu, client_optimizer, server_optimizer, weighted=algorithm.weighted,
-            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator,
+            executor_fn=executor_fn)
     if isinstance(algorithm, blocks.FedSgdConfig):
-        return algorithms.build_fedsgd(model_fn, server_optimizer, weighted=algorithm.weighted, aggregator=aggregator)
+        return algorithms.build_fedsgd(
+            model_fn, server_optimizer, weighted=algorithm.weighted, aggregator=aggregator, executor_fn=executor_fn)
     if isinstance(algorithm, blocks.FedNovaConfig):
         return algorithms.build_fednova(
             model_fn, _plain_sgd_rate(algorithm, client_optimizer), server_optimizer,
-            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator)
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator,
+            executor_fn=executor_fn)
     if isinstance(algorithm, blocks.MimeLiteConfig):
         return algorithms.build_mime_lite(
             model_fn, client_optimizer, algorithm.server_learning_rate, weighted=algorithm.weighted,
@@ -54,5 +66,5 @@ def build_process(
             raise AlgorithmBuildError("algorithm 'qffl' combines client updates its own way; remove [[aggregator]]")
         return algorithms.build_qffl(
             model_fn, algorithm.q, _plain_sgd_rate(algorithm, client_optimizer),
-            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs)
+            batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, executor_fn=executor_fn)
     raise TypeError(f"no builder for algorithm block {algorithm!r}")
