@@ -16,6 +16,15 @@ from fedsim.models.keras_model import split_batch
 
 
 @attrs.frozen
+class ClientTensors:
+    """One client: leaves shaped ``[num_batches, max_batch_size, ...]``; ``mask`` 1 for real examples."""
+
+    x: Any
+    y: Any
+    mask: tf.Tensor
+
+
+@attrs.frozen
 class CohortTensors:
     """Padded cohort data: leaves shaped ``[clients, max_batches, max_batch_size, ...]``."""
 
@@ -25,8 +34,8 @@ class CohortTensors:
     num_batches: tf.Tensor  # int64 [clients]
 
 
-def _split(element: Any) -> tuple[Any, Any]:
-    return split_batch(element)
+def _zero(spec: tf.TensorSpec) -> tf.Tensor:
+    return tf.constant("") if spec.dtype == tf.string else tf.zeros([], spec.dtype)
 
 
 def _one(dtype: tf.DType) -> tf.Tensor:
@@ -57,25 +66,6 @@ def _all_batches(dataset: tf.data.Dataset, padding_values: Any, count: tf.Tensor
     return whole.concatenate(tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
 
 
-def _client_tensors(dataset: tf.data.Dataset):
-    """One client's batches stacked as ``[num_batches, max_batch_size, ...]``, plus its mask.
-
-    No per-batch Python function runs (a ``map`` costs about 0.1 ms per batch):
-    the batches are padded twice, with zeros and with ones, and an example is
-    real where the two agree, which padding never does.
-    """
-    spec = dataset.element_spec
-    count = _count(dataset)
-    zeros = _all_batches(dataset, tf.nest.map_structure(lambda s: tf.zeros([], s.dtype) if s.dtype != tf.string else tf.constant(""), spec), count)
-    ones = _all_batches(dataset, tf.nest.map_structure(lambda s: _one(s.dtype), spec), count)
-    x, y = _split(zeros)
-    probe = _bits(tf.nest.flatten(y)[0])
-    other = _bits(tf.nest.flatten(_split(ones)[1])[0])
-    same = tf.equal(probe, other)
-    mask = tf.reduce_all(tf.reshape(same, tf.concat([tf.shape(same)[:2], [-1]], 0)), axis=2)
-    return x, y, tf.cast(mask, tf.float32)
-
-
 def _pad_to(tensor: tf.Tensor, batches: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(tensor, out_type=tf.int64)
     zero = tf.constant(0, tf.int64)
@@ -84,16 +74,52 @@ def _pad_to(tensor: tf.Tensor, batches: tf.Tensor, batch_size: tf.Tensor) -> tf.
     return tf.pad(tensor, tf.stack([tf.stack(pair) for pair in paddings]))
 
 
-def stack_cohort(datasets: Sequence[tf.data.Dataset]) -> CohortTensors:
-    """Pads and stacks the cohort's batched datasets (call inside a ``tf.function``)."""
-    clients = [_client_tensors(d) for d in datasets]
-    sizes = tf.stack([tf.shape(mask, out_type=tf.int64)[:2] for _, _, mask in clients])
+def client_tensors(dataset: tf.data.Dataset) -> ClientTensors:
+    """One client's batches as padded tensors (call inside a ``tf.function``)."""
+    spec = dataset.element_spec
+    count = _count(dataset)
+    zeros = _all_batches(dataset, tf.nest.map_structure(_zero, spec), count)
+    ones = _all_batches(dataset, tf.nest.map_structure(lambda s: _one(s.dtype), spec), count)
+    x, y = split_batch(zeros)
+    # No per-batch Python function runs (a ``map`` costs about 0.1 ms per
+    # batch): an example is real where the zero- and one-padded copies agree.
+    same = tf.equal(_bits(tf.nest.flatten(y)[0]), _bits(tf.nest.flatten(split_batch(ones)[1])[0]))
+    mask = tf.reduce_all(tf.reshape(same, tf.concat([tf.shape(same)[:2], [-1]], 0)), axis=2)
+    return ClientTensors(x, y, tf.cast(mask, tf.float32))
+
+
+def relaxed_spec(client: ClientTensors) -> ClientTensors:
+    """A signature for any client: batch count and batch size left open."""
+    return tf.nest.map_structure(
+        lambda t: tf.TensorSpec([None, None] + t.shape[2:].as_list(), t.dtype), client
+    )
+
+
+def stack_clients(clients: Sequence[ClientTensors]) -> CohortTensors:
+    """Pads every client to the cohort's longest client and largest batch, and stacks them."""
+    sizes = tf.stack([tf.shape(c.mask, out_type=tf.int64)[:2] for c in clients])
     batches, batch_size = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
 
-    def stacked(leaves):
+    def stacked(*leaves):
         return tf.stack([_pad_to(leaf, batches, batch_size) for leaf in leaves])
 
-    x = tf.nest.map_structure(lambda *leaves: stacked(leaves), *[c[0] for c in clients])
-    y = tf.nest.map_structure(lambda *leaves: stacked(leaves), *[c[1] for c in clients])
-    mask = stacked([c[2] for c in clients])
-    return CohortTensors(x=x, y=y, mask=mask, num_batches=sizes[:, 0])
+    x = tf.nest.map_structure(stacked, *[c.x for c in clients])
+    y = tf.nest.map_structure(stacked, *[c.y for c in clients])
+    return CohortTensors(x=x, y=y, mask=stacked(*[c.mask for c in clients]), num_batches=sizes[:, 0])
+
+
+# tf.data transformations whose output depends only on their inputs and
+# arguments (no random ops, no user functions): a chain of these over in-memory
+# tensors yields the same batches every time it is read, so it can be read once.
+_STATIC_DATASETS = frozenset({
+    "_TensorSliceDataset", "_TensorDataset", "_RangeDataset", "_BatchDataset", "_PaddedBatchDataset",
+    "_RepeatDataset", "_TakeDataset", "_SkipDataset", "_ConcatenateDataset", "_ZipDataset",
+    "_OptionsDataset", "_PrefetchDataset", "_CacheDataset", "_UnbatchDataset", "_RebatchDataset",
+})
+
+
+def is_static(dataset: tf.data.Dataset) -> bool:
+    """Whether reading ``dataset`` again always gives the same batches (see ``_STATIC_DATASETS``)."""
+    if type(dataset).__name__ not in _STATIC_DATASETS:
+        return False
+    return all(is_static(parent) for parent in dataset._inputs())  # noqa: SLF001  (tf.data's own graph walk)

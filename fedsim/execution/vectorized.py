@@ -2,8 +2,9 @@
 
 For small models, a round costs per-client overhead (one graph call, a dataset
 iterator and a few dozen tiny kernels per batch per client), not arithmetic.
-Here one ``tf.function`` reads every client's batches into padded tensors and
-runs local step ``k`` of all clients together under ``tf.vectorized_map``.
+Here each client's batches are read into padded tensors (once, for static
+datasets), and one ``tf.function`` runs local step ``k`` of all clients
+together under ``tf.vectorized_map``.
 
 Ragged cohorts: clients are sorted by their number of batches, longest first,
 so at step ``k`` the clients that still train are a prefix of the cohort; only
@@ -13,11 +14,12 @@ sequential executor's to float rounding.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import tensorflow as tf
 
-from fedsim.execution.cohort_data import stack_cohort
+from fedsim.execution.cohort_data import ClientTensors, client_tensors, is_static, relaxed_spec, stack_clients
 from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.execution.sequential import SequentialExecutor
 
@@ -36,8 +38,12 @@ def cohort_blocker(client_work: Any):
 class CohortTrainer:
     """The compiled cohort computation: ``(weights, datasets) -> per-client results``.
 
-    Stateless (no variables), so one instance can run on several devices at once.
-    Traced once per cohort size and dataset element spec.
+    Holds no model state (no variables), so one instance can run on several
+    devices at once. Each client's dataset is read into padded tensors by one
+    compiled function; a static dataset (see ``cohort_data.is_static``) is read
+    once and kept while the dataset object lives, so a population that hands
+    out the same dataset objects every round is read once per client, not once
+    per round. Training is traced once per cohort size.
     """
 
     def __init__(self, client_work: Any):
@@ -46,15 +52,41 @@ class CohortTrainer:
             raise VectorizationError(f"cannot vectorize this client work: {reason}; use executor 'sequential'")
         self.step = KerasClientStep(client_work.model, client_work.optimizer)
         self.trace_count = 0
+        # Keys are dataset objects, held weakly: an entry lives as long as its dataset.
+        self._read_cache: "weakref.WeakKeyDictionary[tf.data.Dataset, ClientTensors]" = weakref.WeakKeyDictionary()
+        self._read_one = tf.function(client_tensors)
+        self._read_all = tf.function(lambda datasets: [client_tensors(d) for d in datasets])
         self._train = tf.function(self._train_graph)
+        self._by_cohort_size: dict = {}
 
     def __call__(self, trainable, non_trainable, datasets):
         """Returns ``(delta, num_examples, metrics)``, each leaf with a leading client axis."""
-        return self._train(trainable, non_trainable, list(datasets))
+        clients = self.read(datasets)
+        size = len(clients)
+        if size not in self._by_cohort_size:
+            # Open batch counts and sizes: one trace serves every ragged cohort of this size.
+            self._by_cohort_size[size] = self._train.get_concrete_function(
+                [tf.TensorSpec.from_tensor(t) for t in trainable],
+                [tf.TensorSpec.from_tensor(t) for t in non_trainable],
+                [relaxed_spec(clients[0])] * size,
+            )
+        return self._by_cohort_size[size](trainable, non_trainable, clients)
 
-    def _train_graph(self, trainable, non_trainable, datasets):
+    def read(self, datasets: Sequence[tf.data.Dataset]) -> list[ClientTensors]:
+        """Each dataset's batches as padded tensors, from the cache when the dataset is static."""
+        if not all(is_static(d) for d in datasets):
+            return self._read_all(list(datasets))  # one call for the whole cohort
+        clients = []
+        for dataset in datasets:
+            cached = self._read_cache.get(dataset)
+            if cached is None:
+                cached = self._read_cache[dataset] = self._read_one(dataset)
+            clients.append(cached)
+        return clients
+
+    def _train_graph(self, trainable, non_trainable, clients):
         self.trace_count += 1  # runs once per trace
-        data = stack_cohort(datasets)
+        data = stack_clients(clients)
         # Longest clients first: the clients still training at step k are a prefix.
         order = tf.argsort(data.num_batches, direction="DESCENDING", stable=True)
         x, y, mask = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (data.x, data.y, data.mask))

@@ -160,7 +160,7 @@ class FederatedProcess:
                 "pass one id per dataset, in the same order"
             )
         if self.prepare_client is None:
-            return Cohort(ids, [self.prepare_train(d) for d in client_datasets], ids_given)
+            return Cohort(ids, [self._prepared_for_training(d) for d in client_datasets], ids_given)
         round_num = state.round_num + 1
         kept_ids, kept, passes = [], [], []
         for client_id, dataset in zip(ids, client_datasets):
@@ -170,6 +170,20 @@ class FederatedProcess:
                 kept.append(prepared[0])
                 passes.append(prepared[1])
         return Cohort(kept_ids, kept, ids_given, passes)
+
+    def _prepared_for_training(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        # Preparing (batching) costs about a millisecond of eager work per client
+        # and round. The result is kept on the dataset object itself, so a
+        # population that hands out the same dataset every round (e.g. from
+        # tensor slices) prepares each client once, and the prepared dataset
+        # lives exactly as long as its source (no cache to bound or leak).
+        memo = getattr(dataset, "_fedsim_prepared", None)
+        if memo is not None and memo[0] is self.prepare_train:
+            return memo[1]
+        prepared = self.prepare_train(dataset)
+        # object.__setattr__: tf.data's trackable __setattr__ would track it as a dependency.
+        object.__setattr__(dataset, "_fedsim_prepared", (self.prepare_train, prepared))
+        return prepared
 
     @staticmethod
     def update_weights(outputs: Sequence[Any], cohort: Cohort) -> list[float]:
