@@ -4,6 +4,7 @@ Every builder returns a process with ``initialize()``, ``next(state, datasets,
 client_ids=None)`` and ``evaluate(model_weights, datasets)``, so ``simulate``
 runs any of them.
 """
+
 from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.algorithms.fedavg import build_fedavg
 from fedsim.algorithms.fednova import build_fednova

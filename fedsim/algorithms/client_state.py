@@ -6,6 +6,7 @@ million clients cannot carry a million states in every checkpoint. Use
 ``NpzClientStore`` (one ``.npz`` per client, loaded without pickle) when the
 population does not fit in memory or the run must resume after a restart.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,7 +59,9 @@ class NpzClientStore:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _path(self, client_id: ClientKey) -> Path:
-        digest = hashlib.sha256(f"{type(client_id).__name__}:{client_id}".encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(
+            f"{type(client_id).__name__}:{client_id}".encode("utf-8")
+        ).hexdigest()
         return self.directory / f"{digest[:32]}.npz"
 
     def get(self, client_id: ClientKey) -> Optional[list[np.ndarray]]:

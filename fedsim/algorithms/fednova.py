@@ -8,6 +8,7 @@ optimum. FedNova normalizes: with ``tau_i`` local steps, ``d_i = delta_i / tau_i
 ``tau_eff * sum_i p_i d_i`` with ``tau_eff = sum_i p_i tau_i``. With equal
 ``tau_i`` it is FedAvg.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
@@ -20,7 +21,13 @@ from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.fedavg import batch_and_repeat, client_prep
-from fedsim.learning.process import ClientId, FederatedProcess, RoundResult, ServerState
+from fedsim.learning.process import (
+    ClientId,
+    FederatedProcess,
+    ProcessError,
+    RoundResult,
+    ServerState,
+)
 from fedsim.optimizers import SGD
 
 
@@ -38,6 +45,12 @@ class FedNovaProcess(FederatedProcess):
         if not cohort.datasets:
             return self.empty_round(state)
         outputs = self.executor.train(state.model_weights, cohort.datasets)
+        if any(o.num_examples > 0 and o.num_steps == 0 for o in outputs):
+            raise ProcessError(
+                f"FedNova needs each client's local step count, but executor "
+                f"{type(self.executor).__name__} reports num_steps=0; use an executor that "
+                "returns ClientWork.train's ClientOutput.num_steps (e.g. SequentialExecutor)"
+            )
         # A client with no steps has no examples: weight 0, and its delta (zero) stays as is.
         normalized = [[d / max(o.num_steps, 1) for d in o.delta] for o in outputs]
         counts = np.array(self.update_weights(outputs, cohort), dtype=np.float64)
@@ -45,7 +58,9 @@ class FedNovaProcess(FederatedProcess):
         tau_eff = float(counts @ steps / counts.sum()) if counts.sum() > 0 else 0.0
         aggregate = self.aggregate(state, normalized, counts, cohort)
         update = [tau_eff * a for a in aggregate.result]
-        aggregate = attrs.evolve(aggregate, measurements={**aggregate.measurements, "tau_eff": tau_eff})
+        aggregate = attrs.evolve(
+            aggregate, measurements={**aggregate.measurements, "tau_eff": tau_eff}
+        )
         return self.finish_round(state, outputs, update, aggregate)
 
 
@@ -79,5 +94,7 @@ def build_fednova(
         server_optimizer=server_optimizer or SGD(1.0),
         prepare_train=batch_and_repeat(batch_size, local_epochs),
         prepare_eval=batch_and_repeat(batch_size, 1),
-        prepare_client=client_prep(batch_size, local_epochs, stragglers) if stragglers is not None else None,
+        prepare_client=(
+            client_prep(batch_size, local_epochs, stragglers) if stragglers is not None else None
+        ),
     )

@@ -9,6 +9,7 @@ build the paper's rules: no bias correction, ``epsilon`` = the adaptivity
 ``tau`` added to ``sqrt(v)``, and ``v`` starting at ``tau^2`` (the paper's
 ``v_{-1} >= tau^2``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -19,10 +20,14 @@ from fedsim.optimizers import SGD, Adagrad, Adam, Yogi
 from fedsim.optimizers.schedules import LearningRate
 
 
-def build_fedopt(model_fn: Callable[[], Any], server_optimizer: Any, **fedavg_options: Any) -> FederatedProcess:
+def build_fedopt(
+    model_fn: Callable[[], Any], server_optimizer: Any, **fedavg_options: Any
+) -> FederatedProcess:
     """FedAvg's process with ``server_optimizer``; ``fedavg_options`` as for ``build_fedavg``."""
     if server_optimizer is None:
-        raise ValueError("build_fedopt needs a server_optimizer, e.g. fedadam_server_optimizer(0.01)")
+        raise ValueError(
+            "build_fedopt needs a server_optimizer, e.g. fedadam_server_optimizer(0.01)"
+        )
     return build_fedavg(model_fn, server_optimizer=server_optimizer, **fedavg_options)
 
 
@@ -35,16 +40,32 @@ def fedadam_server_optimizer(
     learning_rate: LearningRate, tau: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.99
 ) -> Adam:
     """FedAdam as in Reddi et al.'s Algorithm 2."""
-    return Adam(learning_rate, beta_1, beta_2, epsilon=tau, initial_accumulator=tau**2, bias_correction=False)
+    return Adam(
+        learning_rate,
+        beta_1,
+        beta_2,
+        epsilon=tau,
+        initial_accumulator=tau**2,
+        bias_correction=False,
+    )
 
 
 def fedyogi_server_optimizer(
     learning_rate: LearningRate, tau: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.99
 ) -> Yogi:
     """FedYogi as in Reddi et al.'s Algorithm 2."""
-    return Yogi(learning_rate, beta_1, beta_2, epsilon=tau, initial_accumulator=tau**2, bias_correction=False)
+    return Yogi(
+        learning_rate,
+        beta_1,
+        beta_2,
+        epsilon=tau,
+        initial_accumulator=tau**2,
+        bias_correction=False,
+    )
 
 
-def fedadagrad_server_optimizer(learning_rate: LearningRate, tau: float = 1e-3, beta_1: float = 0.0) -> Adagrad:
+def fedadagrad_server_optimizer(
+    learning_rate: LearningRate, tau: float = 1e-3, beta_1: float = 0.0
+) -> Adagrad:
     """FedAdagrad as in Reddi et al.'s Algorithm 2 (``beta_1=0``: no server momentum)."""
     return Adagrad(learning_rate, beta_1=beta_1, epsilon=tau, initial_accumulator=tau**2)

@@ -7,6 +7,7 @@ straggler finishes only some of its ``local_epochs`` and still reports its
 partial solution (the paper's "inexact" local solvers), where FedAvg drops it.
 With ``mu=0`` and no stragglers it is exactly FedAvg.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -48,7 +49,9 @@ def build_fedprox(
       executor_fn: builds the executor from the client work; default sequential.
     """
     model = model_fn()
-    client_work = ClientWork(model, client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu)
+    client_work = ClientWork(
+        model, client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu
+    )
     prepare_client = None
     if stragglers is not None or dropout is not None:
         prepare_client = client_prep(batch_size, local_epochs, stragglers, True, dropout)

@@ -10,6 +10,7 @@ Built from FedAvg's blocks: one local step of ``SGD(1.0)`` on the client's
 whole dataset as a single batch makes the client delta exactly ``-g_k``, so it
 runs on any executor.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional

@@ -12,6 +12,7 @@ server weights x; the server moves x by the average delta (times
 ``ServerState.optimizer_state`` is the base optimizer's state. Clients run one
 after another through ``ClientWork`` (they take the server state as input).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
@@ -49,18 +50,28 @@ class MimeLiteProcess(FederatedProcess):
         outputs, gradients = [], []
         for dataset in cohort.datasets:
             # A repeated dataset has the same mean gradient as one epoch of it.
-            gradients.append(self.client_work.loss_and_gradient(state.model_weights, dataset).gradient)
+            gradients.append(
+                self.client_work.loss_and_gradient(state.model_weights, dataset).gradient
+            )
             outputs.append(
-                self.client_work.train(state.model_weights, dataset, optimizer_state=state.optimizer_state)
+                self.client_work.train(
+                    state.model_weights, dataset, optimizer_state=state.optimizer_state
+                )
             )
         weights = np.array([o.update_weight for o in outputs], dtype=np.float64)
         aggregate = self.aggregate(state, [o.delta for o in outputs], weights, cohort)
         trainable = list(state.model_weights.trainable)
         mean_gradient = [
-            (g / max(weights.sum(), 1e-300)).astype(w.dtype) for g, w in zip(weighted_sum(gradients, weights), trainable)
+            (g / max(weights.sum(), 1e-300)).astype(w.dtype)
+            for g, w in zip(weighted_sum(gradients, weights), trainable)
         ]
-        optimizer_state, _ = self.server_optimizer.next(state.optimizer_state, trainable, mean_gradient)
-        new_trainable = [w + self.server_learning_rate * np.asarray(d, w.dtype) for w, d in zip(trainable, aggregate.result)]
+        optimizer_state, _ = self.server_optimizer.next(
+            state.optimizer_state, trainable, mean_gradient
+        )
+        new_trainable = [
+            w + self.server_learning_rate * np.asarray(d, w.dtype)
+            for w, d in zip(trainable, aggregate.result)
+        ]
         new_state = ServerState(
             round_num=state.round_num + 1,
             model_weights=state.model_weights.with_trainable(new_trainable),
@@ -92,7 +103,9 @@ def build_mime_lite(
       aggregator: overrides the mean of the deltas.
     """
     base_optimizer = base_optimizer or SGD(0.01, momentum=0.9)
-    client_work = ClientWork(model_fn(), base_optimizer, weighted=weighted, freeze_optimizer_state=True)
+    client_work = ClientWork(
+        model_fn(), base_optimizer, weighted=weighted, freeze_optimizer_state=True
+    )
     return MimeLiteProcess(
         client_work,
         server_learning_rate,

@@ -14,6 +14,7 @@ objective. Client k runs local SGD from w to w_k and, with ``L = 1 / lr``:
 the authors' code, ``1e-10`` is added to ``F_k`` before taking powers, so
 ``q < 1`` stays finite for a client with zero loss.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
@@ -51,7 +52,9 @@ class QFFLProcess(FederatedProcess):
         cohort = self.prepare_cohort(state, client_datasets, client_ids)
         if not cohort.datasets:
             return self.empty_round(state)
-        losses = [self.client_work.loss_and_gradient(state.model_weights, d).loss for d in cohort.datasets]
+        losses = [
+            self.client_work.loss_and_gradient(state.model_weights, d).loss for d in cohort.datasets
+        ]
         outputs = self.executor.train(state.model_weights, cohort.datasets)
         q, lipschitz = self.q, self.lipschitz
         numerator = [np.zeros(w.shape, np.float64) for w in state.model_weights.trainable]
@@ -64,7 +67,9 @@ class QFFLProcess(FederatedProcess):
             squared_norm = sum(float(np.sum(s * s)) for s in step)
             denominator += q * loss ** (q - 1) * squared_norm + lipschitz * loss**q
         update = [-n / denominator for n in numerator]
-        aggregate = AggregationOutput(update, state.aggregator_state, {"qffl_denominator": denominator})
+        aggregate = AggregationOutput(
+            update, state.aggregator_state, {"qffl_denominator": denominator}
+        )
         return self.finish_round(state, outputs, update, aggregate)
 
 

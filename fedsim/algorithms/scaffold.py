@@ -13,6 +13,7 @@ and applies it with step size ``server_lr``, and sets
 so rounds need ``client_ids``. Clients run one after another through
 ``ClientWork`` (the per-client inputs do not fit the executor interface).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
@@ -26,7 +27,13 @@ from fedsim.algorithms.client_state import ClientStore, InMemoryClientStore
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.fedavg import batch_and_repeat
-from fedsim.learning.process import ClientId, FederatedProcess, ProcessError, RoundResult, ServerState
+from fedsim.learning.process import (
+    ClientId,
+    FederatedProcess,
+    ProcessError,
+    RoundResult,
+    ServerState,
+)
 from fedsim.models.model_weights import ModelWeights
 from fedsim.optimizers import SGD
 
@@ -82,13 +89,17 @@ class ScaffoldProcess(FederatedProcess):
                 self.client_store.put(client_id, new_c)
                 c_deltas.append([n - ci for n, ci in zip(new_c, client_c)])
             outputs.append(output)
-        aggregate = self.aggregate(state, [o.delta for o in outputs], [o.update_weight for o in outputs], cohort)
+        aggregate = self.aggregate(
+            state, [o.delta for o in outputs], [o.update_weight for o in outputs], cohort
+        )
         # |S|/N * mean over S of (c_i+ - c_i) is the sum over S divided by N.
         new_server_c = tuple(
             (c + sum(d[k] for d in c_deltas) / self.population_size).astype(c.dtype)
             for k, c in enumerate(server_c)
         )
-        return self.finish_round(state, outputs, aggregate.result, aggregate, {"control_variate": new_server_c})
+        return self.finish_round(
+            state, outputs, aggregate.result, aggregate, {"control_variate": new_server_c}
+        )
 
 
 def build_scaffold(
@@ -117,9 +128,13 @@ def build_scaffold(
       aggregator: overrides the mean of ``y - x``.
     """
     if population_size < 1:
-        raise ValueError(f"population_size={population_size} must be >= 1 (the number of clients N)")
+        raise ValueError(
+            f"population_size={population_size} must be >= 1 (the number of clients N)"
+        )
     if not client_learning_rate > 0:
-        raise ValueError(f"client_learning_rate={client_learning_rate} must be > 0: c_i+ divides by it")
+        raise ValueError(
+            f"client_learning_rate={client_learning_rate} must be > 0: c_i+ divides by it"
+        )
     client_work = ClientWork(model_fn(), SGD(client_learning_rate), weighted=weighted)
     return ScaffoldProcess(
         client_work,

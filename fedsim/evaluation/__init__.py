@@ -1,4 +1,5 @@
 """Federated evaluation: the global model on every client, and the spread across clients."""
+
 from fedsim.evaluation.federated import (
     FederatedEvaluation,
     MetricDistribution,
@@ -6,4 +7,9 @@ from fedsim.evaluation.federated import (
     evaluate_federated,
 )
 
-__all__ = ["FederatedEvaluation", "MetricDistribution", "evaluate_centralized", "evaluate_federated"]
+__all__ = [
+    "FederatedEvaluation",
+    "MetricDistribution",
+    "evaluate_centralized",
+    "evaluate_federated",
+]

@@ -5,6 +5,7 @@ over all their examples); the distribution summarizes each scalar metric's
 per-client values (finalized per client), so fairness shows: mean, standard
 deviation, 10th/50th/90th percentiles, and the worst client with its id.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -63,7 +64,9 @@ def evaluate_federated(
     ids = list(client_data.client_ids)
     if num_clients is not None:
         if not 0 < num_clients <= len(ids):
-            raise ValueError(f"num_clients={num_clients} must be in [1, {len(ids)}] (the population size)")
+            raise ValueError(
+                f"num_clients={num_clients} must be in [1, {len(ids)}] (the population size)"
+            )
         chosen = np.random.default_rng(seed).choice(len(ids), num_clients, replace=False)
         ids = [ids[i] for i in sorted(chosen)]
     datasets = [process.prepare_eval(client_data.create_tf_dataset_for_client(c)) for c in ids]
@@ -87,10 +90,14 @@ def evaluate_federated(
             worst=float(values[worst_index]),
             worst_client=str(ids[worst_index]),
         )
-    return FederatedEvaluation(to_python(dict(aggregate_fn(unfinalized))), per_client, distributions)
+    return FederatedEvaluation(
+        to_python(dict(aggregate_fn(unfinalized))), per_client, distributions
+    )
 
 
-def evaluate_centralized(process: Any, model_weights: ModelWeights, dataset: tf.data.Dataset) -> dict[str, Any]:
+def evaluate_centralized(
+    process: Any, model_weights: ModelWeights, dataset: tf.data.Dataset
+) -> dict[str, Any]:
     """Metrics of ``model_weights`` on one pooled test set (e.g. ``create_tf_dataset_from_all_clients()``)."""
     unfinalized = process.executor.evaluate(model_weights, [process.prepare_eval(dataset)])
     return to_python(dict(metrics_aggregator_for(process.model)(unfinalized)))

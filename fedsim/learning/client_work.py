@@ -12,6 +12,7 @@ variates), a frozen optimizer state handed in by the server (Mime), and the
 mean-loss gradient at the starting weights (``loss_and_gradient``). Each
 optional input is fixed per algorithm, so it is still one trace per element spec.
 """
+
 from __future__ import annotations
 
 import collections
@@ -78,7 +79,9 @@ class ClientWork:
         freeze_optimizer_state: bool = False,
     ):
         if not proximal_mu >= 0:
-            raise ValueError(f"proximal_mu={proximal_mu!r} must be >= 0 (0 turns the proximal term off)")
+            raise ValueError(
+                f"proximal_mu={proximal_mu!r} must be >= 0 (0 turns the proximal term off)"
+            )
         self.model = as_variable_model(model)
         self.optimizer = optimizer if optimizer is not None else SGD(0.01)
         self.weighted = weighted
@@ -142,7 +145,9 @@ class ClientWork:
             num_steps=int(num_steps),
         )
 
-    def loss_and_gradient(self, model_weights: ModelWeights, dataset: tf.data.Dataset) -> LossAndGradient:
+    def loss_and_gradient(
+        self, model_weights: ModelWeights, dataset: tf.data.Dataset
+    ) -> LossAndGradient:
         """Mean loss over all the dataset's examples and its gradient at ``model_weights``.
 
         Batches are weighted by their example count, so the result does not
@@ -168,7 +173,9 @@ class ClientWork:
             variable.assign(value)
         self.model.reset_metrics()
 
-    def _train_graph(self, trainable, non_trainable, dataset, gradient_offset, initial_optimizer_state):
+    def _train_graph(
+        self, trainable, non_trainable, dataset, gradient_offset, initial_optimizer_state
+    ):
         # Runs once per trace, not per call: this counts traces.
         self.trace_count += 1
         self._start_client(trainable, non_trainable)
@@ -189,7 +196,10 @@ class ClientWork:
                 current = [v.read_value() for v in variables]
                 if self.proximal_mu:
                     # Gradient of mu/2 ||w - w_start||^2.
-                    gradient = [g + self.proximal_mu * (w - w0) for g, w, w0 in zip(gradient, current, trainable)]
+                    gradient = [
+                        g + self.proximal_mu * (w - w0)
+                        for g, w, w0 in zip(gradient, current, trainable)
+                    ]
                 if gradient_offset is not None:
                     gradient = [g + c for g, c in zip(gradient, gradient_offset)]
                 new_state, updated = self.optimizer.next(optimizer_state, current, gradient)
@@ -208,14 +218,18 @@ class ClientWork:
         variables = self.model.trainable_variables
         # Sums of batch means times batch sizes, divided once at the end.
         loss_sum = tf.constant(0.0, tf.float64)
-        gradient_sum = tuple(tf.zeros(v.shape, tf.float64) for v in variables)  # a tuple: AutoGraph stacks carried lists
+        gradient_sum = tuple(
+            tf.zeros(v.shape, tf.float64) for v in variables
+        )  # a tuple: AutoGraph stacks carried lists
         num_examples = tf.constant(0, tf.int64)
         for batch in dataset:
             output, gradient = self._batch_gradient(batch)
             count = self._count(output, batch)
             size = tf.cast(count, tf.float64)
             loss_sum += tf.cast(output.loss, tf.float64) * size
-            gradient_sum = tuple(s + tf.cast(g, tf.float64) * size for s, g in zip(gradient_sum, gradient))
+            gradient_sum = tuple(
+                s + tf.cast(g, tf.float64) * size for s, g in zip(gradient_sum, gradient)
+            )
             num_examples += count
         total = tf.maximum(tf.cast(num_examples, tf.float64), 1.0)
         gradient = [tf.cast(s / total, v.dtype) for s, v in zip(gradient_sum, variables)]
@@ -248,5 +262,6 @@ def _as_tensors(arrays: Sequence[np.ndarray]) -> list[tf.Tensor]:
 
 def _metrics_to_numpy(metrics: Any) -> "collections.OrderedDict[str, Any]":
     return collections.OrderedDict(
-        (name, tf.nest.map_structure(lambda t: np.asarray(t), value)) for name, value in metrics.items()
+        (name, tf.nest.map_structure(lambda t: np.asarray(t), value))
+        for name, value in metrics.items()
     )

@@ -6,6 +6,7 @@ server's model weights; the server averages the deltas, weighted by example
 count (or unweighted), and applies them with its own optimizer (SGD with
 learning rate 1.0 is the paper's algorithm).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -22,7 +23,9 @@ from fedsim.optimizers import SGD
 def batch_and_repeat(batch_size: Optional[int], local_epochs: int = 1):
     """The per-client training pipeline: batch (if ``batch_size``), then repeat for epochs."""
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be a positive integer or None (pre-batched data)")
+        raise ValueError(
+            f"batch_size={batch_size} must be a positive integer or None (pre-batched data)"
+        )
     if local_epochs < 1:
         raise ValueError(f"local_epochs={local_epochs} must be >= 1")
 
@@ -53,7 +56,9 @@ def client_prep(
     """
     batch_and_repeat(batch_size, local_epochs)  # validates both
 
-    def prepare(dataset: tf.data.Dataset, round_num: int, client_id: ClientId) -> Optional[tuple[tf.data.Dataset, int]]:
+    def prepare(
+        dataset: tf.data.Dataset, round_num: int, client_id: ClientId
+    ) -> Optional[tuple[tf.data.Dataset, int]]:
         if dropout is not None and not dropout.reports(round_num, client_id):
             return None
         epochs = local_epochs

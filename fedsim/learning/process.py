@@ -6,6 +6,7 @@ applies the aggregate, and the cohort's metrics are summed then finalized.
 Algorithms are builders that choose the blocks; this is the only code that
 runs a round.
 """
+
 from __future__ import annotations
 
 import collections
@@ -114,7 +115,9 @@ class FederatedProcess:
 
     def initialize(self, model_weights: Optional[ModelWeights] = None) -> ServerState:
         """The state before round 1: the model's current weights unless given."""
-        weights = model_weights if model_weights is not None else ModelWeights.from_model(self.model)
+        weights = (
+            model_weights if model_weights is not None else ModelWeights.from_model(self.model)
+        )
         return ServerState(
             round_num=0,
             model_weights=weights,
@@ -137,7 +140,9 @@ class FederatedProcess:
         if not cohort.datasets:
             return self.empty_round(state)
         outputs = self.executor.train(state.model_weights, cohort.datasets)
-        aggregate = self.aggregate(state, [o.delta for o in outputs], self.update_weights(outputs, cohort), cohort)
+        aggregate = self.aggregate(
+            state, [o.delta for o in outputs], self.update_weights(outputs, cohort), cohort
+        )
         return self.finish_round(state, outputs, aggregate.result, aggregate)
 
     # Building blocks for algorithms that override ``next`` ------------------
@@ -149,7 +154,9 @@ class FederatedProcess:
     ) -> Cohort:
         """Validates a round's input and prepares each client's dataset (dropping non-reporters)."""
         if not isinstance(state, ServerState):
-            raise ProcessError(f"state must be a ServerState from initialize(), got {type(state).__name__}")
+            raise ProcessError(
+                f"state must be a ServerState from initialize(), got {type(state).__name__}"
+            )
         if len(client_datasets) == 0:
             raise ProcessError("a round needs at least one client dataset; the cohort is empty")
         ids_given = client_ids is not None
@@ -198,17 +205,28 @@ class FederatedProcess:
         if cohort.passes is None:
             return [o.update_weight for o in outputs]
         return [
-            o.update_weight / p if p > 1 and o.update_weight == float(o.num_examples) else o.update_weight
+            (
+                o.update_weight / p
+                if p > 1 and o.update_weight == float(o.num_examples)
+                else o.update_weight
+            )
             for o, p in zip(outputs, cohort.passes)
         ]
 
     def aggregate(
-        self, state: ServerState, values: Sequence[list], update_weights: Sequence[float], cohort: Cohort
+        self,
+        state: ServerState,
+        values: Sequence[list],
+        update_weights: Sequence[float],
+        cohort: Cohort,
     ) -> AggregationOutput:
         """The aggregator over per-client values (deltas, usually), given real ids when known."""
         kwargs = {"client_ids": cohort.client_ids} if cohort.ids_given else {}
         return self.aggregator.next(
-            state.aggregator_state, list(values), np.array(update_weights, dtype=np.float64), **kwargs
+            state.aggregator_state,
+            list(values),
+            np.array(update_weights, dtype=np.float64),
+            **kwargs,
         )
 
     def finish_round(
@@ -236,7 +254,9 @@ class FederatedProcess:
         )
         return self.round_result(new_state, outputs, aggregate.measurements)
 
-    def round_result(self, new_state: ServerState, outputs: Sequence[Any], measurements: dict) -> RoundResult:
+    def round_result(
+        self, new_state: ServerState, outputs: Sequence[Any], measurements: dict
+    ) -> RoundResult:
         """The round's result: cohort metrics summed then finalized."""
         return RoundResult(
             state=new_state,

@@ -5,8 +5,14 @@ local loop) and on the server (NumPy arrays). ``learning_rate`` is a float or
 a schedule ``lr(round_num)``; see ``fedsim.optimizers.schedules`` for how the
 round number reaches it (an int64 ``step`` counter in the state).
 """
+
 from fedsim.optimizers.adaptive import Adagrad, Adam, Yogi
-from fedsim.optimizers.schedules import Constant, ExponentialDecay, InverseSqrtDecay, WarmupThenDecay
+from fedsim.optimizers.schedules import (
+    Constant,
+    ExponentialDecay,
+    InverseSqrtDecay,
+    WarmupThenDecay,
+)
 from fedsim.optimizers.sgd import SGD
 
 __all__ = [

@@ -4,6 +4,7 @@ Optimizers run inside a client's traced loop (tf tensors) and on the server
 (NumPy arrays); arithmetic operators work on both, these helpers pick the
 matching library for everything else.
 """
+
 from __future__ import annotations
 
 from typing import Any

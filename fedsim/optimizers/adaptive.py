@@ -18,6 +18,7 @@ added to the uncorrected ``sqrt(v)``); the paper's algorithm has none.
 State: ``{"step": int64, "m": tuple, "v": tuple}`` (``m`` left out when
 ``beta_1 == 0``); same arithmetic on tf tensors and NumPy arrays.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -40,7 +41,9 @@ def _non_negative(instance, attribute, value):
 
 
 def _lr_field(default: float):
-    return attrs.field(default=default, converter=float_unless_schedule, validator=check_learning_rate)
+    return attrs.field(
+        default=default, converter=float_unless_schedule, validator=check_learning_rate
+    )
 
 
 def _beta(default: float):
@@ -73,7 +76,10 @@ def _next(
     lr = learning_rate_at(optimizer.learning_rate, state, weights[0])
     step = state["step"] + 1
     b1 = optimizer.beta_1
-    new_state = {"step": step, "v": tuple(second_moment(v, g) for v, g in zip(state["v"], gradient))}
+    new_state = {
+        "step": step,
+        "v": tuple(second_moment(v, g) for v, g in zip(state["v"], gradient)),
+    }
     if b1 != 0:
         new_state["m"] = tuple(b1 * m + (1 - b1) * g for m, g in zip(state["m"], gradient))
     first = new_state.get("m", tuple(gradient))
@@ -101,7 +107,14 @@ class Adam:
 
     def next(self, state: dict[str, Any], weights: Sequence[Any], gradient: Sequence[Any]):
         b2 = self.beta_2
-        return _next(self, state, weights, gradient, lambda v, g: b2 * v + (1 - b2) * g * g, self.bias_correction)
+        return _next(
+            self,
+            state,
+            weights,
+            gradient,
+            lambda v, g: b2 * v + (1 - b2) * g * g,
+            self.bias_correction,
+        )
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ On a client the state starts fresh every round, so there it counts local steps.
 Schedules use only arithmetic (and ``fedsim.optimizers._ops``), so they run
 on the float tensor of a traced client loop as well as on Python floats.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Union
@@ -91,7 +92,9 @@ class WarmupThenDecay:
     @after_warmup.validator
     def _callable(self, attribute, value):
         if not callable(value):
-            raise ValueError(f"after_warmup={value!r} must be a schedule, e.g. InverseSqrtDecay(0.1)")
+            raise ValueError(
+                f"after_warmup={value!r} must be a schedule, e.g. InverseSqrtDecay(0.1)"
+            )
 
     def __call__(self, round_num: Any) -> Any:
         peak = self.after_warmup(round_num * 0 + 1)

@@ -10,6 +10,7 @@ a ``for batch in dataset`` loop into one tensor.
 State is a dict of tuples of arrays and int64 scalars, so checkpoints store
 it without pickle.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence

@@ -6,6 +6,7 @@ an uninterrupted one without carrying generator state. ``Dropout`` and
 ``Stragglers`` decide, per ``(seed, round, client id)``, whether a sampled
 client reports at all and how much of its local work it finishes.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -67,7 +68,9 @@ class WeightedSampler:
     @client_weights.validator
     def _check_weights(self, attribute, value):
         if value.ndim != 1 or not np.all(np.isfinite(value)) or np.any(value < 0):
-            raise ValueError("client_weights must be a 1-D sequence of finite numbers >= 0, one per client")
+            raise ValueError(
+                "client_weights must be a 1-D sequence of finite numbers >= 0, one per client"
+            )
         if np.count_nonzero(value) < self.cohort_size:
             raise ValueError(
                 f"only {np.count_nonzero(value)} clients have a weight > 0, fewer than "
@@ -145,4 +148,3 @@ class Stragglers:
         if rng.random() >= self.fraction:
             return local_epochs
         return int(rng.integers(1, local_epochs, endpoint=True))
-
