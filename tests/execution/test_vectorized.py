@@ -1,0 +1,107 @@
+"""Fast executors give the sequential executor's answers (within float rounding)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fedsim
+from fedsim.execution import (
+    MultiDeviceExecutor, SequentialExecutor, VectorizationError, VectorizedExecutor, make_executor)
+from fedsim.learning.client_work import ClientWork
+from tests.execution.helpers import EQUAL_SIZES, RAGGED_SIZES, model_fn, population
+
+ATOL = 1e-5
+
+
+def _run(executor, sizes, momentum, rounds=3, weighted=True):
+    data = fedsim.ClientData.from_tensor_slices(population(sizes))
+    process = fedsim.build_fedavg(
+        model_fn(), client_optimizer=fedsim.SGD(0.1, momentum=momentum), weighted=weighted,
+        batch_size=4, executor_fn=lambda work: make_executor(executor, work))
+    sampler = fedsim.UniformSampler(cohort_size=3, seed=5)
+    return process, fedsim.simulate(process, data, rounds, sampler, progress=False)
+
+
+@pytest.mark.parametrize("executor", ["vectorized", "multi_device"])
+@pytest.mark.parametrize("sizes", [EQUAL_SIZES, RAGGED_SIZES], ids=["equal", "ragged"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_three_rounds_same_model_weights_and_metrics(executor, sizes, momentum):
+    _, expected = _run("sequential", sizes, momentum)
+    process, got = _run(executor, sizes, momentum)
+    assert process.executor.name == executor
+    for a, b in zip(expected.state.model_weights.trainable, got.state.model_weights.trainable):
+        np.testing.assert_allclose(b, a, atol=ATOL)
+    for a, b in zip(expected.history, got.history):
+        assert a["num_examples"] == b["num_examples"]
+        for name, value in a["train"].items():
+            np.testing.assert_allclose(b["train"][name], value, rtol=1e-5, atol=ATOL)
+
+
+def _outputs(executor_cls, datasets, weighted=True, momentum=0.9):
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1, momentum=momentum), weighted=weighted)
+    weights = fedsim.ModelWeights.from_model(work.model)
+    return executor_cls(work).train(weights, datasets)
+
+
+def _datasets(sizes, prepare=lambda d: d.batch(4)):
+    return [prepare(tf.data.Dataset.from_tensor_slices(xy)) for xy in population(sizes).values()]
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize(
+    "prepare",
+    [lambda d: d.batch(4), lambda d: d.map(lambda x, y: (x * 2.0, y)).batch(3), lambda d: d.batch(5).repeat(2)],
+    ids=["static", "mapped", "two_epochs"])
+def test_client_outputs_equal_unfinalized_metrics_included(weighted, prepare):
+    sizes = RAGGED_SIZES + [0]  # a client with no examples must not move or count
+    expected = _outputs(SequentialExecutor, _datasets(sizes, prepare), weighted)
+    got = _outputs(VectorizedExecutor, _datasets(sizes, prepare), weighted)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        assert (g.num_examples, g.update_weight, g.num_steps) == (e.num_examples, e.update_weight, e.num_steps)
+        for a, b in zip(e.delta, g.delta):
+            np.testing.assert_allclose(b, a, atol=ATOL)
+        assert list(g.metrics) == list(e.metrics)
+        for name in e.metrics:
+            for a, b in zip(e.metrics[name], g.metrics[name]):
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=ATOL)
+    assert not any(np.any(d) for d in got[-1].delta)
+
+
+def test_every_variable_changes_every_round():
+    data = fedsim.ClientData.from_tensor_slices(population(RAGGED_SIZES))
+    process = fedsim.build_fedavg(model_fn(), client_optimizer=fedsim.SGD(0.1), batch_size=4,
+                                  executor_fn=lambda work: make_executor("auto", work))
+    assert process.executor.name == "vectorized"
+    state = process.initialize()
+    names = [v.path for v in process.model.keras_model.trainable_variables]
+    assert len(set(n.rsplit("/", 1)[-1] for n in names)) == 2  # layers share kernel/bias names
+    for round_num in range(3):
+        datasets = [data.create_tf_dataset_for_client(c) for c in data.client_ids[:3]]
+        new_state = process.next(state, datasets).state
+        for name, a, b in zip(names, state.model_weights.trainable, new_state.model_weights.trainable):
+            assert not np.array_equal(a, b), f"{name} did not change in round {round_num + 1}"
+        state = new_state
+
+
+def test_traced_once_for_ragged_cohorts_of_one_size():
+    process, _ = _run("vectorized", RAGGED_SIZES, 0.0, rounds=4)
+    assert process.executor.trainer.trace_count == 1
+
+
+def test_auto_falls_back_to_sequential_when_it_cannot_vectorize():
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1), proximal_mu=0.1)
+    assert make_executor("auto", work).name == "sequential"
+    with pytest.raises(VectorizationError, match="proximal term.*use executor 'sequential'"):
+        make_executor("vectorized", work)
+
+
+def test_unknown_executor_name_lists_the_choices():
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1))
+    with pytest.raises(ValueError, match="'fastest'.*auto, sequential, vectorized, multi_device"):
+        make_executor("fastest", work)
+
+
+def test_multi_device_rejects_an_empty_device_list():
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1))
+    with pytest.raises(ValueError, match="devices is empty"):
+        MultiDeviceExecutor(work, devices=[])
