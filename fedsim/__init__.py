@@ -1,67 +1,44 @@
 """fedsim: federated-learning simulation on TensorFlow 2 / Keras 3.
 
-The public API in one place; each name lives in a small focused module.
+The public API in one place; each name lives in a small focused module and is
+imported on first use (PEP 562), so ``import fedsim`` and ``fedsim --help``
+do not pay for loading TensorFlow until something needs it.
 """
+import importlib as _importlib
 import os as _os
 
-# TensorFlow's C++ runtime logs start-up and tf.data notices to stderr at INFO
+# TensorFlow's C++ runtime logs tf.data and runtime notices to stderr at INFO
 # and WARNING level; a library must stay quiet. Only a default: set
 # TF_CPP_MIN_LOG_LEVEL yourself to see them.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from fedsim.aggregators import MeanAggregator
-from fedsim.data import ClientData
-from fedsim.federated import ClientValues, federated_max, federated_mean, federated_min, federated_sum
-from fedsim.learning import (
-    ClientOutput,
-    ClientWork,
-    FederatedProcess,
-    RoundResult,
-    ServerState,
-    build_fedavg,
-)
-from fedsim.metrics import sum_then_finalize
-from fedsim.models import (
-    BatchOutput,
-    EnhancedModel,
-    EnhancedTrainableModel,
-    Model,
-    ModelWeights,
-    TrainableModel,
-    VariableModel,
-    enhance,
-    from_keras_model,
-)
-from fedsim.optimizers import SGD
-from fedsim.simulation import SimulationResult, UniformSampler, simulate
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BatchOutput",
-    "ClientData",
-    "ClientOutput",
-    "ClientValues",
-    "ClientWork",
-    "EnhancedModel",
-    "EnhancedTrainableModel",
-    "FederatedProcess",
-    "MeanAggregator",
-    "Model",
-    "ModelWeights",
-    "RoundResult",
-    "SGD",
-    "ServerState",
-    "SimulationResult",
-    "TrainableModel",
-    "UniformSampler",
-    "VariableModel",
-    "build_fedavg",
-    "enhance",
-    "federated_max",
-    "federated_mean",
-    "federated_min",
-    "federated_sum",
-    "from_keras_model",
-    "simulate",
-    "sum_then_finalize",
-]
+_EXPORTS = {
+    "fedsim.aggregators": ["MeanAggregator", "build_aggregator"],
+    "fedsim.data": ["ClientData"],
+    "fedsim.federated": ["ClientValues", "federated_max", "federated_mean", "federated_min", "federated_sum"],
+    "fedsim.learning": ["ClientOutput", "ClientWork", "FederatedProcess", "RoundResult", "ServerState",
+                        "build_fedavg"],
+    "fedsim.metrics": ["sum_then_finalize"],
+    "fedsim.models": ["BatchOutput", "EnhancedModel", "EnhancedTrainableModel", "Model", "ModelWeights",
+                      "TrainableModel", "VariableModel", "enhance", "from_keras_model"],
+    "fedsim.optimizers": ["SGD"],
+    "fedsim.simulation": ["SimulationResult", "UniformSampler", "simulate"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedsim' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -94,8 +96,33 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"sweep directory: {out}")
 
 
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Silences file descriptor 2 for C++ code, leaving Python's own stderr usable after."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_tensorflow_quietly() -> None:
+    # TensorFlow's C++ runtime prints start-up notices (oneDNN, CUDA probing)
+    # before absl logging is initialised, where TF_CPP_MIN_LOG_LEVEL cannot
+    # reach them; they would bury the progress bar. Import errors still raise.
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    with _native_stderr_muted():
+        import tensorflow  # noqa: F401
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    _import_tensorflow_quietly()
     # The level goes on the handler: a run raises fedsim's logger to INFO for run.log,
     # and those records must still stay off the terminal unless --verbose.
     console = logging.StreamHandler()
