@@ -107,8 +107,9 @@ def test_resume_of_a_directory_without_a_run(tmp_path, capsys):
     assert "is not a run directory (no config.toml)" in capsys.readouterr().err
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, tiny_config):  # noqa: F811
-    rounds = ["--set", "rounds=16", "--set", "checkpoint.keep=8"]
+@pytest.mark.parametrize("algorithm", ["fedavg", "scaffold"])  # scaffold: per-client state on disk
+def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, tiny_config, algorithm):  # noqa: F811
+    rounds = ["--set", "rounds=16", "--set", "checkpoint.keep=8", "--set", f"algorithm.name={algorithm}"]
     killed = tmp_path / "killed"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(

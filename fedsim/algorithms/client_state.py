@@ -2,15 +2,28 @@
 
 A store maps a client id to a list of NumPy arrays. Like the population's
 data, it lives beside the server state rather than in it: a population of a
-million clients cannot carry a million states in every checkpoint. Use
-``NpzClientStore`` (one ``.npz`` per client, loaded without pickle) when the
-population does not fit in memory or the run must resume after a restart.
+million clients cannot carry a million states in every checkpoint.
+
+Entries are *versioned by round*: ``put(client, arrays, round_num)`` records
+the client's state as of that round, and ``get(client, before_round=r)``
+reads the newest version written before round ``r``. A run resumed from the
+checkpoint of round ``R`` therefore reads exactly what the uninterrupted run
+read, even though the killed run may have written versions for rounds after
+``R`` (they are overwritten when those rounds run again). ``prune(round)``
+drops the versions no checkpoint at or after ``round`` can need; the run
+directory's checkpointer calls it with the oldest checkpoint it keeps.
+
+``NpzClientStore`` keeps one folder per client of ``.npz`` files read with
+``allow_pickle=False``; use it when the population does not fit in memory
+or the run must resume after a restart.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
@@ -22,60 +35,109 @@ ClientKey = str | int
 class ClientStore(Protocol):
     """Where per-client state lives between the rounds a client is sampled in."""
 
-    def get(self, client_id: ClientKey) -> Optional[list[np.ndarray]]:
-        """The client's arrays, or None if it has none yet."""
+    def get(self, client_id: ClientKey, before_round: Optional[int] = None) -> Optional[list[np.ndarray]]:
+        """The client's newest arrays written before ``before_round`` (None: the newest), or None."""
 
-    def put(self, client_id: ClientKey, arrays: Sequence[np.ndarray]) -> None:
-        """Stores (replaces) the client's arrays."""
+    def put(self, client_id: ClientKey, arrays: Sequence[np.ndarray], round_num: int = 0) -> None:
+        """Records the client's arrays as of ``round_num`` (replacing that round's version)."""
+
+    def prune(self, up_to_round: int) -> None:
+        """Drops versions older than each client's newest version at or before ``up_to_round``."""
+
+
+def _newest_before(rounds: Sequence[int], before_round: Optional[int]) -> Optional[int]:
+    """Index into sorted ``rounds`` of the newest round < ``before_round``, or None."""
+    index = len(rounds) if before_round is None else bisect.bisect_left(rounds, before_round)
+    return index - 1 if index > 0 else None
+
+
+def _keep_from(rounds: Sequence[int], up_to_round: int) -> int:
+    """Index of the first version to keep: the newest one at or before ``up_to_round``."""
+    return max(bisect.bisect_right(rounds, up_to_round) - 1, 0)
 
 
 class InMemoryClientStore:
-    """A dict from client id to arrays (copies, so callers cannot alias stored state)."""
+    """Client id -> sorted versions of arrays (copies, so callers cannot alias stored state)."""
 
     def __init__(self) -> None:
-        self._arrays: dict[ClientKey, list[np.ndarray]] = {}
+        self._versions: dict[ClientKey, tuple[list[int], list[list[np.ndarray]]]] = {}
 
-    def get(self, client_id: ClientKey) -> Optional[list[np.ndarray]]:
-        stored = self._arrays.get(client_id)
-        return None if stored is None else [a.copy() for a in stored]
+    def get(self, client_id: ClientKey, before_round: Optional[int] = None) -> Optional[list[np.ndarray]]:
+        rounds, values = self._versions.get(client_id, ([], []))
+        index = _newest_before(rounds, before_round)
+        return None if index is None else [a.copy() for a in values[index]]
 
-    def put(self, client_id: ClientKey, arrays: Sequence[np.ndarray]) -> None:
-        self._arrays[client_id] = [np.array(a, copy=True) for a in arrays]
+    def put(self, client_id: ClientKey, arrays: Sequence[np.ndarray], round_num: int = 0) -> None:
+        rounds, values = self._versions.setdefault(client_id, ([], []))
+        copy = [np.array(a, copy=True) for a in arrays]
+        index = bisect.bisect_left(rounds, round_num)
+        if index < len(rounds) and rounds[index] == round_num:
+            values[index] = copy
+        else:
+            rounds.insert(index, round_num)
+            values.insert(index, copy)
+
+    def prune(self, up_to_round: int) -> None:
+        for rounds, values in self._versions.values():
+            start = _keep_from(rounds, up_to_round)
+            del rounds[:start], values[:start]
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._versions)
 
 
 class NpzClientStore:
-    """One ``.npz`` file per client under ``directory``, read with ``allow_pickle=False``.
+    """One folder per client under ``directory``, one ``r<round>.npz`` per version.
 
-    File names are a hash of the id, so any id (slashes, unicode) maps to a safe
-    name; writes go to a temporary file renamed into place, so a crash mid-write
-    leaves the previous state intact.
+    Folder names are a hash of the id, so any id (slashes, unicode) maps to a
+    safe name, spread over 256 subfolders so no folder grows huge; writes go
+    to a temporary file renamed into place, so a crash mid-write leaves the
+    previous version intact.
     """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, client_id: ClientKey) -> Path:
-        digest = hashlib.sha256(
-            f"{type(client_id).__name__}:{client_id}".encode("utf-8")
-        ).hexdigest()
-        return self.directory / f"{digest[:32]}.npz"
+    def _folder(self, client_id: ClientKey) -> Path:
+        digest = hashlib.sha256(f"{type(client_id).__name__}:{client_id}".encode("utf-8")).hexdigest()
+        return self.directory / digest[:2] / digest[2:34]
 
-    def get(self, client_id: ClientKey) -> Optional[list[np.ndarray]]:
-        path = self._path(client_id)
-        if not path.exists():
+    @staticmethod
+    def _rounds(folder: Path) -> list[int]:
+        if not folder.is_dir():
+            return []
+        names = (p.name for p in folder.iterdir())
+        return sorted(int(n[1:-4]) for n in names if n.startswith("r") and n.endswith(".npz"))
+
+    def get(self, client_id: ClientKey, before_round: Optional[int] = None) -> Optional[list[np.ndarray]]:
+        folder = self._folder(client_id)
+        rounds = self._rounds(folder)
+        index = _newest_before(rounds, before_round)
+        if index is None:
             return None
-        with np.load(path, allow_pickle=False) as stored:
+        with np.load(folder / f"r{rounds[index]}.npz", allow_pickle=False) as stored:
             return [stored[f"arr_{i}"] for i in range(len(stored.files))]
 
-    def put(self, client_id: ClientKey, arrays: Sequence[np.ndarray]) -> None:
-        path = self._path(client_id)
-        temporary = path.with_suffix(".tmp.npz")
-        np.savez(temporary, *[np.asarray(a) for a in arrays])
-        os.replace(temporary, path)
+    def put(self, client_id: ClientKey, arrays: Sequence[np.ndarray], round_num: int = 0) -> None:
+        folder = self._folder(client_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f"tmp-{os.getpid()}.partial"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, *[np.asarray(a) for a in arrays])
+        os.replace(temporary, folder / f"r{round_num}.npz")
+
+    def prune(self, up_to_round: int) -> None:
+        for shard in self.directory.iterdir():
+            for folder in shard.iterdir() if shard.is_dir() else ():
+                rounds = self._rounds(folder)
+                for stale in rounds[: _keep_from(rounds, up_to_round)]:
+                    (folder / f"r{stale}.npz").unlink()
+
+    def clear(self) -> None:
+        """Removes every client's state (a new run reusing the directory)."""
+        shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
 
     def __len__(self) -> int:
-        return sum(1 for path in self.directory.glob("*.npz") if not path.name.endswith(".tmp.npz"))
+        return sum(1 for shard in self.directory.iterdir() if shard.is_dir() for _ in shard.iterdir())

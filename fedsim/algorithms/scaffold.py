@@ -9,8 +9,9 @@ and applies it with step size ``server_lr``, and sets
 ``c <- c + |S|/N * mean(c_i+ - c_i)`` for a population of N clients.
 
 ``c`` lives in ``ServerState.algorithm_state["control_variate"]``; each
-``c_i`` in a client store keyed by client id (``fedsim.algorithms.client_state``),
-so rounds need ``client_ids``. Clients run one after another through
+``c_i`` in a client store keyed by client id and versioned by round
+(``fedsim.algorithms.client_state``), so rounds need ``client_ids`` and a
+round replayed from an older state reads the control variates it read then. Clients run one after another through
 ``ClientWork`` (the per-client inputs do not fit the executor interface).
 """
 
@@ -77,16 +78,19 @@ class ScaffoldProcess(FederatedProcess):
         if not cohort.datasets:
             return self.empty_round(state)
         server_c = state.algorithm_state["control_variate"]
+        round_num = state.round_num + 1
         outputs, c_deltas = [], []
         for client_id, dataset in zip(cohort.client_ids, cohort.datasets):
-            client_c = self.client_store.get(client_id) or [np.zeros_like(c) for c in server_c]
+            client_c = self.client_store.get(client_id, before_round=round_num)
+            if client_c is None:
+                client_c = [np.zeros_like(c) for c in server_c]
             offset = [c - ci for c, ci in zip(server_c, client_c)]
             output = self.client_work.train(state.model_weights, dataset, gradient_offset=offset)
             if output.num_steps > 0:
                 scale = 1.0 / (output.num_steps * self.client_learning_rate)
                 # Option II: (x - y) / (K lr) is -delta / (K lr).
                 new_c = [ci - c - d * scale for ci, c, d in zip(client_c, server_c, output.delta)]
-                self.client_store.put(client_id, new_c)
+                self.client_store.put(client_id, new_c, round_num)
                 c_deltas.append([n - ci for n, ci in zip(new_c, client_c)])
             outputs.append(output)
         aggregate = self.aggregate(

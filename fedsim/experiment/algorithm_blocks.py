@@ -82,6 +82,22 @@ class QfflConfig(AlgorithmBlock):
     shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
 
 
+@attrs.frozen
+class ScaffoldConfig(AlgorithmBlock):
+    """SCAFFOLD option II (Karimireddy et al. 2020); client optimizer must be plain SGD.
+
+    Client control variates persist in the run directory (``client_state/``),
+    versioned by round, so a resumed run continues exactly.
+    """
+
+    name: str = "scaffold"
+    server_learning_rate: float = attrs.field(default=1.0, validator=positive)
+    weighted: bool = False
+    local_epochs: int = attrs.field(default=1, validator=positive)
+    batch_size: int = attrs.field(default=10, validator=positive)
+    shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
+
+
 AlgorithmBlock.registry = {
     "fedavg": FedAvgConfig,
     "fedprox": FedProxConfig,
@@ -89,4 +105,5 @@ AlgorithmBlock.registry = {
     "fednova": FedNovaConfig,
     "mime_lite": MimeLiteConfig,
     "qffl": QfflConfig,
+    "scaffold": ScaffoldConfig,
 }

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import attrs
 import keras
@@ -60,8 +61,11 @@ def build_optimizer(optimizer: blocks.OptimizerBlock) -> Any:
     return _OPTIMIZERS[type(optimizer)](**parameters)
 
 
-def build_experiment(config: blocks.RunConfig) -> Experiment:
-    """Builds population, model and process; seeds Keras so initial model weights follow ``config.seed``."""
+def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None) -> Experiment:
+    """Builds population, model and process; seeds Keras so initial model weights follow ``config.seed``.
+
+    ``state_dir`` (the run directory) holds per-client state of stateful algorithms.
+    """
     keras.utils.set_random_seed(config.seed)
     population = build_population(config.data, config.seed)
     model_fn = model_fn_for(config.model, population.train.element_type_structure, population.num_classes)
@@ -72,6 +76,8 @@ def build_experiment(config: blocks.RunConfig) -> Experiment:
         server_optimizer=build_optimizer(config.server_optimizer),
         aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
         executor=config.executor.name,
+        population_size=len(population.train.client_ids),
+        state_dir=state_dir,
     )
     sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)
     return Experiment(config, process, population.train, population.test, sampler)

@@ -1,9 +1,11 @@
 """Algorithm blocks -> federated processes, using the builders of ``fedsim.algorithms``."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fedsim import algorithms
+from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.execution import make_executor
 from fedsim.experiment import algorithm_blocks as blocks
 from fedsim.optimizers import SGD
@@ -31,10 +33,18 @@ def build_process(
     server_optimizer: Any,
     aggregator: Optional[Any],
     executor: str = "sequential",
+    population_size: int = 0,
+    state_dir: Optional[Path] = None,
 ) -> Any:
-    """The process of ``algorithm``; ``aggregator`` None keeps the algorithm's own mean."""
-    if executor != "sequential" and isinstance(algorithm, blocks.MimeLiteConfig):
-        raise AlgorithmBuildError("algorithm 'mime_lite' runs its clients sequentially; set executor.name = \"sequential\"")
+    """The process of ``algorithm``; ``aggregator`` None keeps the algorithm's own mean.
+
+    ``state_dir`` holds per-client state of stateful algorithms (SCAFFOLD) on
+    disk; without it, that state lives in memory.
+    """
+    if executor != "sequential" and isinstance(algorithm, (blocks.MimeLiteConfig, blocks.ScaffoldConfig)):
+        raise AlgorithmBuildError(
+            f"algorithm {algorithm.name!r} runs its clients sequentially; set executor.name = \"sequential\""
+        )
 
     def executor_fn(client_work: Any) -> Any:
         return make_executor(executor, client_work)
@@ -67,4 +77,11 @@ def build_process(
         return algorithms.build_qffl(
             model_fn, algorithm.q, _plain_sgd_rate(algorithm, client_optimizer),
             batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, executor_fn=executor_fn)
+    if isinstance(algorithm, blocks.ScaffoldConfig):
+        store = NpzClientStore(state_dir / "client_state") if state_dir else InMemoryClientStore()
+        return algorithms.build_scaffold(
+            model_fn, population_size, _plain_sgd_rate(algorithm, client_optimizer),
+            algorithm.server_learning_rate, batch_size=algorithm.batch_size,
+            local_epochs=algorithm.local_epochs, client_store=store, weighted=algorithm.weighted,
+            aggregator=aggregator)
     raise TypeError(f"no builder for algorithm block {algorithm!r}")

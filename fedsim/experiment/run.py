@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
-from fedsim.checkpoint import load_newest, save_checkpoint
+from fedsim.checkpoint import list_checkpoints, load_newest, save_checkpoint
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
 from fedsim.experiment.config import config_to_toml, load_config
@@ -55,7 +55,7 @@ def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, prog
     (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
     with _run_log(run_dir):
         logger.info("starting run in %s", run_dir)
-        experiment = build_experiment(config)
+        experiment = build_experiment(config, state_dir=run_dir)
         return _execute(experiment, run_dir, experiment.process.initialize(), progress)
 
 
@@ -71,7 +71,7 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
         raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
     config = load_config(run_dir / "config.toml")
     with _run_log(run_dir):
-        experiment = build_experiment(config)
+        experiment = build_experiment(config, state_dir=run_dir)
         template = {"server_state": experiment.process.initialize()}
         restored = load_newest(run_dir / "checkpoints", template)
         for path, reason in restored.skipped:
@@ -84,8 +84,12 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
 def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress: bool) -> dict:
     config = experiment.config
     callbacks = []
+    client_store = getattr(experiment.process, "client_store", None)
     if config.checkpoint.every:
-        callbacks.append(_checkpointer(run_dir / "checkpoints", config))
+        callbacks.append(_checkpointer(run_dir / "checkpoints", config, client_store))
+    elif client_store is not None:
+        # No checkpoint to resume from: only each client's newest state is needed.
+        callbacks.append(lambda state, record: client_store.prune(state.round_num))
     tensorboard = TensorBoardWriter(run_dir / "tensorboard") if config.logging.tensorboard else None
     if tensorboard:
         callbacks.append(tensorboard)
@@ -113,12 +117,15 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
     return summary
 
 
-def _checkpointer(directory: Path, config: RunConfig):
+def _checkpointer(directory: Path, config: RunConfig, client_store=None):
     def save(state: ServerState, record: dict) -> None:
         round_num = state.round_num
         if round_num % config.checkpoint.every == 0 or round_num == config.rounds:
             path = save_checkpoint(directory, round_num, {"server_state": state}, keep=config.checkpoint.keep)
             logger.info("checkpoint %s", path)
+            if client_store is not None:
+                # Per-client state older than the oldest kept checkpoint can never be read again.
+                client_store.prune(min(r for r, _ in list_checkpoints(directory)))
 
     return save
 

@@ -46,9 +46,9 @@ def as_float64(clients):
     return [(x.astype(np.float64), y) for x, y in clients]
 
 
-def run_rounds(process, clients, cohorts, ids=IDS):
-    """Runs one round per cohort (a list of client indices); returns the final state."""
-    state = process.initialize()
+def run_rounds(process, clients, cohorts, ids=IDS, state=None):
+    """Runs one round per cohort (a list of client indices) from ``state``; returns the final state."""
+    state = process.initialize() if state is None else state
     for cohort in cohorts:
         state = process.next(state, datasets([clients[i] for i in cohort]), [ids[i] for i in cohort]).state
     return state

@@ -58,3 +58,37 @@ def test_needs_client_ids():
     process = build_scaffold(model_fn(initial_params()), 4, client_learning_rate=0.1, batch_size=4)
     with pytest.raises(ProcessError, match="client_ids"):
         process.next(process.initialize(), datasets(CLIENTS))
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_replaying_a_round_from_an_older_state_reads_the_same_control_variates(on_disk, tmp_path):
+    # What a resume from a checkpoint does: the killed run wrote control
+    # variates for rounds 2 and 3; replaying round 2 must not see them.
+    store = NpzClientStore(tmp_path / "cv") if on_disk else None
+    process = build_scaffold(model_fn(initial_params()), 4, client_learning_rate=0.1, batch_size=4,
+                             client_store=store)
+    after_one = run_rounds(process, CLIENTS, COHORTS[:1])
+    after_two = run_rounds(process, CLIENTS, COHORTS[1:2], state=after_one)
+    run_rounds(process, CLIENTS, COHORTS[2:3], state=after_two)
+    replayed = run_rounds(process, CLIENTS, COHORTS[1:2], state=after_one)
+    for a, b in zip(replayed.model_weights.trainable, after_two.model_weights.trainable):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(replayed.algorithm_state["control_variate"], after_two.algorithm_state["control_variate"]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_prune_keeps_the_newest_version_at_or_before_the_round(on_disk, tmp_path):
+    from fedsim.algorithms.client_state import InMemoryClientStore
+
+    store = NpzClientStore(tmp_path / "cv") if on_disk else InMemoryClientStore()
+    for round_num in (1, 3, 5):
+        store.put("a", [np.full(2, round_num, np.float32)], round_num)
+    store.put("b", [np.zeros(2, np.float32)], 2)
+    assert store.get("a", before_round=5)[0][0] == 3
+    assert store.get("a")[0][0] == 5
+    assert store.get("a", before_round=1) is None
+    store.prune(4)  # a checkpoint of round 4 needs a@3 (and later); a@1 can go
+    assert store.get("a", before_round=2) is None
+    assert store.get("a", before_round=4)[0][0] == 3
+    assert store.get("b", before_round=3) is not None
