@@ -1,0 +1,119 @@
+"""fedsim against peer simulators, side by side: runs alternate (A B A B) in one sitting.
+
+Usage:
+  python -m benchmarks.compare --peer pfl=/work/venvs/pfl/bin/python --peer tff=/work/venvs/tff/bin/python
+         [--peer flower=PATH] [--kinds logreg mlp cnn] [--pairs 3] [--rounds 10] [--executor auto]
+
+For every kind and population (equal, ragged) and each peer, runs fedsim then
+the peer ``--pairs`` times, alternately, so that load from other processes on
+the machine hits both alike. Prints one JSON line per comparison with both
+medians (over the pairs, of each run's median s/round) and the ratio
+fedsim/peer (below 1: fedsim is faster), then a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+PEERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "peers"
+PEER_SCRIPTS = {"pfl": "pfl_fedavg.py", "tff": "tff_fedavg.py", "flower": "flower_fedavg.py", "raw_tf": "raw_tf.py"}
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def _last_json(stdout: str, command: list[str]) -> dict:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON line from {' '.join(command)}; its output ended with:\n{stdout[-2000:]}")
+
+
+def _run(command: list[str]) -> dict:
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return _last_json(result.stdout, command)
+
+
+def fedsim_command(kind, ragged, rounds, cohort, batch, executor):
+    command = [sys.executable, "-m", "benchmarks.fedavg", "--kind", kind, "--rounds", str(rounds),
+               "--cohort", str(cohort), "--batch", str(batch), "--executor", executor]
+    return command + (["--ragged"] if ragged else [])
+
+
+def peer_command(peer, python, kind, ragged, rounds, cohort, batch):
+    if peer not in PEER_SCRIPTS:
+        raise ValueError(f"unknown peer {peer!r}; choose from {sorted(PEER_SCRIPTS)}")
+    command = [python, str(PEERS_DIR / PEER_SCRIPTS[peer]), kind, str(rounds), str(cohort), str(batch)]
+    command += ["ragged"] if ragged else []
+    # pfl under Keras 3 federates every layer only with path keys (see the peers' README).
+    return command + (["--pathkeys"] if peer == "pfl" else [])
+
+
+def compare(peers: dict, kinds, pairs, rounds, cohort, batch, executor):
+    rows = []
+    for kind in kinds:
+        for ragged in (False, True):
+            for peer, python in peers.items():
+                ours, theirs = [], []
+                for _ in range(pairs):
+                    ours.append(_run(fedsim_command(kind, ragged, rounds, cohort, batch, executor))["round_s_median"])
+                    theirs.append(_run(peer_command(peer, python, kind, ragged, rounds, cohort, batch))["round_s_median"])
+                row = {"kind": kind, "population": "ragged" if ragged else "equal", "peer": peer,
+                       "fedsim_s": statistics.median(ours), "peer_s": statistics.median(theirs),
+                       "fedsim_runs": ours, "peer_runs": theirs}
+                row["ratio"] = row["fedsim_s"] / row["peer_s"]
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def markdown(rows, argv) -> str:
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), "
+        f"command: `python -m benchmarks.compare {' '.join(argv)}`",
+        "",
+        "| kind | population | peer | fedsim s/round | peer s/round | fedsim/peer |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['population']} | {r['peer']} | {r['fedsim_s']:.4f} | "
+                     f"{r['peer_s']:.4f} | {r['ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON",
+                        help="a peer and its venv's python, e.g. pfl=/work/venvs/pfl/bin/python")
+    parser.add_argument("--kinds", nargs="+", default=["logreg", "mlp", "cnn"])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--cohort", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--executor", default="auto")
+    args = parser.parse_args(argv)
+    peers = {}
+    for item in args.peer:
+        name, sep, python = item.partition("=")
+        if not sep or not python:
+            parser.error(f"--peer {item!r}: expected NAME=PYTHON, e.g. pfl=/work/venvs/pfl/bin/python")
+        peers[name] = python
+    if not peers:
+        parser.error("give at least one --peer NAME=PYTHON")
+    if args.pairs < 1:
+        parser.error(f"--pairs={args.pairs}: need >= 1 (3 or more for a fair ratio)")
+    rows = compare(peers, args.kinds, args.pairs, args.rounds, args.cohort, args.batch, args.executor)
+    print(markdown(rows, argv))
+
+
+if __name__ == "__main__":
+    main()
