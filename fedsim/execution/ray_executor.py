@@ -1,0 +1,219 @@
+"""The Ray executor: client work in Ray actors, on this machine or a cluster.
+
+Each actor builds one compiled ``ClientWork`` from a picklable recipe (``model_fn``
+plus the client optimizer and flags) and keeps it for the whole run, so tracing
+happens once per actor, not once per round. A round's model weights go into the
+object store once and every task gets the reference. Client datasets travel as
+NumPy arrays of their prepared elements (see ``ray_datasets`` for why), so
+preprocessing runs in the driver and the actors run only the compiled training.
+
+Ray is optional: ``pip install 'fedsim[ray]'``. It is imported when an executor is
+built, so ``import fedsim`` works without it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from fedsim.execution.ray_datasets import export_dataset
+from fedsim.execution.ray_pool import ON_FAILURE, ActorPool, ClientFailure, RoundStats
+from fedsim.execution.ray_worker import WorkRecipe
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClientFailure", "RayExecutor", "RoundStats"]
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or an ImportError that says which extra to install."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError(
+            "the Ray executor needs Ray, which is not installed: pip install 'fedsim[ray]'"
+        ) from error
+    return ray
+
+
+class RayExecutor:
+    """Runs client work in Ray actors; same interface and answers as ``SequentialExecutor``.
+
+    Args:
+      model_fn: no-argument callable building the fedsim model; it must pickle
+        (module-level function, closure or ``functools.partial``), since each
+        actor builds its own copy.
+      client_optimizer: functional client optimizer; default ``SGD(0.01``) as ``ClientWork``.
+      weighted, proximal_mu, freeze_optimizer_state: as for ``ClientWork``.
+      address: a running cluster to join (``"127.0.0.1:6379"``, ``"auto"``); None starts a
+        private local Ray instance with ``num_actors`` CPUs (default: all of them).
+      num_actors: actors to run; default one per GPU of the cluster, or one per CPU
+        when it has none. Each actor takes 1 GPU (or 1 CPU).
+      max_retries: times a client is re-run after its actor died or (``"retry"``) its work raised.
+      on_failure: ``"retry"`` raises ``ClientFailure`` once a failing client runs out of
+        retries; ``"drop"`` drops a client whose work raised from the round (logged and
+        counted in ``last_round_stats``).
+      start_timeout: seconds to wait for actors to start and build their model.
+
+    After each ``train``/``evaluate``, ``last_round_stats`` (a ``RoundStats``) says which
+    clients were retried or dropped and where the time went; ``last_round_stats.measurements()``
+    is the part to merge into the round's measurements.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        model_fn: Callable[[], Any],
+        client_optimizer: Any = None,
+        weighted: bool = True,
+        *,
+        proximal_mu: float = 0.0,
+        freeze_optimizer_state: bool = False,
+        address: Optional[str] = None,
+        num_actors: Optional[int] = None,
+        max_retries: int = 2,
+        on_failure: str = "retry",
+        start_timeout: float = 300.0,
+    ):
+        if not callable(model_fn):
+            raise TypeError(f"model_fn must be a no-argument callable building the model, got {model_fn!r}")
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure={on_failure!r} must be one of {ON_FAILURE}")
+        if not (isinstance(max_retries, int) and max_retries >= 0):
+            raise ValueError(f"max_retries={max_retries!r} must be an integer >= 0")
+        if num_actors is not None and not (isinstance(num_actors, int) and num_actors >= 1):
+            raise ValueError(f"num_actors={num_actors!r} must be a positive integer or None (one per device)")
+        ray = import_ray()
+        if client_optimizer is None:
+            from fedsim.optimizers import SGD  # ClientWork's default, so both executors agree
+
+            client_optimizer = SGD(0.01)
+        recipe = WorkRecipe(model_fn, client_optimizer, weighted, proximal_mu, freeze_optimizer_state)
+        _check_picklable(ray, recipe)
+        self._ray = ray
+        self._owns_ray = _connect(ray, address, num_actors)
+        self.max_retries = max_retries
+        self.on_failure = on_failure
+        self.last_round_stats: Optional[RoundStats] = None
+        num_actors, options = _actor_layout(ray, num_actors)
+        self._pool = ActorPool(ray, recipe, num_actors, options, start_timeout)
+
+    @classmethod
+    def factory(cls, model_fn: Callable[[], Any], **options: Any) -> Callable[[Any], "RayExecutor"]:
+        """An ``executor_fn`` for ``build_fedavg``: builds the executor from the process's ClientWork.
+
+        ``model_fn`` must be the one given to ``build_fedavg`` (ClientWork keeps only the
+        built model); the optimizer and flags are read from the ClientWork. ``options``
+        are the keyword arguments of ``RayExecutor`` (``address``, ``num_actors``, ...).
+        """
+
+        def executor_fn(client_work: Any) -> "RayExecutor":
+            recipe = WorkRecipe.from_client_work(model_fn, client_work)
+            return cls(model_fn, recipe.optimizer, recipe.weighted, proximal_mu=recipe.proximal_mu,
+                       freeze_optimizer_state=recipe.freeze_optimizer_state, **options)
+
+        return executor_fn
+
+    @property
+    def actors(self) -> list:
+        """Handles of the live actors (for inspection and fault-injection tests)."""
+        return self._pool.actors
+
+    def train(self, model_weights: Any, datasets: Sequence[Any],
+              client_ids: Optional[Sequence[Any]] = None) -> list:
+        """``ClientOutput`` per client, in cohort order (less clients dropped under ``"drop"``).
+
+        ``client_ids`` name clients in failures and stats; default: cohort positions.
+        """
+        return self._run("train", model_weights, datasets, client_ids)
+
+    def evaluate(self, model_weights: Any, datasets: Sequence[Any],
+                 client_ids: Optional[Sequence[Any]] = None) -> list:
+        """Unfinalized metrics per client, in cohort order (less dropped clients)."""
+        return self._run("evaluate", model_weights, datasets, client_ids)
+
+    def trace_counts(self) -> list[int]:
+        """How many times each live actor traced its training function (1 per element spec)."""
+        return self._pool.trace_counts()
+
+    def shutdown(self) -> None:
+        """Kills the actors, and stops Ray if this executor started or joined it."""
+        self._pool.shutdown()
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+    def _run(self, method: str, model_weights: Any, datasets: Sequence[Any], client_ids) -> list:
+        ids = list(range(len(datasets))) if client_ids is None else list(client_ids)
+        if len(ids) != len(datasets):
+            raise ValueError(f"got {len(datasets)} datasets but {len(ids)} client ids; pass one id per dataset")
+        start = time.perf_counter()
+        exported = [export_dataset(d) for d in datasets]
+        exported_at = time.perf_counter()
+        self._pool.top_up()  # replaces actors that died in an earlier round
+        put_start = time.perf_counter()
+        weights_ref = self._ray.put(model_weights)
+        put_seconds = time.perf_counter() - put_start
+        results, counts = self._pool.run(method, weights_ref, exported, ids, self.max_retries,
+                                         self.on_failure)
+        kept = [r for r in results if r is not None]
+        self.last_round_stats = RoundStats(
+            num_clients=len(datasets),
+            clients_retried=counts["clients_retried"],
+            clients_dropped=len(counts["dropped_client_ids"]),
+            dropped_client_ids=counts["dropped_client_ids"],
+            actor_deaths=int(counts.get("actor_deaths", 0)),
+            failures=counts["failures"],
+            export_seconds=exported_at - start,
+            put_seconds=put_seconds,
+            dispatch_seconds=counts.get("dispatch_seconds", 0.0),
+            wait_seconds=counts.get("wait_seconds", 0.0),
+            gather_seconds=counts.get("gather_seconds", 0.0),
+            rebuild_seconds=sum(r.rebuild_seconds for r in kept),
+            compute_seconds=sum(r.compute_seconds for r in kept),
+            wall_seconds=time.perf_counter() - start,
+        )
+        return [r.value for r in kept]
+
+
+def _connect(ray: Any, address: Optional[str], num_cpus: Optional[int]) -> bool:
+    """Starts or joins Ray unless this process is connected already; True if it did."""
+    if ray.is_initialized():
+        return False
+    # A simulator that starts Ray for the user should not report usage; set the
+    # variable yourself to choose otherwise.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        # "local": a private instance, even if a cluster started with `ray start` is running here.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    logger.info("Ray resources: %s", ray.cluster_resources())
+    return True
+
+
+def _actor_layout(ray: Any, num_actors: Optional[int]) -> tuple[int, dict]:
+    """How many actors, and what each one reserves: a GPU each if there are GPUs, else a CPU."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return num_actors or gpus, {"num_cpus": 1, "num_gpus": 1}
+    return num_actors or max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
+
+
+def _check_picklable(ray: Any, recipe: WorkRecipe) -> None:
+    try:
+        ray.cloudpickle.dumps(recipe)
+    except Exception as error:
+        raise TypeError(
+            f"the Ray executor must send model_fn and the client optimizer to its actors, but "
+            f"they do not pickle ({type(error).__name__}: {error}); define model_fn at module "
+            "level or as a functools.partial of one, without live TensorFlow objects in its closure"
+        ) from error

@@ -1,0 +1,209 @@
+"""A pool of ``ClientWorker`` actors and the loop that runs a cohort on it, with faults handled.
+
+Clients go to whichever actor has room (at most ``TASKS_PER_ACTOR`` in flight
+each, so an actor has its next client's arguments before it finishes the
+current one), and results are put back in cohort order. Two kinds of fault:
+
+- the actor dies (killed, out of memory, node lost): not the client's fault, so
+  the client is re-run on a surviving actor, up to ``max_retries`` times; the dead
+  actor is replaced before the next round (or at once, when none survives);
+- the client's work raises: re-run up to ``max_retries`` times (``"retry"``) or
+  dropped from the round at once (``"drop"``).
+
+A client that runs out of retries raises ``ClientFailure`` under ``"retry"`` and is
+dropped under ``"drop"``; either way it is logged and counted, never lost silently.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any, Optional, Sequence
+
+import attrs
+
+from fedsim.execution.ray_worker import ClientWorker, TaskResult, WorkRecipe
+
+logger = logging.getLogger(__name__)
+
+TASKS_PER_ACTOR = 2
+ON_FAILURE = ("retry", "drop")
+
+
+class ClientFailure(RuntimeError):
+    """A client's work failed: ``client_id``, the original ``error`` and the ``attempts`` made."""
+
+    def __init__(self, client_id: Any, error: BaseException, attempts: int):
+        super().__init__(
+            f"client {client_id!r} failed (attempt {attempts}): {type(error).__name__}: {error}"
+        )
+        self.client_id = client_id
+        self.error = error
+        self.attempts = attempts
+
+
+@attrs.frozen
+class RoundStats:
+    """What happened while running one cohort, and where the time went.
+
+    ``failures`` lists every failed attempt in the order seen, including ones a
+    retry then fixed. Driver-side seconds (export, put, dispatch, wait, gather)
+    are wall time; actor-side seconds (rebuild, compute) are summed over clients.
+    """
+
+    num_clients: int
+    clients_retried: int
+    clients_dropped: int
+    dropped_client_ids: tuple
+    actor_deaths: int
+    failures: tuple[ClientFailure, ...]
+    export_seconds: float = 0.0  # tf.data -> NumPy, in the driver
+    put_seconds: float = 0.0  # model weights into the object store, once
+    dispatch_seconds: float = 0.0  # submitting tasks (pickles each client's arrays)
+    wait_seconds: float = 0.0  # blocked until some task finishes
+    gather_seconds: float = 0.0  # fetching and unpickling results
+    rebuild_seconds: float = 0.0  # NumPy -> tf.data, in the actors
+    compute_seconds: float = 0.0  # compiled client work, in the actors
+    wall_seconds: float = 0.0
+
+    def measurements(self) -> dict[str, float]:
+        """Fault counts to merge into a round's measurements (keys ``executor/...``)."""
+        return {
+            "executor/clients_retried": float(self.clients_retried),
+            "executor/clients_dropped": float(self.clients_dropped),
+            "executor/actor_deaths": float(self.actor_deaths),
+        }
+
+
+@attrs.define
+class _Slot:
+    actor: Any
+    load: int = 0
+    alive: bool = True
+
+
+class ActorPool:
+    """``num_actors`` actors, each holding a ``ClientWork`` built from ``recipe``.
+
+    Args:
+      ray: the imported ``ray`` module (imported lazily by the executor).
+      actor_options: ``ray.remote`` options per actor (``num_cpus``, ``num_gpus``).
+      start_timeout: seconds to wait for new actors to build their client work.
+    """
+
+    def __init__(self, ray: Any, recipe: WorkRecipe, num_actors: int, actor_options: dict,
+                 start_timeout: float):
+        self._ray = ray
+        self._recipe_ref = ray.put(recipe)  # pickled once, shared by every actor (re)start
+        self._num_actors = num_actors
+        self._start_timeout = start_timeout
+        # The pool replaces dead actors itself, so Ray does not restart them behind its back.
+        self._actor_class = ray.remote(ClientWorker).options(max_restarts=0, **actor_options)
+        self._threads = max(1, int(actor_options.get("num_cpus", 1)))
+        self._slots: list[_Slot] = []
+        self.top_up()
+
+    @property
+    def actors(self) -> list:
+        """Handles of the live actors."""
+        return [s.actor for s in self._slots if s.alive]
+
+    def top_up(self) -> None:
+        """Replaces dead actors and waits until every actor has built its client work."""
+        self._slots = [s for s in self._slots if s.alive]
+        new = [self._actor_class.remote(self._recipe_ref, self._threads)
+               for _ in range(self._num_actors - len(self._slots))]
+        if not new:
+            return
+        ready, _ = self._ray.wait([a.pid.remote() for a in new], num_returns=len(new),
+                                  timeout=self._start_timeout)
+        if len(ready) < len(new):
+            resources = self._ray.available_resources()
+            for actor in new:
+                self._ray.kill(actor)
+            raise RuntimeError(
+                f"only {len(ready)} of {len(new)} Ray actors started within {self._start_timeout}s "
+                f"(cluster resources free: {resources}); pass a smaller num_actors, add nodes, or "
+                "raise start_timeout if building the model is slow"
+            )
+        self._ray.get(ready)  # raises here if model_fn failed inside the actor
+        self._slots += [_Slot(a) for a in new]
+
+    def trace_counts(self) -> list[int]:
+        """Traces of the training function, per live actor."""
+        return self._ray.get([a.trace_count.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        """Kills every actor of the pool."""
+        for slot in self._slots:
+            self._ray.kill(slot.actor)
+        self._slots = []
+
+    def run(self, method: str, weights_ref: Any, items: Sequence[Any], client_ids: Sequence[Any],
+            max_retries: int, on_failure: str) -> tuple[list[Optional[TaskResult]], dict]:
+        """Runs ``method`` for every item; returns results in item order (None: dropped) and counters."""
+        ray = self._ray
+        for slot in self._slots:
+            # A round that raised ClientFailure left its other tasks uncounted; they only queue.
+            slot.load = 0
+        results: list[Optional[TaskResult]] = [None] * len(items)
+        attempts = [0] * len(items)
+        queue = collections.deque(range(len(items)))
+        in_flight: dict[Any, tuple[int, _Slot]] = {}
+        counts: dict[str, float] = collections.defaultdict(float)
+        failures, retried, dropped = [], set(), []
+        while queue or in_flight:
+            start = time.perf_counter()
+            while queue and (slot := self._free_slot()) is not None:
+                position = queue.popleft()
+                ref = getattr(slot.actor, method).remote(weights_ref, items[position])
+                in_flight[ref] = (position, slot)
+                slot.load += 1
+            counts["dispatch_seconds"] += time.perf_counter() - start
+            if not in_flight:  # every actor died: there is nowhere to send the queue
+                self.top_up()
+                continue
+            start = time.perf_counter()
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            counts["wait_seconds"] += time.perf_counter() - start
+            for ref in ready:
+                position, slot = in_flight.pop(ref)
+                slot.load -= 1
+                start = time.perf_counter()
+                try:
+                    results[position] = ray.get(ref)
+                    continue
+                except ray.exceptions.RayActorError as error:
+                    if slot.alive:
+                        slot.alive = False
+                        counts["actor_deaths"] += 1
+                    cause, client_at_fault = error, False
+                except ray.exceptions.RayTaskError as error:
+                    cause, client_at_fault = _original(error), True
+                finally:
+                    counts["gather_seconds"] += time.perf_counter() - start
+                attempts[position] += 1
+                failure = ClientFailure(client_ids[position], cause, attempts[position])
+                failures.append(failure)
+                may_retry = not client_at_fault or on_failure == "retry"
+                if may_retry and attempts[position] <= max_retries:
+                    logger.warning("%s; running it again", failure)
+                    retried.add(position)
+                    queue.append(position)
+                elif on_failure == "drop":
+                    logger.warning("%s; dropping it from the round", failure)
+                    dropped.append(client_ids[position])
+                else:
+                    raise failure from cause
+        return results, dict(counts, clients_retried=len(retried), failures=tuple(failures),
+                             dropped_client_ids=tuple(dropped))
+
+    def _free_slot(self) -> Optional[_Slot]:
+        live = [s for s in self._slots if s.alive and s.load < TASKS_PER_ACTOR]
+        return min(live, key=lambda s: s.load, default=None)
+
+
+def _original(error: Any) -> BaseException:
+    """The exception the client's work raised, unwrapped from Ray's ``RayTaskError``."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error

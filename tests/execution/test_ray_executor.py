@@ -1,0 +1,213 @@
+"""RayExecutor against the in-process SequentialExecutor, and under faults.
+
+One local Ray instance (2 CPUs) serves the module; every executor kills its
+actors at teardown. Model functions are module-level and this module is pickled
+by value, so Ray workers can build them without importing the tests package.
+"""
+import functools
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fedsim
+from fedsim.execution import SequentialExecutor
+from fedsim.learning.client_work import ClientWork
+
+ray = pytest.importorskip("ray")
+from fedsim.execution.ray_executor import ClientFailure, RayExecutor  # noqa: E402
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+NUM_FEATURES, NUM_CLASSES, BATCH, LR = 6, 3, 4, 0.1
+SIZES = [7, 13, 4, 20, 9, 11]
+
+
+def logreg_model_fn(pause_dir=None):
+    """Logistic regression with fixed initial weights; with ``pause_dir``, a PauseOnSignal first."""
+    layers = [keras.Input((NUM_FEATURES,))]
+    if pause_dir is not None:
+        layers.append(PauseOnSignal(pause_dir))
+    layers.append(keras.layers.Dense(NUM_CLASSES))
+    model = keras.Sequential(layers)
+    rng = np.random.default_rng(42)
+    model.layers[-1].set_weights([rng.normal(size=(NUM_FEATURES, NUM_CLASSES)).astype(np.float32),
+                                  np.zeros(NUM_CLASSES, np.float32)])
+    spec = (tf.TensorSpec([None, NUM_FEATURES], tf.float32), tf.TensorSpec([None], tf.int32))
+    return fedsim.from_keras_model(
+        model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec,
+        metrics=[keras.metrics.SparseCategoricalAccuracy()])
+
+
+class PauseOnSignal(keras.layers.Layer):
+    """Identity; the first batch to find ``<dir>/pause`` claims it, writes its pid and sleeps.
+
+    The sleep outlasts the test, so the actor running it is provably mid-task
+    when the test kills it; every other batch (and every retry) passes through.
+    """
+
+    def __init__(self, pause_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.pause_dir = pause_dir
+
+    def call(self, x):
+        y = tf.numpy_function(self._maybe_pause, [x], tf.float32, stateful=True)
+        return tf.ensure_shape(y, x.shape)
+
+    def _maybe_pause(self, x):
+        try:  # rename is atomic: exactly one batch wins the claim
+            os.rename(os.path.join(self.pause_dir, "pause"), os.path.join(self.pause_dir, "claimed"))
+        except FileNotFoundError:
+            return x
+        Path(self.pause_dir, "paused_pid").write_text(str(os.getpid()))
+        time.sleep(600)
+        return x
+
+
+def make_clients(sizes=SIZES, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(n, NUM_FEATURES)).astype(np.float32),
+             rng.integers(0, NUM_CLASSES, size=n).astype(np.int32)) for n in sizes]
+
+
+def datasets_of(clients):
+    return [tf.data.Dataset.from_tensor_slices(c).batch(BATCH) for c in clients]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def executors(local_ray):
+    built = []
+
+    def make(model_fn, **options):
+        executor = RayExecutor(model_fn, fedsim.SGD(LR), num_actors=2, **options)
+        built.append(executor)
+        return executor
+
+    yield make
+    for executor in built:
+        executor.shutdown()
+
+
+def sequential_outputs(model_fn, clients, weights=None):
+    work = ClientWork(model_fn(), fedsim.SGD(LR))
+    weights = weights or fedsim.ModelWeights.from_model(work.model)
+    return SequentialExecutor(work).train(weights, datasets_of(clients)), weights
+
+
+def assert_outputs_equal(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        for a, b in zip(g.delta, w.delta):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        assert g.update_weight == w.update_weight and g.num_examples == w.num_examples
+        for name in w.metrics:
+            np.testing.assert_allclose(g.metrics[name], w.metrics[name], atol=1e-6)
+
+
+def test_three_rounds_equal_the_sequential_executor(local_ray):
+    clients = make_clients()
+    data = fedsim.ClientData.from_tensor_slices({str(i): c for i, c in enumerate(clients)})
+    results, processes = {}, {}
+    for name, executor_fn in [("sequential", None),
+                              ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2))]:
+        processes[name] = fedsim.build_fedavg(
+            logreg_model_fn, client_optimizer=fedsim.SGD(LR), batch_size=BATCH, executor_fn=executor_fn)
+        sampler = fedsim.UniformSampler(cohort_size=4, seed=7)
+        results[name] = fedsim.simulate(processes[name], data, rounds=3, sampler=sampler, progress=False)
+    ray_executor = processes["ray"].executor
+    try:
+        want, got = results["sequential"], results["ray"]
+        for a, b in zip(got.state.model_weights.trainable, want.state.model_weights.trainable):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        for got_round, want_round in zip(got.history, want.history):
+            assert got_round["num_examples"] == want_round["num_examples"]
+            for name, value in want_round["train"].items():
+                np.testing.assert_allclose(got_round["train"][name], value, atol=1e-6)
+        unbatched = [tf.data.Dataset.from_tensor_slices(c) for c in clients[:3]]  # evaluate batches
+        evaluated = [p.evaluate(want.state.model_weights, unbatched)
+                     for p in (processes["ray"], processes["sequential"])]
+        for name, value in evaluated[1].items():
+            np.testing.assert_allclose(evaluated[0][name], value, atol=1e-6)
+        # Each actor built its client work once and traced it once, across all rounds.
+        assert ray_executor.trace_counts() == [1, 1]
+        assert ray_executor.last_round_stats.measurements() == {
+            "executor/clients_retried": 0.0, "executor/clients_dropped": 0.0, "executor/actor_deaths": 0.0}
+    finally:
+        ray_executor.shutdown()
+
+
+def test_actor_killed_mid_round_reruns_its_clients(executors, tmp_path):
+    model_fn = functools.partial(logreg_model_fn, str(tmp_path))
+    clients = make_clients()
+    want, weights = sequential_outputs(model_fn, clients)
+    executor = executors(model_fn)
+    actor_by_pid = {ray.get(a.pid.remote()): a for a in executor.actors}
+    (tmp_path / "pause").touch()
+
+    def kill_the_paused_actor():
+        pid_file = tmp_path / "paused_pid"
+        while not pid_file.exists() or not pid_file.read_text():
+            time.sleep(0.05)
+        ray.kill(actor_by_pid[int(pid_file.read_text())])
+
+    killer = threading.Thread(target=kill_the_paused_actor, daemon=True)
+    killer.start()
+    got = executor.train(weights, datasets_of(clients))
+    killer.join(timeout=1)
+
+    assert_outputs_equal(got, want)
+    stats = executor.last_round_stats
+    assert stats.actor_deaths == 1
+    assert stats.clients_retried >= 1 and stats.clients_dropped == 0
+    assert all(isinstance(f.error, ray.exceptions.RayActorError) for f in stats.failures)
+    # The next round starts with a replacement actor and runs without faults.
+    assert_outputs_equal(executor.train(weights, datasets_of(clients)), want)
+    assert len(executor.actors) == 2 and executor.last_round_stats.actor_deaths == 0
+
+
+def bad_label_clients():
+    clients = make_clients(SIZES[:4])
+    x, y = clients[2]
+    clients[2] = (x, np.full_like(y, NUM_CLASSES + 4))  # out of range: the loss raises
+    return clients
+
+
+def test_failing_client_is_named_and_raised_after_retries(executors):
+    executor = executors(logreg_model_fn, max_retries=1, on_failure="retry")
+    weights = fedsim.ModelWeights.from_model(logreg_model_fn())
+    with pytest.raises(ClientFailure) as raised:
+        executor.train(weights, datasets_of(bad_label_clients()), client_ids=["a", "b", "c", "d"])
+    assert raised.value.client_id == "c" and raised.value.attempts == 2
+    assert isinstance(raised.value.error, tf.errors.InvalidArgumentError)
+    assert "client 'c'" in str(raised.value) and "label" in str(raised.value)
+    # The executor stays usable after a round that raised.
+    good = make_clients(SIZES[:3])
+    assert_outputs_equal(executor.train(weights, datasets_of(good)),
+                         sequential_outputs(logreg_model_fn, good, weights)[0])
+
+
+def test_failing_client_is_dropped_and_counted(executors):
+    executor = executors(logreg_model_fn, max_retries=3, on_failure="drop")
+    clients = bad_label_clients()
+    good = [c for i, c in enumerate(clients) if i != 2]
+    want, weights = sequential_outputs(logreg_model_fn, good)
+    got = executor.train(weights, datasets_of(clients), client_ids=["a", "b", "c", "d"])
+    assert_outputs_equal(got, want)
+    stats = executor.last_round_stats
+    assert stats.dropped_client_ids == ("c",) and stats.clients_retried == 0
+    assert [f.client_id for f in stats.failures] == ["c"]  # dropped at once, not retried
+    assert stats.measurements()["executor/clients_dropped"] == 1.0
