@@ -107,12 +107,17 @@ class CohortTrainer:
 
         def body(k, state):
             active = tf.reduce_sum(tf.cast(num_batches > k, tf.int32))
-            head = tf.nest.map_structure(lambda t: t[:active], state)
-            batch = tf.nest.map_structure(lambda t: t[:active, k], (x, y, mask))
+            # pfor mis-broadcasts some converted ops (conv BiasAdd) when the loop
+            # has one iteration, so compute at least two rows; the extra row
+            # (a finished client on an all-padding batch) is discarded.
+            width = tf.minimum(tf.maximum(active, 2), clients)
+            head = tf.nest.map_structure(lambda t: t[:width], state)
+            batch = tf.nest.map_structure(lambda t: t[:width, k], (x, y, mask))
             new_head = tf.vectorized_map(lambda args: self.step(*args[0], *args[1]), (head, batch))
             # Clients past their last batch keep their values unchanged.
             merged = tf.nest.map_structure(
-                lambda new, old: tf.ensure_shape(tf.concat([new, old[active:]], 0), old.shape), new_head, state
+                lambda new, old: tf.ensure_shape(tf.concat([new[:active], old[active:]], 0), old.shape),
+                new_head, state,
             )
             return k + 1, merged
 
