@@ -59,22 +59,42 @@ def read_leaf_dir(directory: str | os.PathLike) -> dict[str, dict[str, np.ndarra
 
 
 def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
-    with shard.open(encoding="utf-8") as file:
-        content = json.load(file)
+    content = _load_json(shard)
+    if not isinstance(content, dict):
+        raise ClientDataError(
+            f"{shard} is not a LEAF shard: expected a JSON object, got {type(content).__name__}"
+        )
     missing = {"users", "num_samples", "user_data"} - content.keys()
     if missing:
         raise ClientDataError(f"{shard} is not a LEAF shard: missing keys {sorted(missing)}")
-    if len(content["users"]) != len(content["num_samples"]):
+    user_list, counts, user_data = content["users"], content["num_samples"], content["user_data"]
+    if not (isinstance(user_list, list) and isinstance(counts, list) and isinstance(user_data, dict)):
         raise ClientDataError(
-            f"{shard}: {len(content['users'])} users but {len(content['num_samples'])} num_samples"
+            f"{shard} is not a LEAF shard: `users` and `num_samples` must be lists and `user_data` "
+            f"an object, got {type(user_list).__name__}, {type(counts).__name__} and "
+            f"{type(user_data).__name__}"
         )
+    if len(user_list) != len(counts):
+        raise ClientDataError(f"{shard}: {len(user_list)} users but {len(counts)} num_samples")
     users = {}
-    for user, num_samples in zip(content["users"], content["num_samples"]):
-        if user not in content["user_data"]:
+    for user, num_samples in zip(user_list, counts):
+        if not isinstance(user, str):
+            raise ClientDataError(f"{shard}: user {user!r} in `users` is not a string")
+        # bool is an int in Python, but `true` is never a count.
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
+            raise ClientDataError(
+                f"{shard}: user {user!r} has num_samples={num_samples!r}; expected a count >= 0"
+            )
+        if user not in user_data:
             raise ClientDataError(
                 f"{shard}: user {user!r} is listed in `users` but has no `user_data`"
             )
-        data = content["user_data"][user]
+        data = user_data[user]
+        if not isinstance(data, dict):
+            raise ClientDataError(
+                f"{shard}: user {user!r}: `user_data` entry must be an object with 'x' and 'y', "
+                f"got {type(data).__name__}"
+            )
         arrays = {
             name: _to_array(data.get(name, []), f"{shard}, user {user!r}, {name!r}")
             for name in ("x", "y")
@@ -85,16 +105,34 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
                     f"{shard}: user {user!r} has num_samples={num_samples} but "
                     f"{len(array)} entries in {name!r}"
                 )
-        users[str(user)] = arrays
+        users[user] = arrays
     return users
 
 
-def _to_array(values: list[Any], where: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype == object:
+def _load_json(shard: Path) -> Any:
+    try:
+        with shard.open(encoding="utf-8") as file:
+            return json.load(file)
+    except UnicodeDecodeError as error:
+        raise ClientDataError(f"{shard} is not UTF-8 text ({error}); LEAF writes UTF-8 JSON") from None
+    except json.JSONDecodeError as error:
         raise ClientDataError(
-            f"{where}: entries have unequal lengths or mixed nesting; cannot form one array"
-        )
+            f"{shard} is not valid JSON ({error}); the file may be truncated, regenerate it"
+        ) from None
+
+
+def _to_array(values: Any, where: str) -> np.ndarray:
+    ragged = ClientDataError(
+        f"{where}: entries have unequal lengths or mixed nesting; cannot form one array"
+    )
+    try:
+        array = np.asarray(values)
+    except ValueError:  # NumPy refuses some ragged nestings outright
+        raise ragged from None
+    if array.ndim == 0:
+        raise ClientDataError(f"{where}: expected a list of examples, got {values!r:.80}")
+    if array.dtype == object:
+        raise ragged
     if array.dtype.kind == "f":
         return array.astype(np.float32)
     if array.dtype.kind in "iub":
