@@ -28,6 +28,7 @@ from fedsim.learning.process import (
     RoundResult,
     ServerState,
 )
+from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 
@@ -86,7 +87,7 @@ def build_fednova(
       aggregator: overrides the weighted mean of the normalized deltas.
       executor_fn: builds the executor from the client work; default sequential.
     """
-    client_work = ClientWork(model_fn(), SGD(client_learning_rate), weighted=True)
+    client_work = ClientWork(build_model(model_fn), SGD(client_learning_rate), weighted=True)
     return FedNovaProcess(
         model=client_work.model,
         executor=(executor_fn or SequentialExecutor)(client_work),

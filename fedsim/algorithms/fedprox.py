@@ -17,6 +17,7 @@ from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.fedavg import batch_and_repeat, client_prep
 from fedsim.learning.process import FederatedProcess
+from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 
@@ -48,7 +49,7 @@ def build_fedprox(
       aggregator: overrides the mean.
       executor_fn: builds the executor from the client work; default sequential.
     """
-    model = model_fn()
+    model = build_model(model_fn)
     client_work = ClientWork(
         model, client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu
     )

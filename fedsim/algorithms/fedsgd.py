@@ -21,6 +21,7 @@ from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.process import FederatedProcess
+from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 # Larger than any client; tf.data fills a batch only with the elements there are.
@@ -47,7 +48,7 @@ def build_fedsgd(
       aggregator: overrides the mean of the client gradients (as deltas ``-g_k``).
       executor_fn: builds the executor from the client work; default sequential.
     """
-    client_work = ClientWork(model_fn(), SGD(1.0), weighted=weighted)
+    client_work = ClientWork(build_model(model_fn), SGD(1.0), weighted=weighted)
     return FederatedProcess(
         model=client_work.model,
         executor=(executor_fn or SequentialExecutor)(client_work),

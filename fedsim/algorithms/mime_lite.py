@@ -26,6 +26,7 @@ from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.fedavg import batch_and_repeat
 from fedsim.learning.process import ClientId, FederatedProcess, RoundResult, ServerState
+from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 
@@ -104,7 +105,7 @@ def build_mime_lite(
     """
     base_optimizer = base_optimizer or SGD(0.01, momentum=0.9)
     client_work = ClientWork(
-        model_fn(), base_optimizer, weighted=weighted, freeze_optimizer_state=True
+        build_model(model_fn), base_optimizer, weighted=weighted, freeze_optimizer_state=True
     )
     return MimeLiteProcess(
         client_work,

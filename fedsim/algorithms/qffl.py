@@ -28,6 +28,7 @@ from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.fedavg import batch_and_repeat
 from fedsim.learning.process import ClientId, FederatedProcess, RoundResult, ServerState
+from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 _LOSS_FLOOR = 1e-10
@@ -95,7 +96,7 @@ def build_qffl(
         raise ValueError(f"q={q!r} must be >= 0 (0 gives FedAvg's objective)")
     if not client_learning_rate > 0:
         raise ValueError(f"client_learning_rate={client_learning_rate!r} must be > 0: L = 1 / lr")
-    client_work = ClientWork(model_fn(), SGD(client_learning_rate), weighted=False)
+    client_work = ClientWork(build_model(model_fn), SGD(client_learning_rate), weighted=False)
     return QFFLProcess(
         client_work,
         float(q),

@@ -35,6 +35,7 @@ from fedsim.learning.process import (
     RoundResult,
     ServerState,
 )
+from fedsim.models.model_fn import build_model
 from fedsim.models.model_weights import ModelWeights
 from fedsim.optimizers import SGD
 
@@ -139,7 +140,7 @@ def build_scaffold(
         raise ValueError(
             f"client_learning_rate={client_learning_rate} must be > 0: c_i+ divides by it"
         )
-    client_work = ClientWork(model_fn(), SGD(client_learning_rate), weighted=weighted)
+    client_work = ClientWork(build_model(model_fn), SGD(client_learning_rate), weighted=weighted)
     return ScaffoldProcess(
         client_work,
         client_learning_rate,

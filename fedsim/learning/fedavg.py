@@ -17,6 +17,7 @@ from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.process import ClientId, ClientPrep, FederatedProcess
+from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 
@@ -99,7 +100,7 @@ def build_fedavg(
         drops them from the round, as in the FedProx paper's comparison.
       dropout: simulated clients that fail to report (``fedsim.simulation.sampling.Dropout``).
     """
-    model = model_fn()
+    model = build_model(model_fn)
     client_work = ClientWork(model, client_optimizer or SGD(0.01), weighted=weighted)
     return FederatedProcess(
         model=client_work.model,

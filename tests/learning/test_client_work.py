@@ -70,13 +70,15 @@ def test_every_variable_of_a_multilayer_model_is_federated():
     # Keras 3 names every Dense variable plainly "kernel" / "bias": keying by
     # name would collapse the layers onto one. Each must train and move.
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-    assert len({v.name for v in model.trainable_variables}) == 2
     spec = (tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int32))
-    process = fedsim.build_fedavg(
-        lambda: fedsim.from_keras_model(model, keras.losses.SparseCategoricalCrossentropy(True), spec),
-        fedsim.SGD(0.1), batch_size=4)
+
+    def model_fn():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+        assert len({v.name for v in model.trainable_variables}) == 2
+        return fedsim.from_keras_model(model, keras.losses.SparseCategoricalCrossentropy(True), spec)
+
+    process = fedsim.build_fedavg(model_fn, fedsim.SGD(0.1), batch_size=4)
     state = process.initialize()
     clients = ref.make_clients([12, 9], seed=9)
     new = process.next(state, [tf.data.Dataset.from_tensor_slices(c) for c in clients]).state
