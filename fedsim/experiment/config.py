@@ -8,6 +8,7 @@ Every problem is reported at once as ``key.path: what is wrong``.
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -40,6 +41,14 @@ def _strict(kind: type, accepts: tuple[type, ...]):
     return structure
 
 
+def _finite_float(value: Any, _type: type) -> float:
+    # TOML has inf and nan; no rate, norm or fraction in a config means either.
+    number = _strict(float, (int, float))(value, _type)
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
 def _named_block(converter: cattrs.Converter, base: type):
     def structure(value: Any, _type: type) -> Block:
         if not isinstance(value, Mapping):
@@ -48,6 +57,8 @@ def _named_block(converter: cattrs.Converter, base: type):
         options = sorted(base.registry)
         if name is None:
             raise ValueError(f"missing 'name'; choose one of {options}")
+        if not isinstance(name, str):
+            raise ValueError(f"'name' must be a string, got {type(name).__name__} {name!r}; choose one of {options}")
         if name not in base.registry:
             raise ValueError(f"unknown name {name!r}{_suggest(str(name), options)} (allowed: {options})")
         return converter.structure({**value, "name": name}, base.registry[name])
@@ -58,7 +69,7 @@ def _named_block(converter: cattrs.Converter, base: type):
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict(int, (int,)))
-    converter.register_structure_hook(float, _strict(float, (int, float)))
+    converter.register_structure_hook(float, _finite_float)
     converter.register_structure_hook(bool, _strict(bool, (bool,)))
     converter.register_structure_hook(str, _strict(str, (str,)))
     for base in BLOCK_KINDS:
