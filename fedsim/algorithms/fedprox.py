@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
+from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.fedavg import batch_and_repeat, client_prep
 from fedsim.learning.process import FederatedProcess
 from fedsim.models.model_fn import build_model
@@ -33,6 +34,7 @@ def build_fedprox(
     dropout: Any = None,
     aggregator: Optional[Aggregator] = None,
     executor_fn: Optional[Callable[[ClientWork], Any]] = None,
+    faults: Optional[FaultPolicy] = None,
 ) -> FederatedProcess:
     """Builds a FedProx process.
 
@@ -48,6 +50,8 @@ def build_fedprox(
       dropout: e.g. ``Dropout(0.1, seed)``; clients that do not report are left out.
       aggregator: overrides the mean.
       executor_fn: builds the executor from the client work; default sequential.
+      faults: how a round treats failing clients and non-finite updates
+        (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
     """
     model = build_model(model_fn)
     client_work = ClientWork(
@@ -64,4 +68,5 @@ def build_fedprox(
         prepare_train=batch_and_repeat(batch_size, local_epochs),
         prepare_eval=batch_and_repeat(batch_size, 1),
         prepare_client=prepare_client,
+        faults=faults,
     )

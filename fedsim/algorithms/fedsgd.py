@@ -20,6 +20,7 @@ import tensorflow as tf
 from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
+from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
@@ -38,6 +39,7 @@ def build_fedsgd(
     weighted: bool = True,
     aggregator: Optional[Aggregator] = None,
     executor_fn: Optional[Callable[[ClientWork], Any]] = None,
+    faults: Optional[FaultPolicy] = None,
 ) -> FederatedProcess:
     """Builds a FedSGD process over client datasets of single (unbatched) examples.
 
@@ -47,6 +49,8 @@ def build_fedsgd(
       weighted: weight clients by example count (True, the paper) or equally.
       aggregator: overrides the mean of the client gradients (as deltas ``-g_k``).
       executor_fn: builds the executor from the client work; default sequential.
+      faults: how a round treats failing clients and non-finite updates
+        (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
     """
     client_work = ClientWork(build_model(model_fn), SGD(1.0), weighted=weighted)
     return FederatedProcess(
@@ -56,4 +60,5 @@ def build_fedsgd(
         server_optimizer=server_optimizer or SGD(0.1),
         prepare_train=_one_batch,
         prepare_eval=_one_batch,
+        faults=faults,
     )

@@ -16,6 +16,7 @@ import tensorflow as tf
 from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.execution import SequentialExecutor
 from fedsim.learning.client_work import ClientWork
+from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import ClientId, ClientPrep, FederatedProcess
 from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
@@ -54,6 +55,8 @@ def client_prep(
         False: it is dropped from the round (FedAvg in the FedProx paper).
       dropout: has ``reports(round_num, client_id) -> bool``; a client that does not
         report is dropped (e.g. ``fedsim.simulation.sampling.Dropout``).
+      faults: how a round treats failing clients and non-finite updates
+        (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
     """
     batch_and_repeat(batch_size, local_epochs)  # validates both
 
@@ -83,6 +86,7 @@ def build_fedavg(
     executor_fn: Optional[Callable[[ClientWork], Any]] = None,
     stragglers: Any = None,
     dropout: Any = None,
+    faults: Optional[FaultPolicy] = None,
 ) -> FederatedProcess:
     """Builds a FedAvg process.
 
@@ -110,6 +114,7 @@ def build_fedavg(
         prepare_train=batch_and_repeat(batch_size, local_epochs),
         prepare_eval=batch_and_repeat(batch_size, 1),
         prepare_client=_client_prep_if_needed(batch_size, local_epochs, stragglers, False, dropout),
+        faults=faults,
     )
 
 

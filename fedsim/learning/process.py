@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from fedsim.aggregators import Aggregator
 from fedsim.aggregators.base import AggregationOutput
+from fedsim.learning.faults import FaultPolicy, train_isolating_failures, zero_nonfinite_updates
+from fedsim.learning.validation import check_element_spec
 from fedsim.metrics import metrics_aggregator_for
 from fedsim.models.model_weights import ModelWeights
 
@@ -89,6 +91,8 @@ class FederatedProcess:
       prepare_client: per-client training preparation from ``(dataset, round_num, client_id)``,
         used instead of ``prepare_train`` (stragglers, dropouts); returning None drops the
         client from the round.
+      faults: what to do with clients whose work raises and with non-finite updates
+        (default: retry once then drop, zero non-finite updates; both counted).
 
     Algorithms that need more than the mean delta (SCAFFOLD, FedNova, ...) subclass
     and override ``next``, reusing ``prepare_cohort``, ``aggregate`` and ``finish_round``.
@@ -103,8 +107,10 @@ class FederatedProcess:
         prepare_train: Optional[DatasetPrep] = None,
         prepare_eval: Optional[DatasetPrep] = None,
         prepare_client: Optional[ClientPrep] = None,
+        faults: Optional[FaultPolicy] = None,
     ):
         self.model = model
+        self.faults = faults if faults is not None else FaultPolicy()
         self.executor = executor
         self.aggregator = aggregator
         self.server_optimizer = server_optimizer
@@ -139,11 +145,31 @@ class FederatedProcess:
         cohort = self.prepare_cohort(state, client_datasets, client_ids)
         if not cohort.datasets:
             return self.empty_round(state)
-        outputs = self.executor.train(state.model_weights, cohort.datasets)
+        outputs, cohort, fault_measurements = self.train_cohort(state, cohort)
         aggregate = self.aggregate(
             state, [o.delta for o in outputs], self.update_weights(outputs, cohort), cohort
         )
+        aggregate = attrs.evolve(aggregate, measurements={**aggregate.measurements, **fault_measurements})
         return self.finish_round(state, outputs, aggregate.result, aggregate)
+
+    def train_cohort(self, state: ServerState, cohort: Cohort) -> tuple[list[Any], Cohort, dict[str, float]]:
+        """The executor's outputs under the fault policy, the cohort of clients that reported, measurements.
+
+        Clients whose work keeps raising are dropped (or stop the run) and
+        non-finite deltas are zeroed (or stop the run), per ``self.faults``.
+        """
+        outputs, kept, measurements = train_isolating_failures(
+            self.executor, state.model_weights, cohort.datasets, cohort.client_ids, self.faults
+        )
+        if len(kept) < len(cohort.datasets):
+            cohort = attrs.evolve(
+                cohort,
+                client_ids=[cohort.client_ids[i] for i in kept],
+                datasets=[cohort.datasets[i] for i in kept],
+                passes=None if cohort.passes is None else [cohort.passes[i] for i in kept],
+            )
+        outputs, nonfinite = zero_nonfinite_updates(outputs, cohort.client_ids, self.faults)
+        return outputs, cohort, {**measurements, **nonfinite}
 
     # Building blocks for algorithms that override ``next`` ------------------
     def prepare_cohort(
@@ -167,16 +193,20 @@ class FederatedProcess:
                 "pass one id per dataset, in the same order"
             )
         if self.prepare_client is None:
-            return Cohort(ids, [self._prepared_for_training(d) for d in client_datasets], ids_given)
-        round_num = state.round_num + 1
-        kept_ids, kept, passes = [], [], []
-        for client_id, dataset in zip(ids, client_datasets):
-            prepared = self.prepare_client(dataset, round_num, client_id)
-            if prepared is not None:
-                kept_ids.append(client_id)
-                kept.append(prepared[0])
-                passes.append(prepared[1])
-        return Cohort(kept_ids, kept, ids_given, passes)
+            cohort = Cohort(ids, [self._prepared_for_training(d) for d in client_datasets], ids_given)
+        else:
+            round_num = state.round_num + 1
+            kept_ids, kept, passes = [], [], []
+            for client_id, dataset in zip(ids, client_datasets):
+                prepared = self.prepare_client(dataset, round_num, client_id)
+                if prepared is not None:
+                    kept_ids.append(client_id)
+                    kept.append(prepared[0])
+                    passes.append(prepared[1])
+            cohort = Cohort(kept_ids, kept, ids_given, passes)
+        for client_id, dataset in zip(cohort.client_ids, cohort.datasets):
+            check_element_spec(client_id, dataset.element_spec, self.model.input_spec)
+        return cohort
 
     def _prepared_for_training(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         # Preparing (batching) costs about a millisecond of eager work per client
