@@ -12,6 +12,7 @@ batch dimension became static (all batches full) would trace again.
 Consecutive elements of equal shapes are stacked into one array, so a client of
 ``n`` full batches and one partial batch travels as two arrays, not ``n + 1``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -43,23 +44,16 @@ class ExportedDataset:
 
     def to_dataset(self) -> tf.data.Dataset:
         """A dataset yielding the exported elements, in order, with the original element spec."""
-        runs = self.runs or (_empty_run(self.element_spec),)
+        # from_tensor_slices gives each run a static shape, but the spec may leave
+        # dimensions unknown (the batch dimension, say). concatenate keeps only what
+        # all parts agree on, so two empty runs that disagree on every unknown
+        # dimension give back exactly the spec, without a map (which would trace a
+        # function for every client).
+        runs = self.runs + (_empty_run(self.element_spec, 0), _empty_run(self.element_spec, 1))
         dataset = tf.data.Dataset.from_tensor_slices(runs[0])
         for run in runs[1:]:
             dataset = dataset.concatenate(tf.data.Dataset.from_tensor_slices(run))
-        return dataset.map(self._relax_to_spec)
-
-    def _relax_to_spec(self, *element):
-        # from_tensor_slices gives every element its run's static shape; the
-        # original spec may leave dimensions unknown (the batch dimension, say).
-        # PlaceholderWithDefault passes the value through with the looser shape.
-        # tf.data spreads a tuple element over the arguments and passes anything else whole.
-        element = element if isinstance(self.element_spec, tuple) else element[0]
-        return tf.nest.map_structure(
-            lambda value, spec: tf.raw_ops.PlaceholderWithDefault(input=value, shape=spec.shape),
-            element,
-            self.element_spec,
-        )
+        return dataset
 
 
 def export_dataset(dataset: tf.data.Dataset) -> ExportedDataset:
@@ -89,9 +83,11 @@ def _stack(elements: list) -> Any:
     return tf.nest.map_structure(lambda *values: np.stack(values), *elements)
 
 
-def _empty_run(spec: Any) -> Any:
-    # Zero rows; unknown dimensions become 0, which the relaxing map hides again.
+def _empty_run(spec: Any, unknown: int) -> Any:
+    """Zero elements of ``spec``, with ``unknown`` for every dimension the spec leaves unknown."""
     return tf.nest.map_structure(
-        lambda s: np.zeros([0] + [d if d is not None else 0 for d in s.shape], s.dtype.as_numpy_dtype),
+        lambda s: np.zeros(
+            [0] + [d if d is not None else unknown for d in s.shape], s.dtype.as_numpy_dtype
+        ),
         spec,
     )

@@ -10,6 +10,7 @@ preprocessing runs in the driver and the actors run only the compiled training.
 Ray is optional: ``pip install 'fedsim[ray]'``. It is imported when an executor is
 built, so ``import fedsim`` works without it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,6 @@ import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from fedsim.execution.ray_datasets import export_dataset
 from fedsim.execution.ray_pool import ON_FAILURE, ActorPool, ClientFailure, RoundStats
 from fedsim.execution.ray_worker import WorkRecipe
 
@@ -44,7 +44,7 @@ class RayExecutor:
       model_fn: no-argument callable building the fedsim model; it must pickle
         (module-level function, closure or ``functools.partial``), since each
         actor builds its own copy.
-      client_optimizer: functional client optimizer; default ``SGD(0.01``) as ``ClientWork``.
+      client_optimizer: functional client optimizer; default ``SGD(0.01)``, as for ``ClientWork``.
       weighted, proximal_mu, freeze_optimizer_state: as for ``ClientWork``.
       address: a running cluster to join (``"127.0.0.1:6379"``, ``"auto"``); None starts a
         private local Ray instance with ``num_actors`` CPUs (default: all of them).
@@ -53,7 +53,10 @@ class RayExecutor:
       max_retries: times a client is re-run after its actor died or (``"retry"``) its work raised.
       on_failure: ``"retry"`` raises ``ClientFailure`` once a failing client runs out of
         retries; ``"drop"`` drops a client whose work raised from the round (logged and
-        counted in ``last_round_stats``).
+        counted in ``last_round_stats``). Under ``"drop"`` ``train`` returns fewer outputs
+        than datasets, so the caller must map them back with
+        ``last_round_stats.dropped_positions``; a ``FederatedProcess`` expects one output per
+        dataset, so give it ``"retry"`` and let its own fault policy drop clients.
       start_timeout: seconds to wait for actors to start and build their model.
 
     After each ``train``/``evaluate``, ``last_round_stats`` (a ``RoundStats``) says which
@@ -78,19 +81,25 @@ class RayExecutor:
         start_timeout: float = 300.0,
     ):
         if not callable(model_fn):
-            raise TypeError(f"model_fn must be a no-argument callable building the model, got {model_fn!r}")
+            raise TypeError(
+                f"model_fn must be a no-argument callable building the model, got {model_fn!r}"
+            )
         if on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure={on_failure!r} must be one of {ON_FAILURE}")
         if not (isinstance(max_retries, int) and max_retries >= 0):
             raise ValueError(f"max_retries={max_retries!r} must be an integer >= 0")
         if num_actors is not None and not (isinstance(num_actors, int) and num_actors >= 1):
-            raise ValueError(f"num_actors={num_actors!r} must be a positive integer or None (one per device)")
+            raise ValueError(
+                f"num_actors={num_actors!r} must be a positive integer or None (one per device)"
+            )
         ray = import_ray()
         if client_optimizer is None:
             from fedsim.optimizers import SGD  # ClientWork's default, so both executors agree
 
             client_optimizer = SGD(0.01)
-        recipe = WorkRecipe(model_fn, client_optimizer, weighted, proximal_mu, freeze_optimizer_state)
+        recipe = WorkRecipe(
+            model_fn, client_optimizer, weighted, proximal_mu, freeze_optimizer_state
+        )
         _check_picklable(ray, recipe)
         self._ray = ray
         self._owns_ray = _connect(ray, address, num_actors)
@@ -111,8 +120,14 @@ class RayExecutor:
 
         def executor_fn(client_work: Any) -> "RayExecutor":
             recipe = WorkRecipe.from_client_work(model_fn, client_work)
-            return cls(model_fn, recipe.optimizer, recipe.weighted, proximal_mu=recipe.proximal_mu,
-                       freeze_optimizer_state=recipe.freeze_optimizer_state, **options)
+            return cls(
+                model_fn,
+                recipe.optimizer,
+                recipe.weighted,
+                proximal_mu=recipe.proximal_mu,
+                freeze_optimizer_state=recipe.freeze_optimizer_state,
+                **options,
+            )
 
         return executor_fn
 
@@ -121,17 +136,25 @@ class RayExecutor:
         """Handles of the live actors (for inspection and fault-injection tests)."""
         return self._pool.actors
 
-    def train(self, model_weights: Any, datasets: Sequence[Any],
-              client_ids: Optional[Sequence[Any]] = None) -> list:
-        """``ClientOutput`` per client, in cohort order (less clients dropped under ``"drop"``).
+    def train(
+        self,
+        model_weights: Any,
+        datasets: Sequence[Any],
+        client_ids: Optional[Sequence[Any]] = None,
+    ) -> list:
+        """``ClientOutput`` per client, in cohort order (without clients dropped under ``"drop"``).
 
         ``client_ids`` name clients in failures and stats; default: cohort positions.
         """
         return self._run("train", model_weights, datasets, client_ids)
 
-    def evaluate(self, model_weights: Any, datasets: Sequence[Any],
-                 client_ids: Optional[Sequence[Any]] = None) -> list:
-        """Unfinalized metrics per client, in cohort order (less dropped clients)."""
+    def evaluate(
+        self,
+        model_weights: Any,
+        datasets: Sequence[Any],
+        client_ids: Optional[Sequence[Any]] = None,
+    ) -> list:
+        """Unfinalized metrics per client, in cohort order (without dropped clients)."""
         return self._run("evaluate", model_weights, datasets, client_ids)
 
     def trace_counts(self) -> list[int]:
@@ -153,25 +176,28 @@ class RayExecutor:
     def _run(self, method: str, model_weights: Any, datasets: Sequence[Any], client_ids) -> list:
         ids = list(range(len(datasets))) if client_ids is None else list(client_ids)
         if len(ids) != len(datasets):
-            raise ValueError(f"got {len(datasets)} datasets but {len(ids)} client ids; pass one id per dataset")
+            raise ValueError(
+                f"got {len(datasets)} datasets but {len(ids)} client ids; pass one id per dataset"
+            )
         start = time.perf_counter()
-        exported = [export_dataset(d) for d in datasets]
-        exported_at = time.perf_counter()
         self._pool.top_up()  # replaces actors that died in an earlier round
         put_start = time.perf_counter()
         weights_ref = self._ray.put(model_weights)
         put_seconds = time.perf_counter() - put_start
-        results, counts = self._pool.run(method, weights_ref, exported, ids, self.max_retries,
-                                         self.on_failure)
+        results, counts = self._pool.run(
+            method, weights_ref, datasets, ids, self.max_retries, self.on_failure
+        )
         kept = [r for r in results if r is not None]
+        dropped = tuple(i for i, r in enumerate(results) if r is None)
         self.last_round_stats = RoundStats(
             num_clients=len(datasets),
             clients_retried=counts["clients_retried"],
-            clients_dropped=len(counts["dropped_client_ids"]),
-            dropped_client_ids=counts["dropped_client_ids"],
+            clients_dropped=len(dropped),
+            dropped_positions=dropped,
+            dropped_client_ids=tuple(ids[i] for i in dropped),
             actor_deaths=int(counts.get("actor_deaths", 0)),
             failures=counts["failures"],
-            export_seconds=exported_at - start,
+            export_seconds=counts.get("export_seconds", 0.0),
             put_seconds=put_seconds,
             dispatch_seconds=counts.get("dispatch_seconds", 0.0),
             wait_seconds=counts.get("wait_seconds", 0.0),

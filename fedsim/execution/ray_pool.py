@@ -13,6 +13,7 @@ current one), and results are put back in cohort order. Two kinds of fault:
 A client that runs out of retries raises ``ClientFailure`` under ``"retry"`` and is
 dropped under ``"drop"``; either way it is logged and counted, never lost silently.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 import attrs
 
+from fedsim.execution.ray_datasets import ExportedDataset, export_dataset
 from fedsim.execution.ray_worker import ClientWorker, TaskResult, WorkRecipe
 
 logger = logging.getLogger(__name__)
@@ -54,12 +56,13 @@ class RoundStats:
     num_clients: int
     clients_retried: int
     clients_dropped: int
+    dropped_positions: tuple[int, ...]  # cohort positions missing from the returned list
     dropped_client_ids: tuple
     actor_deaths: int
     failures: tuple[ClientFailure, ...]
-    export_seconds: float = 0.0  # tf.data -> NumPy, in the driver
+    export_seconds: float = 0.0  # tf.data -> NumPy, in the driver (part of dispatch)
     put_seconds: float = 0.0  # model weights into the object store, once
-    dispatch_seconds: float = 0.0  # submitting tasks (pickles each client's arrays)
+    dispatch_seconds: float = 0.0  # exporting datasets and submitting tasks
     wait_seconds: float = 0.0  # blocked until some task finishes
     gather_seconds: float = 0.0  # fetching and unpickling results
     rebuild_seconds: float = 0.0  # NumPy -> tf.data, in the actors
@@ -91,8 +94,14 @@ class ActorPool:
       start_timeout: seconds to wait for new actors to build their client work.
     """
 
-    def __init__(self, ray: Any, recipe: WorkRecipe, num_actors: int, actor_options: dict,
-                 start_timeout: float):
+    def __init__(
+        self,
+        ray: Any,
+        recipe: WorkRecipe,
+        num_actors: int,
+        actor_options: dict,
+        start_timeout: float,
+    ):
         self._ray = ray
         self._recipe_ref = ray.put(recipe)  # pickled once, shared by every actor (re)start
         self._num_actors = num_actors
@@ -110,13 +119,21 @@ class ActorPool:
 
     def top_up(self) -> None:
         """Replaces dead actors and waits until every actor has built its client work."""
+        for slot in self._slots:
+            if not slot.alive:
+                # An actor that is unreachable but not dead would keep its CPU and
+                # block its replacement; killing a dead actor does nothing.
+                self._ray.kill(slot.actor)
         self._slots = [s for s in self._slots if s.alive]
-        new = [self._actor_class.remote(self._recipe_ref, self._threads)
-               for _ in range(self._num_actors - len(self._slots))]
+        new = [
+            self._actor_class.remote(self._recipe_ref, self._threads)
+            for _ in range(self._num_actors - len(self._slots))
+        ]
         if not new:
             return
-        ready, _ = self._ray.wait([a.pid.remote() for a in new], num_returns=len(new),
-                                  timeout=self._start_timeout)
+        ready, _ = self._ray.wait(
+            [a.pid.remote() for a in new], num_returns=len(new), timeout=self._start_timeout
+        )
         if len(ready) < len(new):
             resources = self._ray.available_resources()
             for actor in new:
@@ -139,27 +156,43 @@ class ActorPool:
             self._ray.kill(slot.actor)
         self._slots = []
 
-    def run(self, method: str, weights_ref: Any, items: Sequence[Any], client_ids: Sequence[Any],
-            max_retries: int, on_failure: str) -> tuple[list[Optional[TaskResult]], dict]:
-        """Runs ``method`` for every item; returns results in item order (None: dropped) and counters."""
+    def run(
+        self,
+        method: str,
+        weights_ref: Any,
+        datasets: Sequence[Any],
+        client_ids: Sequence[Any],
+        max_retries: int,
+        on_failure: str,
+    ) -> tuple[list[Optional[TaskResult]], dict]:
+        """Runs ``method`` for every dataset; returns results in order (None: dropped) and counters.
+
+        Each dataset is exported just before its task is sent, so the driver reads
+        the next client while the actors compute (and a retry reuses the export).
+        """
         ray = self._ray
         for slot in self._slots:
             # A round that raised ClientFailure left its other tasks uncounted; they only queue.
             slot.load = 0
-        results: list[Optional[TaskResult]] = [None] * len(items)
-        attempts = [0] * len(items)
-        queue = collections.deque(range(len(items)))
+        results: list[Optional[TaskResult]] = [None] * len(datasets)
+        exported: list[Optional[ExportedDataset]] = [None] * len(datasets)
+        attempts = [0] * len(datasets)
+        queue = collections.deque(range(len(datasets)))
         in_flight: dict[Any, tuple[int, _Slot]] = {}
         counts: dict[str, float] = collections.defaultdict(float)
-        failures, retried, dropped = [], set(), []
+        failures, retried = [], set()
         while queue or in_flight:
             start = time.perf_counter()
             while queue and (slot := self._free_slot()) is not None:
                 position = queue.popleft()
-                ref = getattr(slot.actor, method).remote(weights_ref, items[position])
+                if exported[position] is None:
+                    export_start = time.perf_counter()
+                    exported[position] = export_dataset(datasets[position])
+                    counts["export_seconds"] += time.perf_counter() - export_start
+                ref = getattr(slot.actor, method).remote(weights_ref, exported[position])
                 in_flight[ref] = (position, slot)
                 slot.load += 1
-            counts["dispatch_seconds"] += time.perf_counter() - start
+            counts["dispatch_seconds"] += time.perf_counter() - start  # export included
             if not in_flight:  # every actor died: there is nowhere to send the queue
                 self.top_up()
                 continue
@@ -192,11 +225,9 @@ class ActorPool:
                     queue.append(position)
                 elif on_failure == "drop":
                     logger.warning("%s; dropping it from the round", failure)
-                    dropped.append(client_ids[position])
                 else:
                     raise failure from cause
-        return results, dict(counts, clients_retried=len(retried), failures=tuple(failures),
-                             dropped_client_ids=tuple(dropped))
+        return results, dict(counts, clients_retried=len(retried), failures=tuple(failures))
 
     def _free_slot(self) -> Optional[_Slot]:
         live = [s for s in self._slots if s.alive and s.load < TASKS_PER_ACTOR]

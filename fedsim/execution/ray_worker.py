@@ -3,6 +3,7 @@
 This module does not import Ray: ``RayExecutor`` wraps ``ClientWorker`` with
 ``ray.remote`` when it starts its actors, so the class stays a plain, testable one.
 """
+
 from __future__ import annotations
 
 import os

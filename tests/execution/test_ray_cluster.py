@@ -4,6 +4,7 @@ The driver that joins the cluster runs in a subprocess (this file, run as a
 script): `ray start --head` turns token authentication on, and Ray reads
 RAY_AUTH_MODE once per process, so the driver must start with it set.
 """
+
 import os
 import shutil
 import socket
@@ -23,18 +24,27 @@ NUM_FEATURES, NUM_CLASSES, ROUNDS = 5, 3, 2
 
 def logreg_model_fn():
     model = zoo.logistic_regression(NUM_FEATURES, NUM_CLASSES)
-    model.set_weights([np.full((NUM_FEATURES, NUM_CLASSES), 0.1, np.float32), np.zeros(NUM_CLASSES, np.float32)])
+    model.set_weights(
+        [np.full((NUM_FEATURES, NUM_CLASSES), 0.1, np.float32), np.zeros(NUM_CLASSES, np.float32)]
+    )
     spec = (tf.TensorSpec([None, NUM_FEATURES], tf.float32), tf.TensorSpec([None], tf.int32))
-    return fedsim.from_keras_model(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec)
+    return fedsim.from_keras_model(
+        model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec
+    )
 
 
 def simulate(executor_fn=None):
     rng = np.random.default_rng(0)
-    clients = {str(i): (rng.normal(size=(n, NUM_FEATURES)).astype(np.float32),
-                        rng.integers(0, NUM_CLASSES, size=n).astype(np.int32))
-               for i, n in enumerate([6, 9, 4, 12])}
-    process = fedsim.build_fedavg(logreg_model_fn, client_optimizer=fedsim.SGD(0.1), batch_size=3,
-                                  executor_fn=executor_fn)
+    clients = {
+        str(i): (
+            rng.normal(size=(n, NUM_FEATURES)).astype(np.float32),
+            rng.integers(0, NUM_CLASSES, size=n).astype(np.int32),
+        )
+        for i, n in enumerate([6, 9, 4, 12])
+    }
+    process = fedsim.build_fedavg(
+        logreg_model_fn, client_optimizer=fedsim.SGD(0.1), batch_size=3, executor_fn=executor_fn
+    )
     sampler = fedsim.UniformSampler(cohort_size=3, seed=1)
     data = fedsim.ClientData.from_tensor_slices(clients)
     return process, fedsim.simulate(process, data, rounds=ROUNDS, sampler=sampler, progress=False)
@@ -53,14 +63,22 @@ def cluster(tmp_path):
     if shutil.which("ray") is None:
         pytest.skip("the ray CLI is not on PATH")
     address = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="2"
+    )
 
     def ray_cli(*args):
         subprocess.run(["ray", *args], env=env, check=True, capture_output=True, timeout=180)
 
     try:
-        ray_cli("start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=1",
-                "--include-dashboard=false", "--disable-usage-stats")
+        ray_cli(
+            "start",
+            "--head",
+            f"--port={address.split(':')[1]}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        )
         ray_cli("start", f"--address={address}", "--num-cpus=1")
         yield address, env
     finally:
@@ -70,8 +88,13 @@ def cluster(tmp_path):
 def test_simulation_on_a_two_node_cluster_equals_in_process(cluster, tmp_path):
     address, env = cluster
     out = tmp_path / "ray_result.npz"
-    completed = subprocess.run([sys.executable, __file__, address, str(out)], env=env,
-                               capture_output=True, text=True, timeout=400)
+    completed = subprocess.run(
+        [sys.executable, __file__, address, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     got = np.load(out)
     assert got["alive_nodes"] == 2 and got["num_actors"] == 2  # one actor per CPU: one per node
@@ -88,9 +111,13 @@ def _simulate_on_cluster(address, out):
 
     process, result = simulate(RayExecutor.factory(logreg_model_fn, address=address))
     with process.executor:
-        np.savez(out, alive_nodes=len([n for n in ray.nodes() if n["Alive"]]),
-                 num_actors=len(process.executor.actors), loss=result.history[-1]["train"]["loss"],
-                 **{f"trainable_{i}": a for i, a in enumerate(result.state.model_weights.trainable)})
+        np.savez(
+            out,
+            alive_nodes=len([n for n in ray.nodes() if n["Alive"]]),
+            num_actors=len(process.executor.actors),
+            loss=result.history[-1]["train"]["loss"],
+            **{f"trainable_{i}": a for i, a in enumerate(result.state.model_weights.trainable)},
+        )
 
 
 if __name__ == "__main__":

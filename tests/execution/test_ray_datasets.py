@@ -1,4 +1,5 @@
 """Client datasets exported to NumPy and rebuilt: same elements, same element spec (no Ray needed)."""
+
 import collections
 
 import numpy as np
@@ -38,14 +39,18 @@ def test_batched_dataset_round_trips_with_its_element_spec(structure):
 
 
 def test_static_batch_dimension_is_kept():
-    dataset = tf.data.Dataset.from_tensor_slices(np.ones((8, 2), np.float32)).batch(4, drop_remainder=True)
+    dataset = tf.data.Dataset.from_tensor_slices(np.ones((8, 2), np.float32)).batch(
+        4, drop_remainder=True
+    )
     _, rebuilt = round_trip(dataset)
     assert rebuilt.element_spec == tf.TensorSpec([4, 2], tf.float32)
     assert_same_elements(rebuilt, dataset)
 
 
 def test_empty_dataset_round_trips():
-    dataset = tf.data.Dataset.from_tensor_slices((np.ones((0, 5), np.float32), np.ones(0, np.int64))).batch(2)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.ones((0, 5), np.float32), np.ones(0, np.int64))
+    ).batch(2)
     exported, rebuilt = round_trip(dataset)
     assert exported.runs == () and rebuilt.element_spec == dataset.element_spec
     assert list(rebuilt) == []

@@ -4,6 +4,7 @@ One local Ray instance (2 CPUs) serves the module; every executor kills its
 actors at teardown. Model functions are module-level and this module is pickled
 by value, so Ray workers can build them without importing the tests package.
 """
+
 import functools
 import os
 import sys
@@ -38,12 +39,19 @@ def logreg_model_fn(pause_dir=None):
     layers.append(keras.layers.Dense(NUM_CLASSES))
     model = keras.Sequential(layers)
     rng = np.random.default_rng(42)
-    model.layers[-1].set_weights([rng.normal(size=(NUM_FEATURES, NUM_CLASSES)).astype(np.float32),
-                                  np.zeros(NUM_CLASSES, np.float32)])
+    model.layers[-1].set_weights(
+        [
+            rng.normal(size=(NUM_FEATURES, NUM_CLASSES)).astype(np.float32),
+            np.zeros(NUM_CLASSES, np.float32),
+        ]
+    )
     spec = (tf.TensorSpec([None, NUM_FEATURES], tf.float32), tf.TensorSpec([None], tf.int32))
     return fedsim.from_keras_model(
-        model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec,
-        metrics=[keras.metrics.SparseCategoricalAccuracy()])
+        model,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        spec,
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+    )
 
 
 class PauseOnSignal(keras.layers.Layer):
@@ -63,7 +71,9 @@ class PauseOnSignal(keras.layers.Layer):
 
     def _maybe_pause(self, x):
         try:  # rename is atomic: exactly one batch wins the claim
-            os.rename(os.path.join(self.pause_dir, "pause"), os.path.join(self.pause_dir, "claimed"))
+            os.rename(
+                os.path.join(self.pause_dir, "pause"), os.path.join(self.pause_dir, "claimed")
+            )
         except FileNotFoundError:
             return x
         Path(self.pause_dir, "paused_pid").write_text(str(os.getpid()))
@@ -73,8 +83,13 @@ class PauseOnSignal(keras.layers.Layer):
 
 def make_clients(sizes=SIZES, seed=1):
     rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(n, NUM_FEATURES)).astype(np.float32),
-             rng.integers(0, NUM_CLASSES, size=n).astype(np.int32)) for n in sizes]
+    return [
+        (
+            rng.normal(size=(n, NUM_FEATURES)).astype(np.float32),
+            rng.integers(0, NUM_CLASSES, size=n).astype(np.int32),
+        )
+        for n in sizes
+    ]
 
 
 def datasets_of(clients):
@@ -122,12 +137,20 @@ def test_three_rounds_equal_the_sequential_executor(local_ray):
     clients = make_clients()
     data = fedsim.ClientData.from_tensor_slices({str(i): c for i, c in enumerate(clients)})
     results, processes = {}, {}
-    for name, executor_fn in [("sequential", None),
-                              ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2))]:
+    for name, executor_fn in [
+        ("sequential", None),
+        ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2)),
+    ]:
         processes[name] = fedsim.build_fedavg(
-            logreg_model_fn, client_optimizer=fedsim.SGD(LR), batch_size=BATCH, executor_fn=executor_fn)
+            logreg_model_fn,
+            client_optimizer=fedsim.SGD(LR),
+            batch_size=BATCH,
+            executor_fn=executor_fn,
+        )
         sampler = fedsim.UniformSampler(cohort_size=4, seed=7)
-        results[name] = fedsim.simulate(processes[name], data, rounds=3, sampler=sampler, progress=False)
+        results[name] = fedsim.simulate(
+            processes[name], data, rounds=3, sampler=sampler, progress=False
+        )
     ray_executor = processes["ray"].executor
     try:
         want, got = results["sequential"], results["ray"]
@@ -138,14 +161,19 @@ def test_three_rounds_equal_the_sequential_executor(local_ray):
             for name, value in want_round["train"].items():
                 np.testing.assert_allclose(got_round["train"][name], value, atol=1e-6)
         unbatched = [tf.data.Dataset.from_tensor_slices(c) for c in clients[:3]]  # evaluate batches
-        evaluated = [p.evaluate(want.state.model_weights, unbatched)
-                     for p in (processes["ray"], processes["sequential"])]
+        evaluated = [
+            p.evaluate(want.state.model_weights, unbatched)
+            for p in (processes["ray"], processes["sequential"])
+        ]
         for name, value in evaluated[1].items():
             np.testing.assert_allclose(evaluated[0][name], value, atol=1e-6)
         # Each actor built its client work once and traced it once, across all rounds.
         assert ray_executor.trace_counts() == [1, 1]
         assert ray_executor.last_round_stats.measurements() == {
-            "executor/clients_retried": 0.0, "executor/clients_dropped": 0.0, "executor/actor_deaths": 0.0}
+            "executor/clients_retried": 0.0,
+            "executor/clients_dropped": 0.0,
+            "executor/actor_deaths": 0.0,
+        }
     finally:
         ray_executor.shutdown()
 
@@ -196,8 +224,10 @@ def test_failing_client_is_named_and_raised_after_retries(executors):
     assert "client 'c'" in str(raised.value) and "label" in str(raised.value)
     # The executor stays usable after a round that raised.
     good = make_clients(SIZES[:3])
-    assert_outputs_equal(executor.train(weights, datasets_of(good)),
-                         sequential_outputs(logreg_model_fn, good, weights)[0])
+    assert_outputs_equal(
+        executor.train(weights, datasets_of(good)),
+        sequential_outputs(logreg_model_fn, good, weights)[0],
+    )
 
 
 def test_failing_client_is_dropped_and_counted(executors):
@@ -208,6 +238,7 @@ def test_failing_client_is_dropped_and_counted(executors):
     got = executor.train(weights, datasets_of(clients), client_ids=["a", "b", "c", "d"])
     assert_outputs_equal(got, want)
     stats = executor.last_round_stats
-    assert stats.dropped_client_ids == ("c",) and stats.clients_retried == 0
+    assert stats.dropped_client_ids == ("c",) and stats.dropped_positions == (2,)
+    assert stats.clients_retried == 0
     assert [f.client_id for f in stats.failures] == ["c"]  # dropped at once, not retried
     assert stats.measurements()["executor/clients_dropped"] == 1.0

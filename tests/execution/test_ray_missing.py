@@ -1,4 +1,5 @@
 """Without Ray installed, fedsim imports and the Ray executor says which extra to install."""
+
 import subprocess
 import sys
 
@@ -14,7 +15,11 @@ def test_choosing_ray_without_it_names_the_extra(monkeypatch):
 
 
 def test_fedsim_and_the_ray_modules_import_without_ray():
-    code = ("import sys; sys.modules['ray'] = None; import fedsim; "
-            "import fedsim.execution.ray_executor, fedsim.execution.ray_pool")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.modules['ray'] = None; import fedsim; "
+        "import fedsim.execution.ray_executor, fedsim.execution.ray_pool"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
