@@ -128,10 +128,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = logging.StreamHandler()
     console.setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.basicConfig(handlers=[console], format="%(levelname)s %(name)s: %(message)s")
-    from fedsim.experiment import EXPECTED_ERRORS
+    from fedsim.experiment import EXPECTED_ERRORS, RunInterrupted
 
     try:
         _dispatch(args)
+    except RunInterrupted as interrupted:
+        print(f"fedsim: {interrupted}", file=sys.stderr)
+        return 130  # the shell's code for a command ended by SIGINT
     except EXPECTED_ERRORS as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2

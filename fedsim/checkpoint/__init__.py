@@ -1,6 +1,7 @@
 """Checkpoints: run state as ``.npz`` arrays plus JSON structure, written atomically, read without pickle."""
 from fedsim.checkpoint.store import (
     CheckpointError,
+    CheckpointWriteError,
     Restored,
     checkpoint_path,
     list_checkpoints,
@@ -12,6 +13,7 @@ from fedsim.checkpoint.tree import StructureMismatchError, flatten, restore
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "Restored",
     "StructureMismatchError",
     "checkpoint_path",

@@ -34,6 +34,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which one and why."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (e.g. the disk is full); older ones are intact."""
+
+
 @attrs.frozen
 class Restored:
     """A checkpoint read back: its round, the state (shaped like the template) and metadata."""
@@ -61,12 +65,34 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 def save_checkpoint(
     directory: str | Path, round_num: int, state: Any, meta: Optional[dict] = None, keep: int = 0
 ) -> Path:
-    """Writes ``state`` (a nest of arrays/scalars/attrs values) for ``round_num``; keeps the newest ``keep`` (0: all)."""
+    """Writes ``state`` (a nest of arrays/scalars/attrs values) for ``round_num``; keeps the newest ``keep`` (0: all).
+
+    Raises:
+      CheckpointWriteError: when the disk refuses the write (full, read-only, ...);
+        the partial files are removed and every older checkpoint stays intact.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays, structure = flatten(state)
     final = checkpoint_path(directory, round_num)
     temp = directory / f".tmp-{final.name}-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write(temp, final, round_num, state, meta)
+    except OSError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        older = [r for r, _ in list_checkpoints(directory) if r != round_num]
+        intact = f"the newest intact checkpoint is round {older[0]}" if older else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"could not write the checkpoint of round {round_num} to {str(directory)!r}: "
+            f"{error.strerror or error}; {intact}. Free disk space, then continue with 'fedsim resume'"
+        ) from error
+    if keep:
+        for _, old in list_checkpoints(directory)[keep:]:
+            shutil.rmtree(old)
+    return final
+
+
+def _write(temp: Path, final: Path, round_num: int, state: Any, meta: Optional[dict]) -> None:
+    arrays, structure = flatten(state)
     if temp.exists():
         shutil.rmtree(temp)
     temp.mkdir()
@@ -90,11 +116,7 @@ def save_checkpoint(
     if final.exists():  # a re-run round after resume: replace the older copy
         shutil.rmtree(final)
     os.replace(temp, final)
-    _fsync_dir(directory)
-    if keep:
-        for _, old in list_checkpoints(directory)[keep:]:
-            shutil.rmtree(old)
-    return final
+    _fsync_dir(final.parent)
 
 
 def load_checkpoint(path: str | Path, template: Any) -> Restored:

@@ -9,14 +9,22 @@ from fedsim.experiment.build_model import ModelBuildError
 from fedsim.experiment.config import ConfigError, config_from_dict, config_to_toml, load_config
 from fedsim.experiment.metrics_file import MetricsFileError
 from fedsim.experiment.report import ReportError
-from fedsim.experiment.run import RunDirectoryError, resume_run, run_experiment
+from fedsim.experiment.run import RunDirectoryError, RunInterrupted, resume_run, run_experiment
+from fedsim.learning.faults import ClientFailure, NonFiniteUpdateError
+from fedsim.learning.validation import ClientDatasetError
+from fedsim.models.model_fn import ModelFnError
 
-#: Errors caused by the user's input (config, files, run directories); the CLI
-#: prints their message instead of a traceback.
+#: Errors caused by the user's input (config, files, run directories, data that
+#: does not fit the model) or by the run's fault policy; the CLI prints their
+#: message instead of a traceback.
 EXPECTED_ERRORS = (
     AlgorithmBuildError,
     CheckpointError,
     ClientDataError,
+    ClientDatasetError,
+    ClientFailure,
+    ModelFnError,
+    NonFiniteUpdateError,
     ConfigError,
     DataBuildError,
     MetricsFileError,
@@ -31,6 +39,7 @@ __all__ = [
     "Experiment",
     "RunConfig",
     "RunDirectoryError",
+    "RunInterrupted",
     "build_experiment",
     "config_from_dict",
     "config_to_toml",

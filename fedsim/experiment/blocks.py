@@ -198,6 +198,24 @@ class CheckpointConfig:
     keep: int = attrs.field(default=2, validator=positive)
 
 
+def _one_of(*allowed: str):
+    def check(instance: Any, attribute: Any, value: str) -> None:
+        if value not in allowed:
+            raise FieldError(attribute.name, f"{value!r} is not one of {list(allowed)}")
+
+    return check
+
+
+@attrs.frozen
+class FaultsConfig:
+    """Failing clients: retried ``client_retries`` times, then dropped (counted) or the run stops;
+    non-finite updates: zeroed (counted) or the run stops."""
+
+    client_retries: int = attrs.field(default=1, validator=non_negative)
+    on_client_failure: str = attrs.field(default="drop", validator=_one_of("drop", "raise"))
+    on_nonfinite_update: str = attrs.field(default="zero", validator=_one_of("zero", "raise"))
+
+
 @attrs.frozen
 class LoggingConfig:
     """What the run directory records besides ``metrics.jsonl``."""
@@ -229,6 +247,7 @@ class RunConfig:
     evaluation: EvaluationConfig = attrs.field(factory=EvaluationConfig)
     executor: ExecutorBlock = attrs.field(factory=SequentialExecutorConfig)
     checkpoint: CheckpointConfig = attrs.field(factory=CheckpointConfig)
+    faults: FaultsConfig = attrs.field(factory=FaultsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
 
 

@@ -16,6 +16,7 @@ from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
 from fedsim.experiment.build_model import model_fn_for
 from fedsim.experiment.build_algorithm import build_process
+from fedsim.learning.faults import FaultPolicy
 from fedsim import optimizers
 from fedsim.simulation import UniformSampler
 
@@ -78,6 +79,7 @@ def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None)
         executor=config.executor.name,
         population_size=len(population.train.client_ids),
         state_dir=state_dir,
+        faults=FaultPolicy(**attrs.asdict(config.faults)),
     )
     sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)
     return Experiment(config, process, population.train, population.test, sampler)

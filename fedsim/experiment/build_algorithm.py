@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 from fedsim import algorithms
 from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.execution import make_executor
+from fedsim.learning.faults import FaultPolicy
 from fedsim.experiment import algorithm_blocks as blocks
 from fedsim.optimizers import SGD
 
@@ -35,11 +36,13 @@ def build_process(
     executor: str = "sequential",
     population_size: int = 0,
     state_dir: Optional[Path] = None,
+    faults: Optional[FaultPolicy] = None,
 ) -> Any:
     """The process of ``algorithm``; ``aggregator`` None keeps the algorithm's own mean.
 
     ``state_dir`` holds per-client state of stateful algorithms (SCAFFOLD) on
-    disk; without it, that state lives in memory.
+    disk; without it, that state lives in memory. ``faults`` applies to the
+    algorithms whose clients run through the executor (FedAvg, FedOpt, FedProx, FedSGD).
     """
     if executor != "sequential" and isinstance(algorithm, (blocks.MimeLiteConfig, blocks.ScaffoldConfig)):
         raise AlgorithmBuildError(
@@ -53,15 +56,16 @@ def build_process(
         return algorithms.build_fedavg(
             model_fn, client_optimizer, server_optimizer, weighted=algorithm.weighted,
             batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator,
-            executor_fn=executor_fn)
+            executor_fn=executor_fn, faults=faults)
     if isinstance(algorithm, blocks.FedProxConfig):
         return algorithms.build_fedprox(
             model_fn, algorithm.mu, client_optimizer, server_optimizer, weighted=algorithm.weighted,
             batch_size=algorithm.batch_size, local_epochs=algorithm.local_epochs, aggregator=aggregator,
-            executor_fn=executor_fn)
+            executor_fn=executor_fn, faults=faults)
     if isinstance(algorithm, blocks.FedSgdConfig):
         return algorithms.build_fedsgd(
-            model_fn, server_optimizer, weighted=algorithm.weighted, aggregator=aggregator, executor_fn=executor_fn)
+            model_fn, server_optimizer, weighted=algorithm.weighted, aggregator=aggregator, executor_fn=executor_fn,
+            faults=faults)
     if isinstance(algorithm, blocks.FedNovaConfig):
         return algorithms.build_fednova(
             model_fn, _plain_sgd_rate(algorithm, client_optimizer), server_optimizer,

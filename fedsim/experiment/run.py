@@ -15,6 +15,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -32,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 class RunDirectoryError(ValueError):
     """Raised when a run directory cannot be used (e.g. it already holds a run, or holds none)."""
+
+
+class RunInterrupted(Exception):
+    """A run stopped by SIGINT after a finished round, its checkpoint and metrics written."""
 
 
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
@@ -94,40 +100,75 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
     if tensorboard:
         callbacks.append(tensorboard)
     try:
-        simulate(
-            experiment.process,
-            experiment.train_data,
-            rounds=config.rounds - state.round_num,
-            sampler=experiment.sampler,
-            eval_data=experiment.test_data,
-            eval_every=config.evaluation.every,
-            metrics_path=run_dir / "metrics.jsonl",
-            progress=progress,
-            state=state,
-            callbacks=callbacks,
-            client_dataset_fn=experiment.client_dataset,
-        )
+        with _stop_on_sigint() as stop:
+            result = simulate(
+                experiment.process,
+                experiment.train_data,
+                rounds=config.rounds - state.round_num,
+                sampler=experiment.sampler,
+                eval_data=experiment.test_data,
+                eval_every=config.evaluation.every,
+                metrics_path=run_dir / "metrics.jsonl",
+                progress=progress,
+                state=state,
+                callbacks=callbacks,
+                client_dataset_fn=experiment.client_dataset,
+                should_stop=stop.is_set,
+            )
     finally:
         if tensorboard:
             tensorboard.close()
+    interrupted = result.state.round_num < config.rounds
+    if interrupted and result.state.round_num > 0:
+        _save(run_dir / "checkpoints", result.state, config, client_store)
     summary = summarize(read_metrics(run_dir / "metrics.jsonl"))
     summary["run_dir"] = str(run_dir)
+    summary["interrupted"] = interrupted
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if interrupted:
+        raise RunInterrupted(
+            f"interrupted after round {result.state.round_num} of {config.rounds}; its checkpoint and "
+            f"metrics are written. Continue with: fedsim resume {run_dir}"
+        )
     logger.info("run finished: %d rounds in %.1f s", summary["rounds"], summary["wall_time_s"])
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """The first Ctrl-C asks the run to stop after the round in progress; a second one aborts."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be set from the main thread
+        return
+
+    def request_stop(signum, frame):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logger.warning("interrupt: stopping after this round (press Ctrl-C again to abort now)")
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _checkpointer(directory: Path, config: RunConfig, client_store=None):
     def save(state: ServerState, record: dict) -> None:
         round_num = state.round_num
         if round_num % config.checkpoint.every == 0 or round_num == config.rounds:
-            path = save_checkpoint(directory, round_num, {"server_state": state}, keep=config.checkpoint.keep)
-            logger.info("checkpoint %s", path)
-            if client_store is not None:
-                # Per-client state older than the oldest kept checkpoint can never be read again.
-                client_store.prune(min(r for r, _ in list_checkpoints(directory)))
+            _save(directory, state, config, client_store)
 
     return save
+
+
+def _save(directory: Path, state: ServerState, config: RunConfig, client_store=None) -> None:
+    path = save_checkpoint(directory, state.round_num, {"server_state": state}, keep=config.checkpoint.keep)
+    logger.info("checkpoint %s", path)
+    if client_store is not None:
+        # Per-client state older than the oldest kept checkpoint can never be read again.
+        client_store.prune(min(r for r, _ in list_checkpoints(directory)))
 
 
 @contextlib.contextmanager

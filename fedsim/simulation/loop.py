@@ -47,6 +47,7 @@ def simulate(
     state: Optional[ServerState] = None,
     callbacks: Sequence[RoundCallback] = (),
     client_dataset_fn: Optional[ClientDatasetFn] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> SimulationResult:
     """Runs ``rounds`` rounds of ``process`` on cohorts drawn from ``train_data``.
 
@@ -61,6 +62,8 @@ def simulate(
         metrics line is written (e.g. checkpointing, TensorBoard).
       client_dataset_fn: ``(client_id, round_num) -> dataset``, for per-round
         preparation such as seeded shuffling; default the client's dataset as is.
+      should_stop: asked after each round (and its callbacks); True ends the
+        simulation there, e.g. on SIGINT, with every finished round recorded.
     """
     if rounds < 0:
         raise ValueError(f"rounds={rounds} must be >= 0")
@@ -102,6 +105,9 @@ def simulate(
             bar.update()
             for callback in callbacks:
                 callback(state, record)
+            if should_stop is not None and should_stop():
+                logger.info("stopping after round %d, as asked", round_num)
+                break
     finally:
         bar.close()
         if metrics_file:
