@@ -62,17 +62,27 @@ def read_sql_client_data(
         raise ClientDataError(
             f"no SQLite file at {path}; check the path or write one with write_sql_client_data"
         )
-    with contextlib.closing(
-        sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    ) as connection:
-        _check_schema(connection, path)
-        encoded_ids, counts = _load_metadata(connection, split_name)
-        if not _has_client_index(connection):
-            warnings.warn(
-                f"{path}: table `examples` has no index starting with client_id, so each client "
-                f"read scans the whole file; add one once with: sqlite3 {path} '{_INDEX}'",
-                stacklevel=2,
-            )
+    if features is not None:
+        check_flat_features(features, f"features for {path}")
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as connection:
+            _check_schema(connection, path)
+            encoded_ids, counts = _load_metadata(connection, split_name, path)
+            if features is not None:
+                _check_first_example(connection, split_name, features, path)
+            if not _has_client_index(connection):
+                warnings.warn(
+                    f"{path}: table `examples` has no index starting with client_id, so each "
+                    f"client read scans the whole file; add one once with: sqlite3 {path} '{_INDEX}'",
+                    stacklevel=2,
+                )
+    except sqlite3.DatabaseError as error:  # not SQLite at all, or a corrupt page
+        raise ClientDataError(
+            f"{path} cannot be read as a SQLite database ({error}); the file is damaged or not "
+            "SQLite: write it again with write_sql_client_data"
+        ) from None
     if len(encoded_ids) == 0:
         raise ClientDataError(
             f"{path} has no clients for split_name={split_name!r}; "
@@ -164,7 +174,7 @@ def _build_dataset_fn(path: str, split_name: str | None, features: Features | No
 
 
 def _load_metadata(
-    connection: sqlite3.Connection, split_name: str | None
+    connection: sqlite3.Connection, split_name: str | None, path: Path
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted UTF-8 client ids and their example counts, fetched in chunks.
 
@@ -178,9 +188,39 @@ def _load_metadata(
     )
     id_chunks, count_chunks = [np.zeros(0, dtype="S1")], [np.zeros(0, dtype=np.int64)]
     while rows := cursor.fetchmany(_FETCH_CHUNK):
+        # SUM is NULL for NULL counts and a float once any count is not an integer.
+        bad = next((row for row in rows if row[0] is None or type(row[1]) is not int), None)
+        if bad is not None:
+            raise ClientDataError(
+                f"{path}: table client_metadata has client_id={bad[0]!r} with num_examples "
+                f"summing to {bad[1]!r}; every row needs a client id and an integer count"
+            )
         id_chunks.append(np.array([client_id for client_id, _ in rows], dtype=np.bytes_))
         count_chunks.append(np.array([count for _, count in rows], dtype=np.int64))
     return np.concatenate(id_chunks), np.concatenate(count_chunks)
+
+
+def _check_first_example(
+    connection: sqlite3.Connection, split_name: str | None, features: Features, path: Path
+) -> None:
+    """Parses the first stored example with ``features``, so a feature of the wrong name,
+    dtype or shape is reported when the file is opened, not deep inside a round."""
+    where, parameters = ("", ()) if split_name is None else (" WHERE split_name = ?", (split_name,))
+    row = connection.execute(
+        f"SELECT client_id, serialized_example_proto FROM examples{where} ORDER BY rowid LIMIT 1",
+        parameters,
+    ).fetchone()
+    if row is None:
+        return
+    client_id, proto = row
+    try:
+        build_parser(features)(tf.constant(proto, tf.string))
+    except (tf.errors.InvalidArgumentError, TypeError, ValueError) as error:
+        reason = getattr(error, "message", str(error)).splitlines()[0]
+        raise ClientDataError(
+            f"{path}: the first example (client {client_id!r}) does not parse as features "
+            f"{dict(features)}: {reason}; pass the features the file was written with"
+        ) from None
 
 
 def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
