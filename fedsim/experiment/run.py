@@ -15,12 +15,13 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import signal
 import threading
 from pathlib import Path
 from typing import Iterator, Optional
 
-from fedsim.checkpoint import list_checkpoints, load_newest, save_checkpoint
+from fedsim.checkpoint import CheckpointError, list_checkpoints, load_newest, save_checkpoint
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
 from fedsim.experiment.config import config_to_toml, load_config
@@ -79,9 +80,13 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
     with _run_log(run_dir):
         experiment = build_experiment(config, state_dir=run_dir)
         template = {"server_state": experiment.process.initialize()}
-        restored = load_newest(run_dir / "checkpoints", template)
+        name_variables = _variable_namer(experiment.process.model)
+        try:
+            restored = load_newest(run_dir / "checkpoints", template)
+        except CheckpointError as error:
+            raise CheckpointError(name_variables(str(error))) from None
         for path, reason in restored.skipped:
-            print(f"fedsim: skipped checkpoint {path.name}: {reason}")
+            print(f"fedsim: skipped checkpoint {path.name}: {name_variables(reason)}")
         logger.info("resuming %s from %s (round %d)", run_dir, restored.path.name, restored.round_num)
         truncate_metrics(run_dir / "metrics.jsonl", restored.round_num)
         return _execute(experiment, run_dir, restored.state["server_state"], progress)
@@ -132,6 +137,30 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
         )
     logger.info("run finished: %d rounds in %.1f s", summary["rounds"], summary["wall_time_s"])
     return summary
+
+
+def _variable_namer(model):
+    """Rewrites ``model_weights.trainable[3]`` in a message as that index plus the model's variable name."""
+    collections = {"trainable": model.trainable_variables, "non_trainable": model.non_trainable_variables}
+
+    def name(match: re.Match) -> str:
+        variables = collections[match.group(1)]
+        index = int(match.group(2))
+        if index >= len(variables):
+            return match.group(0)
+        label = getattr(variables[index], "name", f"#{index}").removesuffix(":0")
+        return f"{match.group(0)} (variable {label!r})"
+
+    def listing(match: re.Match) -> str:
+        names = [getattr(v, "name", "?").removesuffix(":0") for v in collections[match.group(1)]]
+        return f"{match.group(0)} (this model's {match.group(1)} variables: {names})"
+
+    def rewrite(message: str) -> str:
+        message = re.sub(r"model_weights\.(trainable|non_trainable)\[(\d+)\]", name, message)
+        return re.sub(r"model_weights\.(trainable|non_trainable): checkpoint has a tuple of \d+, "
+                      r"the run has a tuple of \d+", listing, message)
+
+    return rewrite
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,3 +111,22 @@ def _template(run_dir: Path):
     from fedsim.experiment import build_experiment, load_config
 
     return {"server_state": build_experiment(load_config(run_dir / "config.toml")).process.initialize()}
+
+
+def test_resuming_with_another_model_architecture_names_the_mismatched_variable(tmp_path, tiny_config, capsys):  # noqa: F811
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tiny_config), "--out", str(run_dir), "--quiet", "--set", "rounds=2",
+                 "--set", "model.name=mlp", "--set", "model.hidden=[7]"]) == 0
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text().replace("hidden = [\n    7,\n]", "hidden = [9]").replace("rounds = 2", "rounds = 4"))
+    assert main(["resume", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no readable checkpoint" in err
+    # Keras numbers layer names per process (dense, dense_1, ...): match the shape of the name.
+    assert re.search(r"model_weights\.trainable\[0\] \(variable 'sequential(_\d+)?/dense(_\d+)?/kernel'\): "
+                     r"checkpoint has float32 array of shape \[60, 7\], the run has float32 array of shape \[60, 9\]", err)
+
+    config.write_text(config.read_text().replace('name = "mlp"', 'name = "logreg"'))
+    assert main(["resume", str(run_dir), "--quiet"]) == 2
+    assert re.search(r"this model's trainable variables: \['sequential(_\d+)?/dense(_\d+)?/kernel', "
+                     r"'sequential(_\d+)?/dense(_\d+)?/bias'\]", capsys.readouterr().err)
