@@ -159,12 +159,17 @@ def markdown(results: list[dict], command: str) -> str:
         "dataset is read into NumPy just before its task is sent); actor-side (rebuild, "
         "compute) are summed over the round's 10 clients, which run on 2 actors at once.",
         "",
-        "| kind | " + " | ".join(f.removesuffix("_seconds") for f in STAT_FIELDS) + " |",
-        "| --- |" + " --- |" * len(STAT_FIELDS),
+        "| kind | "
+        + " | ".join(f.removesuffix("_seconds") for f in STAT_FIELDS)
+        + " | actors busy |",
+        "| --- |" + " --- |" * (len(STAT_FIELDS) + 1),
     ]
     for r in results:
         b = r["ray_round_breakdown_median_s"]
-        lines.append(f"| {r['kind']} | " + " | ".join(f"{b[f]:.4f}" for f in STAT_FIELDS) + " |")
+        # Share of the round's actor time (2 actors x wall) spent rebuilding or computing.
+        busy = (b["rebuild_seconds"] + b["compute_seconds"]) / (NUM_ACTORS * b["wall_seconds"])
+        cells = " | ".join(f"{b[f]:.4f}" for f in STAT_FIELDS)
+        lines.append(f"| {r['kind']} | {cells} | {busy:.0%} |")
     return "\n".join(lines) + "\n"
 
 

@@ -26,22 +26,13 @@ import attrs
 from fedsim.execution.ray_datasets import ExportedDataset, export_dataset
 from fedsim.execution.ray_worker import ClientWorker, TaskResult, WorkRecipe
 
+# One exception class for a failing client, whichever executor or process saw it.
+from fedsim.learning.faults import ClientFailure
+
 logger = logging.getLogger(__name__)
 
 TASKS_PER_ACTOR = 2
 ON_FAILURE = ("retry", "drop")
-
-
-class ClientFailure(RuntimeError):
-    """A client's work failed: ``client_id``, the original ``error`` and the ``attempts`` made."""
-
-    def __init__(self, client_id: Any, error: BaseException, attempts: int):
-        super().__init__(
-            f"client {client_id!r} failed (attempt {attempts}): {type(error).__name__}: {error}"
-        )
-        self.client_id = client_id
-        self.error = error
-        self.attempts = attempts
 
 
 @attrs.frozen
