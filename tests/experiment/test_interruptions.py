@@ -126,7 +126,7 @@ def test_resuming_with_another_model_architecture_names_the_mismatched_variable(
     assert re.search(r"model_weights\.trainable\[0\] \(variable 'sequential(_\d+)?/dense(_\d+)?/kernel'\): "
                      r"checkpoint has float32 array of shape \[60, 7\], the run has float32 array of shape \[60, 9\]", err)
 
-    config.write_text(config.read_text().replace('name = "mlp"', 'name = "logreg"'))
+    config.write_text(config.read_text().replace('name = "mlp"\nhidden = [9]', 'name = "logreg"'))
     assert main(["resume", str(run_dir), "--quiet"]) == 2
     assert re.search(r"this model's trainable variables: \['sequential(_\d+)?/dense(_\d+)?/kernel', "
                      r"'sequential(_\d+)?/dense(_\d+)?/bias'\]", capsys.readouterr().err)
