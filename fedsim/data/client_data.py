@@ -228,13 +228,22 @@ def _to_arrays(value: Any) -> Any:
 
 
 def _check_slices(client_id: str, value: Any) -> int:
-    """The number of examples in one client's arrays; all leaves must agree."""
-    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in tf.nest.flatten(value)}
+    """The number of examples in one client's arrays; all leaves must agree and be finite."""
+    leaves = tf.nest.flatten(value)
+    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
     if None in lengths or len(lengths) != 1:
         raise ClientDataError(
             f"client {client_id!r}: every array needs the same first (example) axis, got lengths "
             f"{sorted(lengths, key=str)}; pass arrays shaped [num_examples, ...]"
         )
+    for index, leaf in enumerate(leaves):
+        # A NaN in the data becomes a NaN model a few rounds later: refuse it at the door.
+        if np.issubdtype(leaf.dtype, np.floating) and not np.isfinite(leaf).all():
+            example = int(np.argwhere(~np.isfinite(leaf))[0][0])
+            raise ClientDataError(
+                f"client {client_id!r}: array {index} holds NaN or Inf (first in example {example}); "
+                "clean or drop those examples before building the population"
+            )
     return lengths.pop()
 
 

@@ -51,7 +51,9 @@ def build_population(data: blocks.DataBlock, seed: int) -> Population:
 
         train, test = load_leaf(data.train_dir, data.test_dir)
         pairs = prep.select("x", "y")
-        return Population(train.preprocess(pairs), test.preprocess(pairs), data.num_classes)
+        population = Population(train.preprocess(pairs), test.preprocess(pairs), data.num_classes)
+        check_labels(population)
+        return population
     if isinstance(data, blocks.ArraysData):
         return _partitioned_arrays(data, seed)
     raise TypeError(f"no builder for data block {data!r}")
@@ -79,7 +81,31 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataBuildError(f"cannot read {path} as a .npz of arrays 'x' and 'y': {error}") from None
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or len(y) != len(x):
         raise DataBuildError(f"{path}: 'y' must be one integer label per row of 'x', got {y.dtype} {y.shape}")
+    if len(y) and y.min() < 0:
+        raise DataBuildError(f"{path}: label {int(y.min())} at row {int(np.argmin(y))} is negative; labels are 0 .. C-1")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        row = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise DataBuildError(f"{path}: 'x' holds NaN or Inf (first in row {row}); clean or drop those rows")
     return x, y.astype(np.int32)
+
+
+def check_labels(population: Population) -> None:
+    """Raises ``DataBuildError`` naming the client when a label is outside ``[0, num_classes)``.
+
+    Reads every client's labels once; for populations held in files the user
+    wrote (LEAF), where a wrong ``num_classes`` would otherwise surface as a
+    client failure in the middle of a run.
+    """
+    for split, clients in (("train", population.train), ("test", population.test)):
+        for client_id in clients.client_ids:
+            labels = np.concatenate([np.atleast_1d(y) for _, y in clients.create_tf_dataset_for_client(client_id)
+                                     .as_numpy_iterator()] or [np.zeros(0, np.int64)])
+            bad = labels[(labels < 0) | (labels >= population.num_classes)]
+            if bad.size:
+                raise DataBuildError(
+                    f"{split} client {client_id!r} has label {int(bad[0])}, outside [0, {population.num_classes}); "
+                    "set data.num_classes to the number of classes, or fix the labels"
+                )
 
 
 def _partition(block: blocks.PartitionerBlock, labels: np.ndarray, num_clients: int, seed: int):
