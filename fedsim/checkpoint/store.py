@@ -135,14 +135,21 @@ def load_checkpoint(path: str | Path, template: Any) -> Restored:
         raise CheckpointError(f"{path}: arrays.npz is missing")
     if _sha256(arrays_file) != document.get("arrays_sha256"):
         raise CheckpointError(f"{path}: arrays.npz does not match its SHA-256 in state.json (truncated or corrupted)")
+    round_num, meta = document.get("round"), document.get("meta", {})
+    # bool is an int in Python; a round number never is true/false.
+    if type(round_num) is not int or round_num < 0 or not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: state.json has round {round_num!r} and meta {meta!r:.80}; "
+                              "expected a round number >= 0 and a JSON object")
     try:
         with np.load(arrays_file, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
         state = restore(template, document["structure"], arrays)
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+    # A damaged npz fails inside zipfile/NumPy (EOFError on an empty member), and a
+    # damaged structure as KeyError/TypeError where a list or number replaced a dict.
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, KeyError) as error:
         reason = str(error) if isinstance(error, StructureMismatchError) else f"{type(error).__name__}: {error}"
         raise CheckpointError(f"{path}: cannot restore the state ({reason})") from None
-    return Restored(path, int(document["round"]), state, dict(document.get("meta", {})))
+    return Restored(path, round_num, state, dict(meta))
 
 
 def load_newest(directory: str | Path, template: Any) -> Restored:
