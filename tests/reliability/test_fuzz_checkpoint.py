@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 from fedsim.checkpoint import CheckpointError, flatten, load_checkpoint, save_checkpoint
 
 SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 DTYPES = st.sampled_from(["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool",
                           "complex64"])
