@@ -95,10 +95,12 @@ def relaxed_spec(client: ClientTensors) -> ClientTensors:
     )
 
 
-def stack_clients(clients: Sequence[ClientTensors]) -> CohortTensors:
-    """Pads every client to the cohort's longest client and largest batch, and stacks them."""
+def stack_clients(clients: Sequence[ClientTensors], batches=None, batch_size=None) -> CohortTensors:
+    """Pads every client to ``batches`` batches of ``batch_size`` (default: the cohort's largest) and stacks them."""
     sizes = tf.stack([tf.shape(c.mask, out_type=tf.int64)[:2] for c in clients])
-    batches, batch_size = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+    if batches is None:
+        batches, batch_size = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+    batches, batch_size = tf.cast(batches, tf.int64), tf.cast(batch_size, tf.int64)
 
     def stacked(*leaves):
         return tf.stack([_pad_to(leaf, batches, batch_size) for leaf in leaves])

@@ -6,20 +6,23 @@ Here each client's batches are read into padded tensors (once, for static
 datasets), and one ``tf.function`` runs local step ``k`` of all clients
 together under ``tf.vectorized_map``.
 
-Ragged cohorts: clients are sorted by their number of batches, longest first,
-so at step ``k`` the clients that still train are a prefix of the cohort; only
-that prefix is computed, and the others keep their weights. Padded examples in
-a client's last (short) batch are masked (see ``keras_step``). Results are the
+Ragged cohorts: clients that have run out of batches keep their weights; the
+step loop either computes only the clients still training or all of them under
+XLA (see ``cohort_steps``; ``xla_blocker`` picks). Padded examples in a
+client's last (short) batch are masked (see ``keras_step``). Results are the
 sequential executor's to float rounding.
 """
 from __future__ import annotations
 
+import threading
 import weakref
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
 from fedsim.execution.cohort_data import ClientTensors, client_tensors, is_static, relaxed_spec, stack_clients
+from fedsim.execution.cohort_steps import masked_steps, prefix_steps
 from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.execution.sequential import SequentialExecutor
 
@@ -35,6 +38,24 @@ def cohort_blocker(client_work: Any):
     return vectorization_blocker(client_work)
 
 
+def xla_blocker(model: Any):
+    """Why the cohort of this ``KerasVariableModel`` should not train under XLA, or ``None``.
+
+    Measured (benchmarks/RESULTS.md): for dense models XLA runs a cohort 2-4x
+    faster than the prefix graph, but pfor turns a convolution's filter
+    gradient into a loop over clients, which XLA runs about 20x slower than
+    the graph runtime does.
+    """
+    for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
+        if any("Conv" in cls.__name__ for cls in type(layer).__mro__):
+            return f"layer {layer.name!r} is a convolution ({type(layer).__name__})"
+    return None
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
 class CohortTrainer:
     """The compiled cohort computation: ``(weights, datasets) -> per-client results``.
 
@@ -43,21 +64,38 @@ class CohortTrainer:
     compiled function; a static dataset (see ``cohort_data.is_static``) is read
     once and kept while the dataset object lives, so a population that hands
     out the same dataset objects every round is read once per client, not once
-    per round. Training is traced once per cohort size.
+    per round.
+
+    Args:
+      client_work: a client work ``cohort_blocker`` accepts.
+      xla: train with ``cohort_steps.masked_steps`` under XLA (True) or with
+        ``prefix_steps`` as a plain graph (False); default: XLA unless
+        ``xla_blocker`` objects.
+
+    Tracing: the outer function is traced once per cohort size (batch counts
+    and sizes are left open). Under XLA, the step loop compiles once per
+    padded shape: the client, batch and batch-size axes are padded to the
+    largest seen so far (batches to a power of two), so a run compiles a
+    handful of times, not every round.
     """
 
-    def __init__(self, client_work: Any):
+    def __init__(self, client_work: Any, xla: Optional[bool] = None):
         reason = cohort_blocker(client_work)
         if reason is not None:
             raise VectorizationError(f"cannot vectorize this client work: {reason}; use executor 'sequential'")
         self.step = KerasClientStep(client_work.model, client_work.optimizer)
+        self.xla = xla_blocker(client_work.model) is None if xla is None else bool(xla)
         self.trace_count = 0
         # Keys are dataset objects, held weakly: an entry lives as long as its dataset.
         self._read_cache: "weakref.WeakKeyDictionary[tf.data.Dataset, ClientTensors]" = weakref.WeakKeyDictionary()
         self._read_one = tf.function(client_tensors)
         self._read_all = tf.function(lambda datasets: [client_tensors(d) for d in datasets])
+        steps = masked_steps if self.xla else prefix_steps
+        self._steps = tf.function(partial(steps, self.step), jit_compile=self.xla)
         self._train = tf.function(self._train_graph)
         self._by_cohort_size: dict = {}
+        self._padded = (0, 0, 0)  # clients, batches, batch size: the largest seen (XLA only)
+        self._padded_lock = threading.Lock()
 
     def __call__(self, trainable, non_trainable, datasets):
         """Returns ``(delta, num_examples, metrics)``, each leaf with a leading client axis."""
@@ -69,8 +107,18 @@ class CohortTrainer:
                 [tf.TensorSpec.from_tensor(t) for t in trainable],
                 [tf.TensorSpec.from_tensor(t) for t in non_trainable],
                 [relaxed_spec(clients[0])] * size,
+                tf.TensorSpec([3], tf.int32),
             )
-        return self._by_cohort_size[size](trainable, non_trainable, clients)
+        return self._by_cohort_size[size](trainable, non_trainable, clients, self._padded_shape(clients))
+
+    def _padded_shape(self, clients: Sequence[ClientTensors]) -> tf.Tensor:
+        if not self.xla:
+            return tf.zeros([3], tf.int32)  # unused: the prefix path pads to the cohort
+        shapes = [c.mask.shape for c in clients]
+        wanted = (len(clients), _next_power_of_two(max(s[0] for s in shapes)), max(s[1] for s in shapes))
+        with self._padded_lock:  # the multi-device executor calls from several threads
+            padded = self._padded = tuple(max(a, b) for a, b in zip(self._padded, wanted))
+        return tf.constant(padded, tf.int32)
 
     def read(self, datasets: Sequence[tf.data.Dataset]) -> list[ClientTensors]:
         """Each dataset's batches as padded tensors, from the cache when the dataset is static."""
@@ -84,54 +132,22 @@ class CohortTrainer:
             clients.append(cached)
         return clients
 
-    def _train_graph(self, trainable, non_trainable, clients):
+    def _train_graph(self, trainable, non_trainable, clients, padded):
         self.trace_count += 1  # runs once per trace
-        data = stack_clients(clients)
-        # Longest clients first: the clients still training at step k are a prefix.
-        order = tf.argsort(data.num_batches, direction="DESCENDING", stable=True)
-        x, y, mask = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (data.x, data.y, data.mask))
-        num_batches = tf.cast(tf.gather(data.num_batches, order), tf.int32)
-        clients = tf.shape(mask)[0]
-
-        def per_client(value):
-            return tf.tile(value[tf.newaxis], tf.concat([[clients], tf.ones_like(tf.shape(value))], 0))
-
-        # Every client starts from the same weights, so the optimizer state
-        # built from them is the same too: build it once and copy it per client.
-        state = (
-            [per_client(w) for w in trainable],
-            [per_client(w) for w in non_trainable],
-            tf.nest.map_structure(per_client, self.step.optimizer.init(list(trainable))),
-            tf.nest.map_structure(per_client, self.step.initial_metric_state()),
-        )
-
-        def body(k, state):
-            active = tf.reduce_sum(tf.cast(num_batches > k, tf.int32))
-            # pfor mis-broadcasts some converted ops (conv BiasAdd) when the loop
-            # has one iteration, so compute at least two rows; the extra row
-            # (a finished client on an all-padding batch) is discarded.
-            width = tf.minimum(tf.maximum(active, 2), clients)
-            head = tf.nest.map_structure(lambda t: t[:width], state)
-            batch = tf.nest.map_structure(lambda t: t[:width, k], (x, y, mask))
-            new_head = tf.vectorized_map(lambda args: self.step(*args[0], *args[1]), (head, batch))
-            # Clients past their last batch keep their values unchanged.
-            merged = tf.nest.map_structure(
-                lambda new, old: tf.ensure_shape(tf.concat([new[:active], old[active:]], 0), old.shape),
-                new_head, state,
+        size = len(clients)
+        if self.xla:
+            data = stack_clients(clients, padded[1], padded[2])
+            pad_clients = padded[0] - size
+            data = tf.nest.map_structure(
+                lambda t: tf.pad(t, tf.concat([[[0, pad_clients]], tf.zeros([tf.rank(t) - 1, 2], tf.int32)], 0)),
+                data,
             )
-            return k + 1, merged
-
-        _, state = tf.while_loop(
-            lambda k, _: k < tf.reduce_max(tf.concat([num_batches, [0]], 0)),
-            body,
-            (tf.constant(0, tf.int32), state),
-            parallel_iterations=1,
-        )
-        final, _, _, metrics = state
-        restore = tf.argsort(order)  # back to cohort order
-        delta = [tf.gather(w, restore) - w0[tf.newaxis] for w, w0 in zip(final, trainable)]
-        metrics = tf.nest.map_structure(lambda t: tf.gather(t, restore), metrics)
-        return delta, metrics["num_examples"][0], metrics
+        else:
+            data = stack_clients(clients)
+        num_batches = tf.cast(data.num_batches, tf.int32)
+        delta, num_examples, metrics = self._steps(trainable, non_trainable, data.x, data.y, data.mask, num_batches)
+        # Drop the padding clients (XLA path; a no-op slice otherwise).
+        return tf.nest.map_structure(lambda t: t[:size], (delta, num_examples, metrics))
 
 
 class VectorizedExecutor:
@@ -140,6 +156,10 @@ class VectorizedExecutor:
     Evaluation runs client by client with the client work (it is not on the
     round's critical path).
 
+    Args:
+      client_work: the client work to run.
+      xla: see ``CohortTrainer`` (default: XLA for models without convolutions).
+
     Raises:
       VectorizationError: for client work it cannot run (the message says why);
         ``make_executor("auto", ...)`` falls back to sequential instead.
@@ -147,9 +167,9 @@ class VectorizedExecutor:
 
     name = "vectorized"
 
-    def __init__(self, client_work: Any):
+    def __init__(self, client_work: Any, xla: Optional[bool] = None):
         self.client_work = client_work
-        self.trainer = CohortTrainer(client_work)
+        self.trainer = CohortTrainer(client_work, xla=xla)
         self._sequential = SequentialExecutor(client_work)
 
     def train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset]) -> list:

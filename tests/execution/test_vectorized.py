@@ -1,4 +1,7 @@
 """Fast executors give the sequential executor's answers (within float rounding)."""
+from functools import partial
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,7 +10,7 @@ import fedsim
 from fedsim.execution import (
     MultiDeviceExecutor, SequentialExecutor, VectorizationError, VectorizedExecutor, make_executor)
 from fedsim.learning.client_work import ClientWork
-from tests.execution.helpers import EQUAL_SIZES, RAGGED_SIZES, model_fn, population
+from tests.execution.helpers import EQUAL_SIZES, NUM_CLASSES, RAGGED_SIZES, model_fn, population
 
 ATOL = 1e-5
 
@@ -46,15 +49,16 @@ def _datasets(sizes, prepare=lambda d: d.batch(4)):
     return [prepare(tf.data.Dataset.from_tensor_slices(xy)) for xy in population(sizes).values()]
 
 
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "prefix"])
 @pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize(
     "prepare",
     [lambda d: d.batch(4), lambda d: d.map(lambda x, y: (x * 2.0, y)).batch(3), lambda d: d.batch(5).repeat(2)],
     ids=["static", "mapped", "two_epochs"])
-def test_client_outputs_equal_unfinalized_metrics_included(weighted, prepare):
+def test_client_outputs_equal_unfinalized_metrics_included(xla, weighted, prepare):
     sizes = RAGGED_SIZES + [0]  # a client with no examples must not move or count
     expected = _outputs(SequentialExecutor, _datasets(sizes, prepare), weighted)
-    got = _outputs(VectorizedExecutor, _datasets(sizes, prepare), weighted)
+    got = _outputs(partial(VectorizedExecutor, xla=xla), _datasets(sizes, prepare), weighted)
     assert len(got) == len(expected)
     for e, g in zip(expected, got):
         assert (g.num_examples, g.update_weight, g.num_steps) == (e.num_examples, e.update_weight, e.num_steps)
@@ -86,6 +90,33 @@ def test_every_variable_changes_every_round():
 def test_traced_once_for_ragged_cohorts_of_one_size():
     process, _ = _run("vectorized", RAGGED_SIZES, 0.0, rounds=4)
     assert process.executor.trainer.trace_count == 1
+
+
+def test_xla_pads_to_the_largest_shape_seen_so_compiles_stay_few():
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1))
+    executor = VectorizedExecutor(work, xla=True)
+    weights = fedsim.ModelWeights.from_model(work.model)
+    executor.train(weights, _datasets([20, 20, 20]))  # 5 batches of 4: padded to 8
+    executor.train(weights, _datasets([7, 13]))  # fewer clients and batches: padded up, not down
+    assert executor.trainer._padded == (3, 8, 4)
+    # A smaller cohort (dropouts) is padded with empty clients, which return nothing.
+    got = executor.train(weights, _datasets([7, 13]))
+    expected = SequentialExecutor(work).train(weights, _datasets([7, 13]))
+    assert len(got) == 2
+    for e, g in zip(expected, got):
+        for a, b in zip(e.delta, g.delta):
+            np.testing.assert_allclose(b, a, atol=ATOL)
+
+
+def test_convolutional_models_train_without_xla():
+    def conv_model():
+        model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                                  keras.layers.Dense(NUM_CLASSES)])
+        spec = (tf.TensorSpec([None, 4, 4, 1], tf.float32), tf.TensorSpec([None], tf.int32))
+        return fedsim.from_keras_model(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec)
+
+    assert not VectorizedExecutor(ClientWork(conv_model(), fedsim.SGD(0.1))).trainer.xla
+    assert VectorizedExecutor(ClientWork(model_fn()(), fedsim.SGD(0.1))).trainer.xla
 
 
 def test_auto_falls_back_to_sequential_when_it_cannot_vectorize():
