@@ -21,7 +21,8 @@ from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
-from fedsim.execution.cohort_data import ClientTensors, client_tensors, is_static, relaxed_spec, stack_clients
+from fedsim.execution.cohort_data import (
+    ClientTensors, client_tensors, is_static, relaxed_spec, sliced_client_tensors, stack_clients)
 from fedsim.execution.cohort_steps import masked_steps, prefix_steps
 from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.execution.sequential import SequentialExecutor
@@ -128,7 +129,8 @@ class CohortTrainer:
         for dataset in datasets:
             cached = self._read_cache.get(dataset)
             if cached is None:
-                cached = self._read_cache[dataset] = self._read_one(dataset)
+                cached = sliced_client_tensors(dataset) or self._read_one(dataset)
+                self._read_cache[dataset] = cached
             clients.append(cached)
         return clients
 
