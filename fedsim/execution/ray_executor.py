@@ -119,13 +119,12 @@ class RayExecutor:
         """
 
         def executor_fn(client_work: Any) -> "RayExecutor":
-            recipe = WorkRecipe.from_client_work(model_fn, client_work)
             return cls(
                 model_fn,
-                recipe.optimizer,
-                recipe.weighted,
-                proximal_mu=recipe.proximal_mu,
-                freeze_optimizer_state=recipe.freeze_optimizer_state,
+                client_work.optimizer,
+                client_work.weighted,
+                proximal_mu=client_work.proximal_mu,
+                freeze_optimizer_state=client_work.freeze_optimizer_state,
                 **options,
             )
 

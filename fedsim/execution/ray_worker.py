@@ -31,17 +31,6 @@ class WorkRecipe:
     proximal_mu: float = 0.0
     freeze_optimizer_state: bool = False
 
-    @classmethod
-    def from_client_work(cls, model_fn: Callable[[], Any], client_work: Any) -> "WorkRecipe":
-        """The recipe for ``client_work`` (whose model ``model_fn`` builds)."""
-        return cls(
-            model_fn=model_fn,
-            optimizer=client_work.optimizer,
-            weighted=client_work.weighted,
-            proximal_mu=client_work.proximal_mu,
-            freeze_optimizer_state=client_work.freeze_optimizer_state,
-        )
-
 
 @attrs.frozen
 class TaskResult:

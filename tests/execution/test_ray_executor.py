@@ -242,3 +242,22 @@ def test_failing_client_is_dropped_and_counted(executors):
     assert stats.clients_retried == 0
     assert [f.client_id for f in stats.failures] == ["c"]  # dropped at once, not retried
     assert stats.measurements()["executor/clients_dropped"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"on_failure": "skip"}, "on_failure='skip' must be one of"),
+        ({"max_retries": -1}, "max_retries=-1 must be an integer >= 0"),
+        ({"num_actors": 0}, "num_actors=0 must be a positive integer"),
+    ],
+)
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        RayExecutor(logreg_model_fn, **options)
+
+
+def test_model_fn_that_does_not_pickle_is_refused():
+    lock = threading.Lock()  # locks do not pickle
+    with pytest.raises(TypeError, match="define model_fn at module level"):
+        RayExecutor(lambda: lock)
