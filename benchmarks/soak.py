@@ -15,6 +15,7 @@ one-off start-up costs (tracing, allocator warm-up in round 1) are excluded,
 and it separates out the per-round records that ``simulate`` keeps in
 ``SimulationResult.history`` (growth by design, not a leak).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,14 @@ def deep_sizeof(value) -> int:
     return visit(value)
 
 
-def run(rounds: int, every: int, cohort: int = 10, batch: int = 20, executor: str = "auto",
-        workload_path: Path = DEFAULT_WORKLOAD) -> list[dict]:
+def run(
+    rounds: int,
+    every: int,
+    cohort: int = 10,
+    batch: int = 20,
+    executor: str = "auto",
+    workload_path: Path = DEFAULT_WORKLOAD,
+) -> list[dict]:
     """Runs the soak; one sample per ``every`` rounds (and after the last round)."""
     import keras
     import tensorflow as tf
@@ -103,31 +110,57 @@ def run(rounds: int, every: int, cohort: int = 10, batch: int = 20, executor: st
             return
         rss, hwm = read_memory_mb()
         rounds_in_block = round_num - (samples[-1]["round"] if samples else 0)
-        samples.append({
-            "round": round_num, "rss_mb": rss, "hwm_mb": hwm,
-            "round_ms": 1000 * block["seconds"] / rounds_in_block,
-            "loss": record["train"]["loss"], "history_mb": block["history_bytes"] / 2**20,
-        })
+        samples.append(
+            {
+                "round": round_num,
+                "rss_mb": rss,
+                "hwm_mb": hwm,
+                "round_ms": 1000 * block["seconds"] / rounds_in_block,
+                "loss": record["train"]["loss"],
+                "history_mb": block["history_bytes"] / 2**20,
+            }
+        )
         block["seconds"] = 0.0
 
     rss_before, _ = read_memory_mb()
-    fedsim.simulate(process, data, rounds, ReplayedCohorts(len(clients), cohort, rounds),
-                    progress=False, callbacks=[probe])
-    samples.insert(0, {"round": 0, "rss_mb": rss_before, "hwm_mb": None, "round_ms": None, "loss": None,
-                       "history_mb": 0.0})
+    fedsim.simulate(
+        process,
+        data,
+        rounds,
+        ReplayedCohorts(len(clients), cohort, rounds),
+        progress=False,
+        callbacks=[probe],
+    )
+    samples.insert(
+        0,
+        {
+            "round": 0,
+            "rss_mb": rss_before,
+            "hwm_mb": None,
+            "round_ms": None,
+            "loss": None,
+            "history_mb": 0.0,
+        },
+    )
     return samples
 
 
 def render_table(samples: list[dict]) -> str:
     """The samples as a Markdown table."""
+
     def cell(value, fmt):
         return "" if value is None else format(value, fmt)
 
-    lines = ["| round | RSS (MiB) | peak RSS (MiB) | history records (MiB) | ms/round (block mean) "
-             "| train loss |", "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| round | RSS (MiB) | peak RSS (MiB) | history records (MiB) | ms/round (block mean) "
+        "| train loss |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in samples:
-        lines.append(f"| {s['round']} | {s['rss_mb']:.1f} | {cell(s['hwm_mb'], '.1f')} | "
-                     f"{s['history_mb']:.2f} | {cell(s['round_ms'], '.1f')} | {cell(s['loss'], '.4f')} |")
+        lines.append(
+            f"| {s['round']} | {s['rss_mb']:.1f} | {cell(s['hwm_mb'], '.1f')} | "
+            f"{s['history_mb']:.2f} | {cell(s['round_ms'], '.1f')} | {cell(s['loss'], '.4f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -138,11 +171,13 @@ def summarize(samples: list[dict]) -> str:
     unexplained = growth - (last["history_mb"] - first["history_mb"])
     span = last["round"] - first["round"]
     per_1000 = growth / span * 1000 if span else float("nan")
-    return (f"RSS growth from round {first['round']} to {last['round']}: {growth:+.1f} MiB "
-            f"({per_1000:+.2f} MiB per 1,000 rounds), of which {growth - unexplained:.1f} MiB are the "
-            f"history records simulate keeps, leaving {unexplained:+.1f} MiB; "
-            f"peak RSS {last['hwm_mb']:.1f} MiB; "
-            f"RSS after imports and data, before round 1: {samples[0]['rss_mb']:.1f} MiB")
+    return (
+        f"RSS growth from round {first['round']} to {last['round']}: {growth:+.1f} MiB "
+        f"({per_1000:+.2f} MiB per 1,000 rounds), of which {growth - unexplained:.1f} MiB are the "
+        f"history records simulate keeps, leaving {unexplained:+.1f} MiB; "
+        f"peak RSS {last['hwm_mb']:.1f} MiB; "
+        f"RSS after imports and data, before round 1: {samples[0]['rss_mb']:.1f} MiB"
+    )
 
 
 def plot(samples: list[dict], path: Path) -> None:
@@ -153,9 +188,15 @@ def plot(samples: list[dict], path: Path) -> None:
 
     measured = samples[1:]
     figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot([s["round"] for s in measured], [s["rss_mb"] for s in measured], marker="o", label="RSS")
-    axis.plot([s["round"] for s in measured], [s["hwm_mb"] for s in measured], linestyle="--",
-              label="peak RSS (VmHWM)")
+    axis.plot(
+        [s["round"] for s in measured], [s["rss_mb"] for s in measured], marker="o", label="RSS"
+    )
+    axis.plot(
+        [s["round"] for s in measured],
+        [s["hwm_mb"] for s in measured],
+        linestyle="--",
+        label="peak RSS (VmHWM)",
+    )
     axis.set_xlabel("round")
     axis.set_ylabel("MiB")
     axis.set_title("fedsim soak: FedAvg, mlp workload, cohort 10")
@@ -166,13 +207,17 @@ def plot(samples: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--every", type=int, default=100, help="sample memory every N rounds")
     parser.add_argument("--cohort", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--executor", default="auto")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for soak.md and soak.png")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="directory for soak.md and soak.png"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.every < 1:
         parser.error(f"--rounds={args.rounds} and --every={args.every} must both be >= 1")

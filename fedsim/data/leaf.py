@@ -68,7 +68,9 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
     if missing:
         raise ClientDataError(f"{shard} is not a LEAF shard: missing keys {sorted(missing)}")
     user_list, counts, user_data = content["users"], content["num_samples"], content["user_data"]
-    if not (isinstance(user_list, list) and isinstance(counts, list) and isinstance(user_data, dict)):
+    if not (
+        isinstance(user_list, list) and isinstance(counts, list) and isinstance(user_data, dict)
+    ):
         raise ClientDataError(
             f"{shard} is not a LEAF shard: `users` and `num_samples` must be lists and `user_data` "
             f"an object, got {type(user_list).__name__}, {type(counts).__name__} and "
@@ -114,7 +116,9 @@ def _load_json(shard: Path) -> Any:
         with shard.open(encoding="utf-8") as file:
             return json.load(file)
     except UnicodeDecodeError as error:
-        raise ClientDataError(f"{shard} is not UTF-8 text ({error}); LEAF writes UTF-8 JSON") from None
+        raise ClientDataError(
+            f"{shard} is not UTF-8 text ({error}); LEAF writes UTF-8 JSON"
+        ) from None
     except json.JSONDecodeError as error:
         raise ClientDataError(
             f"{shard} is not valid JSON ({error}); the file may be truncated, regenerate it"

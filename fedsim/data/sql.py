@@ -75,7 +75,8 @@ def read_sql_client_data(
             if not _has_client_index(connection):
                 warnings.warn(
                     f"{path}: table `examples` has no index starting with client_id, so each "
-                    f"client read scans the whole file; add one once with: sqlite3 {path} '{_INDEX}'",
+                    "client read scans the whole file; add one once with: "
+                    f"sqlite3 {path} '{_INDEX}'",
                     stacklevel=2,
                 )
     except sqlite3.DatabaseError as error:  # not SQLite at all, or a corrupt page

@@ -58,7 +58,9 @@ def _named_block(converter: cattrs.Converter, base: type):
         if name is None:
             raise ValueError(f"missing 'name'; choose one of {options}")
         if not isinstance(name, str):
-            raise ValueError(f"'name' must be a string, got {type(name).__name__} {name!r}; choose one of {options}")
+            raise ValueError(
+                f"'name' must be a string, got {type(name).__name__} {name!r}; choose one of {options}"
+            )
         if name not in base.registry:
             raise ValueError(f"unknown name {name!r}{_suggest(str(name), options)} (allowed: {options})")
         return converter.structure({**value, "name": name}, base.registry[name])

@@ -7,6 +7,7 @@ so the npz reader itself meets the damage; and nodes of the parsed
 ``state.json`` replaced by random JSON values. Loading must raise
 ``CheckpointError`` or return a state with the template's exact structure.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,14 @@ from fedsim.checkpoint import CheckpointError, flatten, load_checkpoint, save_ch
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-DTYPES = st.sampled_from(["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool",
-                          "complex64"])
-ARRAYS = DTYPES.flatmap(lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3,
-                                                                         min_side=0, max_side=3)))
+DTYPES = st.sampled_from(
+    ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool", "complex64"]
+)
+ARRAYS = DTYPES.flatmap(
+    lambda dtype: hnp.arrays(
+        dtype, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3)
+    )
+)
 LEAVES = (
     ARRAYS
     | st.integers(-(2**63), 2**63 - 1)
@@ -47,7 +52,8 @@ NESTS = st.recursive(
 )
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+    lambda inner: st.lists(inner, max_size=2)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=2),
     max_leaves=4,
 )
 
@@ -148,7 +154,11 @@ def test_damaged_npz_with_a_matching_hash_is_a_checkpoint_error(tmp_path_factory
 
 def _nodes(value):
     """Every ``(container, key)`` inside a parsed JSON document."""
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value) if isinstance(value, list) else ()
+    )
     found = []
     for key, child in items:
         found.append((value, key))

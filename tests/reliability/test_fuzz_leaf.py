@@ -6,6 +6,7 @@ JSON, non-UTF-8 bytes, ...) and reads the directory. The reader must either
 return consistent arrays or raise ``ClientDataError`` whose message names the
 shard file, and the user when the damage is inside one user's entry.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,13 @@ SETTINGS = settings(
 
 # Any JSON value, for replacing a part of a shard with something of the wrong kind.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=6,
 )
 
@@ -36,26 +42,43 @@ json_values = st.recursive(
 def shards(draw):
     """A valid shard: 1-3 users with 1-4 examples of ``dim`` float features and an int label."""
     dim = draw(st.integers(1, 3))
-    users = draw(st.lists(st.text("abcdef0123", min_size=1, max_size=4), min_size=1, max_size=3,
-                          unique=True))
+    users = draw(
+        st.lists(st.text("abcdef0123", min_size=1, max_size=4), min_size=1, max_size=3, unique=True)
+    )
     user_data = {}
     for user in users:
         n = draw(st.integers(1, 4))
         x = [[draw(st.floats(-10, 10)) for _ in range(dim)] for _ in range(n)]
         user_data[user] = {"x": x, "y": [draw(st.integers(0, 9)) for _ in range(n)]}
-    return {"users": users, "num_samples": [len(user_data[u]["y"]) for u in users],
-            "user_data": user_data}
+    return {
+        "users": users,
+        "num_samples": [len(user_data[u]["y"]) for u in users],
+        "user_data": user_data,
+    }
 
 
 def _mutate_document(draw, shard: dict) -> str | None:
     """Damages the parsed shard in place; returns the damaged user, if the damage is per user."""
     user = draw(st.sampled_from(shard["users"]))
     index = shard["users"].index(user)
-    kind = draw(st.sampled_from([
-        "drop_top_key", "retype_top_key", "retype_num_samples_entry", "shift_num_samples",
-        "drop_user_data", "retype_user_data", "drop_x_or_y", "retype_x_or_y", "ragged_x",
-        "retype_example", "extra_user", "short_num_samples",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "drop_top_key",
+                "retype_top_key",
+                "retype_num_samples_entry",
+                "shift_num_samples",
+                "drop_user_data",
+                "retype_user_data",
+                "drop_x_or_y",
+                "retype_x_or_y",
+                "ragged_x",
+                "retype_example",
+                "extra_user",
+                "short_num_samples",
+            ]
+        )
+    )
     if kind == "drop_top_key":
         del shard[draw(st.sampled_from(["users", "num_samples", "user_data"]))]
     elif kind == "retype_top_key":
@@ -145,7 +168,7 @@ def test_valid_shard_reads_back_exactly(tmp_path_factory, shard):
         np.testing.assert_array_equal(users[user]["y"], data["y"])
 
 
-@pytest.mark.parametrize("content", [b"", b"[]", b"null", b'"users"', b"{\"users\": "])
+@pytest.mark.parametrize("content", [b"", b"[]", b"null", b'"users"', b'{"users": '])
 def test_shard_that_is_not_a_json_object_names_the_file(tmp_path: Path, content: bytes):
     (tmp_path / SHARD).write_bytes(content)
     with pytest.raises(ClientDataError, match=SHARD):

@@ -1,4 +1,5 @@
 """Properties of ``ModelWeights`` arithmetic over random structures, shapes and dtypes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,10 +17,14 @@ SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
 
 def arrays_like(layout):
     """A strategy for arrays with the given ``[(shape, dtype), ...]``."""
-    return st.tuples(*[
-        hnp.arrays(dtype, shape, elements=st.floats(-1e3, 1e3, width=np.dtype(dtype).itemsize * 8))
-        for shape, dtype in layout
-    ]).map(list)
+    return st.tuples(
+        *[
+            hnp.arrays(
+                dtype, shape, elements=st.floats(-1e3, 1e3, width=np.dtype(dtype).itemsize * 8)
+            )
+            for shape, dtype in layout
+        ]
+    ).map(list)
 
 
 layouts = st.tuples(
@@ -49,7 +54,9 @@ def _assert_close(actual: ModelWeights, expected: ModelWeights, magnitude: Model
 
 
 def _layout(weights: ModelWeights):
-    return [(a.shape, a.dtype) for a in weights.trainable], [(a.shape, a.dtype) for a in weights.non_trainable]
+    return [(a.shape, a.dtype) for a in weights.trainable], [
+        (a.shape, a.dtype) for a in weights.non_trainable
+    ]
 
 
 @SETTINGS
@@ -58,10 +65,14 @@ def test_adding_then_subtracting_gives_back_the_first(pair):
     a, b = pair
     result = a + b - b
     assert _layout(result) == _layout(a)
-    _assert_close(result, a, magnitude=ModelWeights(
-        [np.abs(x) + np.abs(y) for x, y in zip(a.trainable, b.trainable)],
-        [np.abs(x) + np.abs(y) for x, y in zip(a.non_trainable, b.non_trainable)],
-    ))
+    _assert_close(
+        result,
+        a,
+        magnitude=ModelWeights(
+            [np.abs(x) + np.abs(y) for x, y in zip(a.trainable, b.trainable)],
+            [np.abs(x) + np.abs(y) for x, y in zip(a.non_trainable, b.non_trainable)],
+        ),
+    )
 
 
 @SETTINGS

@@ -11,6 +11,7 @@ Not covered: a garbage proto in a later row is only met when that client's
 dataset is iterated (inside TensorFlow), since checking every row on open
 would read the whole file.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -23,7 +24,12 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedsim.data import ClientData, ClientDataError, read_sql_client_data, write_sql_client_data
+from fedsim.data import (
+    ClientData,
+    ClientDataError,
+    read_sql_client_data,
+    write_sql_client_data,
+)
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -82,7 +88,9 @@ def test_damaged_bytes_fail_on_open_or_read_back(valid_file, tmp_path_factory, d
         # Within the first page: the schema, so the damage is met on open.
         content = content[: data.draw(st.integers(0, 4095), label="length")]
     else:
-        for position in data.draw(st.lists(st.integers(0, 99), min_size=1, max_size=4), label="header"):
+        for position in data.draw(
+            st.lists(st.integers(0, 99), min_size=1, max_size=4), label="header"
+        ):
             content[position] ^= data.draw(st.integers(1, 255), label="xor")
     path.write_bytes(bytes(content))
     _read_or_fail_naming_file(path)
@@ -91,7 +99,9 @@ def test_damaged_bytes_fail_on_open_or_read_back(valid_file, tmp_path_factory, d
 SCHEMA_DAMAGE = {
     "no examples table": ["DROP TABLE examples"],
     "no metadata table": ["DROP TABLE client_metadata"],
-    "renamed proto column": ["ALTER TABLE examples RENAME COLUMN serialized_example_proto TO proto"],
+    "renamed proto column": [
+        "ALTER TABLE examples RENAME COLUMN serialized_example_proto TO proto"
+    ],
     "renamed count column": ["ALTER TABLE client_metadata RENAME COLUMN num_examples TO n"],
     "no rows": ["DELETE FROM client_metadata"],
 }
@@ -130,8 +140,12 @@ def test_bad_metadata_rows_are_a_client_data_error(valid_file, tmp_path_factory,
 @given(garbage=st.binary(max_size=40) | st.text(max_size=10))
 def test_garbage_first_proto_fails_on_open(valid_file, tmp_path_factory, garbage):
     path = _copy(valid_file, tmp_path_factory)
-    _sql(path, "UPDATE examples SET serialized_example_proto = ? WHERE rowid = "
-               "(SELECT MIN(rowid) FROM examples)", parameters=(garbage,))
+    _sql(
+        path,
+        "UPDATE examples SET serialized_example_proto = ? WHERE rowid = "
+        "(SELECT MIN(rowid) FROM examples)",
+        parameters=(garbage,),
+    )
     # Some short byte strings are valid protos of an empty Example; those lack
     # the features and must fail as well.
     with pytest.raises(ClientDataError, match="first example .* does not parse"):
