@@ -158,9 +158,12 @@ class FederatedProcess:
         Clients whose work keeps raising are dropped (or stop the run) and
         non-finite deltas are zeroed (or stop the run), per ``self.faults``.
         """
-        outputs, kept, measurements = train_isolating_failures(
-            self.executor, state.model_weights, cohort.datasets, cohort.client_ids, self.faults
-        )
+        if hasattr(self.executor, "last_round_stats"):
+            outputs, kept, measurements = self._train_on_fault_handling_executor(state, cohort)
+        else:
+            outputs, kept, measurements = train_isolating_failures(
+                self.executor, state.model_weights, cohort.datasets, cohort.client_ids, self.faults
+            )
         if len(kept) < len(cohort.datasets):
             cohort = attrs.evolve(
                 cohort,
@@ -172,6 +175,14 @@ class FederatedProcess:
         return outputs, cohort, {**measurements, **nonfinite}
 
     # Building blocks for algorithms that override ``next`` ------------------
+    def _train_on_fault_handling_executor(self, state: ServerState, cohort: Cohort):
+        """An executor that retries and drops clients itself (Ray) reports whom it dropped."""
+        outputs = self.executor.train(state.model_weights, cohort.datasets, client_ids=cohort.client_ids)
+        stats = self.executor.last_round_stats
+        dropped = set(stats.dropped_client_ids)
+        kept = [i for i, client_id in enumerate(cohort.client_ids) if client_id not in dropped]
+        return outputs, kept, stats.measurements()
+
     def prepare_cohort(
         self,
         state: ServerState,
