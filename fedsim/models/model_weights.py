@@ -17,7 +17,11 @@ def _read(variable: Any) -> Any:
 
 
 class WeightsMismatchError(ValueError):
-    """Raised when model weights do not fit a model (count, shape or dtype)."""
+    """Raised when model weights do not fit a model or each other (array count or shape).
+
+    Dtypes are not an error: values are cast to the target's dtype, as
+    ``tf.Variable.assign`` does, and arithmetic keeps the left operand's dtype.
+    """
 
 
 @attrs.frozen
