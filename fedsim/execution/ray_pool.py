@@ -61,11 +61,11 @@ class RoundStats:
     wall_seconds: float = 0.0
 
     def measurements(self) -> dict[str, float]:
-        """Fault counts to merge into a round's measurements (keys ``executor/...``)."""
+        """Fault counts for the round's measurements, under the process's ``faults/...`` keys."""
         return {
-            "executor/clients_retried": float(self.clients_retried),
-            "executor/clients_dropped": float(self.clients_dropped),
-            "executor/actor_deaths": float(self.actor_deaths),
+            "faults/clients_retried": float(self.clients_retried),
+            "faults/clients_dropped": float(self.clients_dropped),
+            "faults/actor_deaths": float(self.actor_deaths),
         }
 
 

@@ -170,9 +170,9 @@ def test_three_rounds_equal_the_sequential_executor(local_ray):
         # Each actor built its client work once and traced it once, across all rounds.
         assert ray_executor.trace_counts() == [1, 1]
         assert ray_executor.last_round_stats.measurements() == {
-            "executor/clients_retried": 0.0,
-            "executor/clients_dropped": 0.0,
-            "executor/actor_deaths": 0.0,
+            "faults/clients_retried": 0.0,
+            "faults/clients_dropped": 0.0,
+            "faults/actor_deaths": 0.0,
         }
     finally:
         ray_executor.shutdown()
@@ -241,7 +241,29 @@ def test_failing_client_is_dropped_and_counted(executors):
     assert stats.dropped_client_ids == ("c",) and stats.dropped_positions == (2,)
     assert stats.clients_retried == 0
     assert [f.client_id for f in stats.failures] == ["c"]  # dropped at once, not retried
-    assert stats.measurements()["executor/clients_dropped"] == 1.0
+    assert stats.measurements()["faults/clients_dropped"] == 1.0
+
+
+def test_fedavg_round_drops_a_failing_client_as_in_process(local_ray):
+    datasets = [tf.data.Dataset.from_tensor_slices(c) for c in bad_label_clients()]
+    ids, results = ["a", "b", "c", "d"], {}
+    for name, executor_fn in [
+        ("sequential", None),
+        ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2, on_failure="drop")),
+    ]:
+        process = fedsim.build_fedavg(
+            logreg_model_fn, fedsim.SGD(LR), batch_size=BATCH, executor_fn=executor_fn
+        )
+        try:
+            results[name] = process.next(process.initialize(), datasets, client_ids=ids)
+        finally:
+            if name == "ray":
+                process.executor.shutdown()
+    trainable = {name: r.state.model_weights.trainable for name, r in results.items()}
+    for got, want in zip(trainable["ray"], trainable["sequential"]):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert results["ray"].num_clients == results["sequential"].num_clients == 3
+    assert results["ray"].measurements["faults/clients_dropped"] == 1.0
 
 
 @pytest.mark.parametrize(
