@@ -93,12 +93,21 @@ def prefix_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):
         head = tf.nest.map_structure(lambda t: t[:width], state)
         batch = tf.nest.map_structure(lambda t: t[:width, k], (x, y, mask))
         new_head = tf.vectorized_map(lambda args: step(*args[0], *args[1]), (head, batch))
-        # Clients past their last batch keep their values unchanged.
-        merged = tf.nest.map_structure(
-            lambda new, old: tf.ensure_shape(tf.concat([new[:active], old[active:]], 0), old.shape),
-            new_head, state,
-        )
-        return k + 1, merged
+
+        def merged():
+            # Clients past their last batch keep their values unchanged.
+            return tf.nest.map_structure(
+                lambda new, old: tf.ensure_shape(tf.concat([new[:active], old[active:]], 0), old.shape),
+                new_head, state,
+            )
+
+        # While every client trains (every step of an equal cohort), the new
+        # rows are the whole state: skip the merge, which copies every
+        # client's weights and optimizer state (tens of MB per step for a CNN).
+        def whole():
+            return tf.nest.map_structure(lambda new, old: tf.ensure_shape(new, old.shape), new_head, state)
+
+        return k + 1, tf.cond(active == clients, whole, merged)
 
     _, state = tf.while_loop(
         lambda k, _: k < tf.reduce_max(tf.concat([num_batches, [0]], 0)),

@@ -61,10 +61,11 @@ class CohortTrainer:
     """The compiled cohort computation: ``(weights, datasets) -> per-client results``.
 
     Holds no model state (no variables), so one instance can run on several
-    devices at once. Each client's dataset is read into padded tensors by one
-    compiled function; a static dataset (see ``cohort_data.is_static``) is read
-    once and kept while the dataset object lives, so a population that hands
-    out the same dataset objects every round is read once per client, not once
+    devices at once. Each client's dataset is read into padded tensors (with
+    NumPy for ``from_tensor_slices(...).batch(n)``, else by one compiled
+    function); a static dataset (see ``cohort_data.is_static``) is read once
+    and kept while the dataset object lives, so a population that hands out
+    the same dataset objects every round is read once per client, not once
     per round.
 
     Args:
@@ -111,6 +112,11 @@ class CohortTrainer:
                 tf.TensorSpec([3], tf.int32),
             )
         return self._by_cohort_size[size](trainable, non_trainable, clients, self._padded_shape(clients))
+
+    @property
+    def padded(self) -> tuple[int, int, int]:
+        """XLA path: the (clients, batches, batch size) every cohort is padded to (the largest so far)."""
+        return self._padded
 
     def _padded_shape(self, clients: Sequence[ClientTensors]) -> tf.Tensor:
         if not self.xla:

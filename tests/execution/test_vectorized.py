@@ -98,7 +98,7 @@ def test_xla_pads_to_the_largest_shape_seen_so_compiles_stay_few():
     weights = fedsim.ModelWeights.from_model(work.model)
     executor.train(weights, _datasets([20, 20, 20]))  # 5 batches of 4: padded to 8
     executor.train(weights, _datasets([7, 13]))  # fewer clients and batches: padded up, not down
-    assert executor.trainer._padded == (3, 8, 4)
+    assert executor.trainer.padded == (3, 8, 4)
     # A smaller cohort (dropouts) is padded with empty clients, which return nothing.
     got = executor.train(weights, _datasets([7, 13]))
     expected = SequentialExecutor(work).train(weights, _datasets([7, 13]))
