@@ -175,10 +175,22 @@ class AutoExecutorConfig(ExecutorBlock):
     name: str = "auto"
 
 
+@attrs.frozen
+class RayExecutorConfig(ExecutorBlock):
+    """Client work in Ray actors (``pip install 'fedsim[ray]'``): a local instance, or the
+    cluster at ``address``; ``num_actors`` defaults to one per CPU (or GPU) slot. Failing
+    clients follow the ``[faults]`` block (retries, then drop or stop)."""
+
+    name: str = "ray"
+    address: Optional[str] = None
+    num_actors: Optional[int] = attrs.field(default=None, validator=positive)
+
+
 ExecutorBlock.registry = {
     "sequential": SequentialExecutorConfig,
     "vectorized": VectorizedExecutorConfig,
     "auto": AutoExecutorConfig,
+    "ray": RayExecutorConfig,
 }
 
 

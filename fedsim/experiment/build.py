@@ -76,7 +76,7 @@ def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None)
         client_optimizer=build_optimizer(config.client_optimizer),
         server_optimizer=build_optimizer(config.server_optimizer),
         aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
-        executor=config.executor.name,
+        executor=config.executor,
         population_size=len(population.train.client_ids),
         state_dir=state_dir,
         faults=FaultPolicy(**attrs.asdict(config.faults)),

@@ -27,13 +27,22 @@ def _plain_sgd_rate(algorithm: blocks.AlgorithmBlock, client_optimizer: Any) -> 
     return float(client_optimizer.learning_rate)
 
 
+def _ray_executor(block: Any, model_fn: Callable[[], Any], faults: FaultPolicy) -> Callable[[Any], Any]:
+    # Imported here: Ray is an optional extra, and the executor says which one to install.
+    from fedsim.execution.ray_executor import RayExecutor
+
+    return RayExecutor.factory(
+        model_fn, address=block.address, num_actors=block.num_actors, max_retries=faults.client_retries,
+        on_failure="drop" if faults.on_client_failure == "drop" else "retry")
+
+
 def build_process(
     algorithm: blocks.AlgorithmBlock,
     model_fn: Callable[[], Any],
     client_optimizer: Any,
     server_optimizer: Any,
     aggregator: Optional[Any],
-    executor: str = "sequential",
+    executor: Optional[Any] = None,
     population_size: int = 0,
     state_dir: Optional[Path] = None,
     faults: Optional[FaultPolicy] = None,
@@ -44,13 +53,24 @@ def build_process(
     disk; without it, that state lives in memory. ``faults`` applies to the
     algorithms whose clients run through the executor (FedAvg, FedOpt, FedProx, FedSGD).
     """
-    if executor != "sequential" and isinstance(algorithm, (blocks.MimeLiteConfig, blocks.ScaffoldConfig)):
+    executor_name = "sequential" if executor is None else executor.name
+    faults = faults if faults is not None else FaultPolicy()
+    if executor_name != "sequential" and isinstance(algorithm, (blocks.MimeLiteConfig, blocks.ScaffoldConfig)):
         raise AlgorithmBuildError(
             f"algorithm {algorithm.name!r} runs its clients sequentially; set executor.name = \"sequential\""
         )
 
+    if executor_name == "ray" and isinstance(algorithm, (blocks.FedNovaConfig, blocks.QfflConfig)):
+        # Their rounds call the executor without client ids, so a client the Ray
+        # executor drops could not be told apart from the others.
+        raise AlgorithmBuildError(
+            f"algorithm {algorithm.name!r} does not run on the Ray executor yet; use executor.name = \"auto\""
+        )
+
     def executor_fn(client_work: Any) -> Any:
-        return make_executor(executor, client_work)
+        if executor_name == "ray":
+            return _ray_executor(executor, model_fn, faults)(client_work)
+        return make_executor(executor_name, client_work)
 
     if isinstance(algorithm, blocks.FedAvgConfig):
         return algorithms.build_fedavg(
