@@ -75,18 +75,38 @@ def _pad_to(tensor: tf.Tensor, batches: tf.Tensor, batch_size: tf.Tensor) -> tf.
     return tf.pad(tensor, tf.stack([tf.stack(pair) for pair in paddings]))
 
 
-def client_tensors(dataset: tf.data.Dataset) -> ClientTensors:
-    """One client's batches as padded tensors (call inside a ``tf.function``)."""
+def client_tensors(dataset: tf.data.Dataset, single_pass: bool = False) -> ClientTensors:
+    """One client's batches as padded tensors (call inside a ``tf.function``).
+
+    ``single_pass=True`` reads the dataset once, for datasets that may differ
+    between reads (a shuffle reshuffles on every iteration); otherwise the
+    mask comes from two reads, which is cheaper but right only when both
+    reads give the same batches (``is_static`` datasets).
+    """
     spec = dataset.element_spec
     count = _count(dataset)
+    if single_pass:
+        padded = _all_batches(_with_mask(dataset), (tf.nest.map_structure(_zero, spec), tf.constant(0.0)), count)
+        x, y = split_batch(padded[0])
+        return ClientTensors(x, y, padded[1])
     zeros = _all_batches(dataset, tf.nest.map_structure(_zero, spec), count)
     ones = _all_batches(dataset, tf.nest.map_structure(lambda s: _one(s.dtype), spec), count)
     x, y = split_batch(zeros)
-    # No per-batch Python function runs (a ``map`` costs about 0.1 ms per
-    # batch): an example is real where the zero- and one-padded copies agree.
+    # No per-batch function runs (a ``map`` costs about 0.1 ms per batch): an
+    # example is real where the zero- and one-padded copies agree.
     same = tf.equal(_bits(tf.nest.flatten(y)[0]), _bits(tf.nest.flatten(split_batch(ones)[1])[0]))
     mask = tf.reduce_all(tf.reshape(same, tf.concat([tf.shape(same)[:2], [-1]], 0)), axis=2)
     return ClientTensors(x, y, tf.cast(mask, tf.float32))
+
+
+def _with_mask(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Each batch paired with ones, one per example: padded, they are the mask."""
+
+    def add(*element):
+        element = element[0] if len(element) == 1 else element  # tf.data unpacks tuples
+        return element, tf.ones(tf.shape(tf.nest.flatten(element)[0])[:1], tf.float32)
+
+    return dataset.map(add)
 
 
 def sliced_client_tensors(dataset: tf.data.Dataset) -> Optional[ClientTensors]:

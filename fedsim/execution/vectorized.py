@@ -91,7 +91,8 @@ class CohortTrainer:
         # Keys are dataset objects, held weakly: an entry lives as long as its dataset.
         self._read_cache: "weakref.WeakKeyDictionary[tf.data.Dataset, ClientTensors]" = weakref.WeakKeyDictionary()
         self._read_one = tf.function(client_tensors)
-        self._read_all = tf.function(lambda datasets: [client_tensors(d) for d in datasets])
+        # Datasets that are not static may change between reads (shuffles): read them once.
+        self._read_all = tf.function(lambda datasets: [client_tensors(d, single_pass=True) for d in datasets])
         steps = masked_steps if self.xla else prefix_steps
         self._steps = tf.function(partial(steps, self.step), jit_compile=self.xla)
         self._train = tf.function(self._train_graph)

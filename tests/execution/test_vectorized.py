@@ -53,8 +53,10 @@ def _datasets(sizes, prepare=lambda d: d.batch(4)):
 @pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize(
     "prepare",
-    [lambda d: d.batch(4), lambda d: d.map(lambda x, y: (x * 2.0, y)).batch(3), lambda d: d.batch(5).repeat(2)],
-    ids=["static", "mapped", "two_epochs"])
+    [lambda d: d.batch(4), lambda d: d.map(lambda x, y: (x * 2.0, y)).batch(3), lambda d: d.batch(5).repeat(2),
+     # Reshuffles on every read: the executor must read it once, as training does.
+     lambda d: d.shuffle(50, seed=1).batch(3)],
+    ids=["static", "mapped", "two_epochs", "shuffled"])
 def test_client_outputs_equal_unfinalized_metrics_included(xla, weighted, prepare):
     sizes = RAGGED_SIZES + [0]  # a client with no examples must not move or count
     expected = _outputs(SequentialExecutor, _datasets(sizes, prepare), weighted)
