@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.execution import SequentialExecutor
+from fedsim.execution import make_executor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.fedavg import batch_and_repeat, client_prep
@@ -49,7 +49,8 @@ def build_fedprox(
       stragglers: e.g. ``Stragglers(0.9, seed)``; stragglers keep their partial work.
       dropout: e.g. ``Dropout(0.1, seed)``; clients that do not report are left out.
       aggregator: overrides the mean.
-      executor_fn: builds the executor from the client work; default sequential.
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
+        the fastest executor that applies (vectorized for Keras models, else sequential).
       faults: how a round treats failing clients and non-finite updates
         (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
     """
@@ -62,7 +63,7 @@ def build_fedprox(
         prepare_client = client_prep(batch_size, local_epochs, stragglers, True, dropout)
     return FederatedProcess(
         model=client_work.model,
-        executor=(executor_fn or SequentialExecutor)(client_work),
+        executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
         aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
         server_optimizer=server_optimizer or SGD(1.0),
         prepare_train=batch_and_repeat(batch_size, local_epochs),

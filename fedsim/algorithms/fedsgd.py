@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 
 from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.execution import SequentialExecutor
+from fedsim.execution import make_executor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
@@ -48,14 +48,15 @@ def build_fedsgd(
       server_optimizer: applies the averaged gradient; default ``SGD(0.1)``.
       weighted: weight clients by example count (True, the paper) or equally.
       aggregator: overrides the mean of the client gradients (as deltas ``-g_k``).
-      executor_fn: builds the executor from the client work; default sequential.
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
+        the fastest executor that applies (vectorized for Keras models, else sequential).
       faults: how a round treats failing clients and non-finite updates
         (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
     """
     client_work = ClientWork(build_model(model_fn), SGD(1.0), weighted=weighted)
     return FederatedProcess(
         model=client_work.model,
-        executor=(executor_fn or SequentialExecutor)(client_work),
+        executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
         aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
         server_optimizer=server_optimizer or SGD(0.1),
         prepare_train=_one_batch,

@@ -151,7 +151,7 @@ SamplerBlock.registry = {"uniform": UniformSamplerConfig}
 
 class ExecutorBlock(Block):
     registry: ClassVar[dict[str, type]] = {}
-    default_name: ClassVar[Optional[str]] = "sequential"
+    default_name: ClassVar[Optional[str]] = "auto"
 
 
 @attrs.frozen
@@ -257,7 +257,7 @@ class RunConfig:
     aggregator: list[dict[str, Any]] = attrs.field(factory=list, validator=_aggregator_chain)
     sampler: SamplerBlock = attrs.field(factory=UniformSamplerConfig)
     evaluation: EvaluationConfig = attrs.field(factory=EvaluationConfig)
-    executor: ExecutorBlock = attrs.field(factory=SequentialExecutorConfig)
+    executor: ExecutorBlock = attrs.field(factory=AutoExecutorConfig)
     checkpoint: CheckpointConfig = attrs.field(factory=CheckpointConfig)
     faults: FaultsConfig = attrs.field(factory=FaultsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)

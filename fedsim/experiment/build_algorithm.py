@@ -55,7 +55,7 @@ def build_process(
     """
     executor_name = "sequential" if executor is None else executor.name
     faults = faults if faults is not None else FaultPolicy()
-    if executor_name != "sequential" and isinstance(algorithm, (blocks.MimeLiteConfig, blocks.ScaffoldConfig)):
+    if executor_name not in ("sequential", "auto") and isinstance(algorithm, (blocks.MimeLiteConfig, blocks.ScaffoldConfig)):
         raise AlgorithmBuildError(
             f"algorithm {algorithm.name!r} runs its clients sequentially; set executor.name = \"sequential\""
         )

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 
 from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.execution import SequentialExecutor
+from fedsim.execution import make_executor
 from fedsim.learning.client_work import ClientWork
 from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import ClientId, ClientPrep, FederatedProcess
@@ -99,7 +99,8 @@ def build_fedavg(
       batch_size: batch client datasets of single examples; ``None`` if already batched.
       local_epochs: passes over each client's data per round.
       aggregator: overrides the mean (e.g. a robust or private aggregator chain).
-      executor_fn: builds the executor from the client work; default sequential.
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
+        the fastest executor that applies (vectorized for Keras models, else sequential).
       stragglers: simulated stragglers (``fedsim.simulation.sampling.Stragglers``); FedAvg
         drops them from the round, as in the FedProx paper's comparison.
       dropout: simulated clients that fail to report (``fedsim.simulation.sampling.Dropout``).
@@ -108,7 +109,7 @@ def build_fedavg(
     client_work = ClientWork(model, client_optimizer or SGD(0.01), weighted=weighted)
     return FederatedProcess(
         model=client_work.model,
-        executor=(executor_fn or SequentialExecutor)(client_work),
+        executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
         aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
         server_optimizer=server_optimizer or SGD(1.0),
         prepare_train=batch_and_repeat(batch_size, local_epochs),
