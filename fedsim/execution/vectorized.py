@@ -19,6 +19,7 @@ import weakref
 from functools import partial
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from fedsim.execution.cohort_data import (
@@ -93,26 +94,38 @@ class CohortTrainer:
         self._read_one = tf.function(client_tensors)
         # Datasets that are not static may change between reads (shuffles): read them once.
         self._read_all = tf.function(lambda datasets: [client_tensors(d, single_pass=True) for d in datasets])
-        steps = masked_steps if self.xla else prefix_steps
-        self._steps = tf.function(partial(steps, self.step), jit_compile=self.xla)
+        self._xla_steps = tf.function(partial(masked_steps, self.step), jit_compile=True)
+        self._graph_steps = tf.function(partial(prefix_steps, self.step))
         self._train = tf.function(self._train_graph)
-        self._by_cohort_size: dict = {}
+        self._concrete: dict = {}  # (cohort size, xla) -> concrete function
         self._padded = (0, 0, 0)  # clients, batches, batch size: the largest seen (XLA only)
         self._padded_lock = threading.Lock()
 
     def __call__(self, trainable, non_trainable, datasets):
         """Returns ``(delta, num_examples, metrics)``, each leaf with a leading client axis."""
         clients = self.read(datasets)
-        size = len(clients)
-        if size not in self._by_cohort_size:
+        results = self._run(self.xla, trainable, non_trainable, clients)
+        if self.xla and not all(np.isfinite(d.numpy()).all() for d in results[0]):
+            # XLA raises nothing on invalid input (an out-of-range label gives
+            # NaN where the graph kernel raises), so a non-finite cohort is
+            # rerun as a graph: it raises what the sequential executor raises,
+            # or gives the same non-finite values (a diverged client).
+            results = self._run(False, trainable, non_trainable, clients)
+        return results
+
+    def _run(self, xla: bool, trainable, non_trainable, clients):
+        key = (len(clients), xla)
+        if key not in self._concrete:
             # Open batch counts and sizes: one trace serves every ragged cohort of this size.
-            self._by_cohort_size[size] = self._train.get_concrete_function(
+            self._concrete[key] = self._train.get_concrete_function(
                 [tf.TensorSpec.from_tensor(t) for t in trainable],
                 [tf.TensorSpec.from_tensor(t) for t in non_trainable],
-                [relaxed_spec(clients[0])] * size,
+                [relaxed_spec(clients[0])] * len(clients),
                 tf.TensorSpec([3], tf.int32),
+                xla,
             )
-        return self._by_cohort_size[size](trainable, non_trainable, clients, self._padded_shape(clients))
+        padded = self._padded_shape(clients) if xla else tf.zeros([3], tf.int32)  # unused by the graph path
+        return self._concrete[key](trainable, non_trainable, clients, padded, xla)
 
     @property
     def padded(self) -> tuple[int, int, int]:
@@ -120,8 +133,6 @@ class CohortTrainer:
         return self._padded
 
     def _padded_shape(self, clients: Sequence[ClientTensors]) -> tf.Tensor:
-        if not self.xla:
-            return tf.zeros([3], tf.int32)  # unused: the prefix path pads to the cohort
         shapes = [c.mask.shape for c in clients]
         wanted = (len(clients), _next_power_of_two(max(s[0] for s in shapes)), max(s[1] for s in shapes))
         with self._padded_lock:  # the multi-device executor calls from several threads
@@ -141,10 +152,10 @@ class CohortTrainer:
             clients.append(cached)
         return clients
 
-    def _train_graph(self, trainable, non_trainable, clients, padded):
+    def _train_graph(self, trainable, non_trainable, clients, padded, xla):
         self.trace_count += 1  # runs once per trace
         size = len(clients)
-        if self.xla:
+        if xla:
             data = stack_clients(clients, padded[1], padded[2])
             pad_clients = padded[0] - size
             data = tf.nest.map_structure(
@@ -154,7 +165,8 @@ class CohortTrainer:
         else:
             data = stack_clients(clients)
         num_batches = tf.cast(data.num_batches, tf.int32)
-        delta, num_examples, metrics = self._steps(trainable, non_trainable, data.x, data.y, data.mask, num_batches)
+        steps = self._xla_steps if xla else self._graph_steps
+        delta, num_examples, metrics = steps(trainable, non_trainable, data.x, data.y, data.mask, num_batches)
         # Drop the padding clients (XLA path; a no-op slice otherwise).
         return tf.nest.map_structure(lambda t: t[:size], (delta, num_examples, metrics))
 

@@ -138,3 +138,15 @@ def test_multi_device_rejects_an_empty_device_list():
     work = ClientWork(model_fn()(), fedsim.SGD(0.1))
     with pytest.raises(ValueError, match="devices is empty"):
         MultiDeviceExecutor(work, devices=[])
+
+
+def test_xla_cohort_with_an_invalid_label_raises_like_sequential():
+    # XLA gives NaN for an out-of-range label; the executor reruns as a graph, which raises.
+    x, y = population([4])["c0"]
+    bad = [tf.data.Dataset.from_tensor_slices((x, np.full_like(y, NUM_CLASSES + 4))).batch(4)]
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1))
+    weights = fedsim.ModelWeights.from_model(work.model)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label value"):
+        SequentialExecutor(work).train(weights, bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label value"):
+        VectorizedExecutor(work, xla=True).train(weights, bad)
