@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import statistics
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,10 +47,10 @@ class ReplayedCohorts:
         return self.cohorts[round_num - 1]
 
 
-def run(kind: str, rounds: int, cohort: int, batch: int, ragged: bool, executor: str,
-        workload_path: Path = DEFAULT_WORKLOAD) -> dict:
+def build_workload(kind: str, batch: int, ragged: bool, executor: str,
+                   workload_path: Path = DEFAULT_WORKLOAD):
+    """``(population, FedAvg process)`` for the shared workload, through fedsim's public API."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import fedsim
@@ -80,9 +79,19 @@ def run(kind: str, rounds: int, cohort: int, batch: int, ragged: bool, executor:
         batch_size=batch,
         executor_fn=lambda work: make_executor(executor, work),
     )
+    return data, process
+
+
+def run(kind: str, rounds: int, cohort: int, batch: int, ragged: bool, executor: str,
+        workload_path: Path = DEFAULT_WORKLOAD) -> dict:
+    import numpy as np
+
+    import fedsim
+
+    data, process = build_workload(kind, batch, ragged, executor, workload_path)
     state = process.initialize()
     before = state.model_weights.trainable
-    result = fedsim.simulate(process, data, rounds, ReplayedCohorts(len(clients), cohort, rounds),
+    result = fedsim.simulate(process, data, rounds, ReplayedCohorts(len(data.client_ids), cohort, rounds),
                              progress=False, state=state)
     times = [record["round_time_s"] for record in result.history]
     after = result.state.model_weights.trainable

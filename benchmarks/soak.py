@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-from benchmarks.fedavg import DEFAULT_WORKLOAD, ReplayedCohorts, load_workload  # noqa: E402
+from benchmarks.fedavg import DEFAULT_WORKLOAD, ReplayedCohorts, build_workload  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -70,33 +70,9 @@ def run(
     workload_path: Path = DEFAULT_WORKLOAD,
 ) -> list[dict]:
     """Runs the soak; one sample per ``every`` rounds (and after the last round)."""
-    import keras
-    import tensorflow as tf
-
     import fedsim
-    from fedsim.execution import make_executor
 
-    workload = load_workload(workload_path)
-    keras.utils.set_random_seed(0)
-    clients = workload.make_clients(kind="mlp")
-    data = fedsim.ClientData.from_tensor_slices({f"{i:04d}": xy for i, xy in enumerate(clients)})
-    input_spec = (tf.TensorSpec([None, 60], tf.float32), tf.TensorSpec([None], tf.int32))
-
-    def model_fn():
-        return fedsim.from_keras_model(
-            workload.build_model(keras, "mlp"),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=input_spec,
-            metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        )
-
-    process = fedsim.build_fedavg(
-        model_fn,
-        client_optimizer=fedsim.SGD(0.05),
-        server_optimizer=fedsim.SGD(1.0),
-        batch_size=batch,
-        executor_fn=lambda work: make_executor(executor, work),
-    )
+    data, process = build_workload("mlp", batch, ragged=False, executor=executor, workload_path=workload_path)
     samples: list[dict] = []
     # simulate keeps every round's record in SimulationResult.history: memory that
     # grows by design, measured here so it can be told apart from a leak.
@@ -127,7 +103,7 @@ def run(
         process,
         data,
         rounds,
-        ReplayedCohorts(len(clients), cohort, rounds),
+        ReplayedCohorts(len(data.client_ids), cohort, rounds),
         progress=False,
         callbacks=[probe],
     )
