@@ -6,7 +6,6 @@ RAY_AUTH_MODE once per process, so the driver must start with it set.
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -60,15 +59,16 @@ def free_port():
 def cluster(tmp_path):
     """(address, env) of a head node and one worker node, 1 CPU each; stopped afterwards."""
     pytest.importorskip("ray")
-    if shutil.which("ray") is None:
-        pytest.skip("the ray CLI is not on PATH")
     address = f"127.0.0.1:{free_port()}"
     env = dict(
         os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="2"
     )
 
+    # Ray's CLI through this interpreter: works whether or not its script is on PATH.
+    ray_command = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
+
     def ray_cli(*args):
-        subprocess.run(["ray", *args], env=env, check=True, capture_output=True, timeout=180)
+        subprocess.run([*ray_command, *args], env=env, check=True, capture_output=True, timeout=180)
 
     try:
         ray_cli(
@@ -82,7 +82,7 @@ def cluster(tmp_path):
         ray_cli("start", f"--address={address}", "--num-cpus=1")
         yield address, env
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=180)
+        subprocess.run([*ray_command, "stop", "--force"], env=env, capture_output=True, timeout=180)
 
 
 def test_simulation_on_a_two_node_cluster_equals_in_process(cluster, tmp_path):
