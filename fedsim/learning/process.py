@@ -10,7 +10,6 @@ runs a round.
 from __future__ import annotations
 
 import collections
-import time
 from typing import Any, Callable, Optional, Sequence, Union
 
 import attrs
