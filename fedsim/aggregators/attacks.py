@@ -24,6 +24,7 @@ from typing import Sequence
 import attrs
 import numpy as np
 
+from fedsim.aggregators import seeded
 from fedsim.aggregators.base import (
     AggregationOutput,
     Aggregator,
@@ -32,7 +33,13 @@ from fedsim.aggregators.base import (
     ClientValue,
     check_client_values,
 )
-from fedsim.aggregators.validation import aggregator, in_interval, int_at_least, one_of, positive
+from fedsim.aggregators.validation import (
+    aggregator,
+    in_interval,
+    int_at_least,
+    one_of,
+    positive,
+)
 from fedsim.aggregators.vectors import scale as scale_value
 
 ATTACK_KINDS = ("sign_flip", "scaled", "gaussian", "constant")
@@ -51,7 +58,7 @@ class ByzantineAttack:
     seed: int = attrs.field(default=0, validator=int_at_least(0))
 
     def initialize(self) -> AggregatorState:
-        return {"seed": self.seed, "round": 0, "inner": self.inner.initialize()}
+        return seeded.initial_state(self.seed, self.inner)
 
     def next(
         self,
@@ -71,7 +78,7 @@ class ByzantineAttack:
         for index in byzantine:
             values[index] = self.corrupt(client_values[index], rng)
         inner = self.inner.next(state["inner"], values, weights, client_ids=client_ids)
-        new_state = {"seed": state["seed"], "round": state["round"] + 1, "inner": inner.state}
+        new_state = seeded.next_state(state, inner.state)
         measurements = {**inner.measurements, "attack/num_byzantine": float(num_byzantine)}
         return AggregationOutput(inner.result, new_state, measurements)
 

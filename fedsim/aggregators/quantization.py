@@ -19,6 +19,7 @@ from typing import Sequence
 import attrs
 import numpy as np
 
+from fedsim.aggregators import seeded
 from fedsim.aggregators.base import (
     AggregationOutput,
     Aggregator,
@@ -73,7 +74,7 @@ class StochasticQuantization:
     seed: int = attrs.field(default=0, validator=int_at_least(0))
 
     def initialize(self) -> AggregatorState:
-        return {"seed": self.seed, "round": 0, "inner": self.inner.initialize()}
+        return seeded.initial_state(self.seed, self.inner)
 
     def next(
         self,
@@ -94,7 +95,7 @@ class StochasticQuantization:
             decoded_values.append(unflatten(dequantize(levels, low, high, self.bits), value))
         inner = self.inner.next(state["inner"], decoded_values, weights, client_ids=client_ids)
         dimension = sum(np.size(a) for a in client_values[0])
-        new_state = {"seed": state["seed"], "round": state["round"] + 1, "inner": inner.state}
+        new_state = seeded.next_state(state, inner.state)
         measurements = {
             **inner.measurements,
             "quantization/bits_per_client": float(bits_per_client(dimension, self.bits)),

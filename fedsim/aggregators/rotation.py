@@ -19,6 +19,7 @@ from typing import Sequence
 import attrs
 import numpy as np
 
+from fedsim.aggregators import seeded
 from fedsim.aggregators.base import (
     AggregationOutput,
     Aggregator,
@@ -71,7 +72,7 @@ class RandomRotation:
     seed: int = attrs.field(default=0, validator=int_at_least(0))
 
     def initialize(self) -> AggregatorState:
-        return {"seed": self.seed, "round": 0, "inner": self.inner.initialize()}
+        return seeded.initial_state(self.seed, self.inner)
 
     def next(
         self,
@@ -88,6 +89,6 @@ class RandomRotation:
         rotated_values = [[rotate(flatten(value), signs)] for value in client_values]
         inner = self.inner.next(state["inner"], rotated_values, weights, client_ids=client_ids)
         result = unflatten(unrotate(inner.result[0], signs, dimension), client_values[0])
-        new_state = {"seed": state["seed"], "round": state["round"] + 1, "inner": inner.state}
+        new_state = seeded.next_state(state, inner.state)
         measurements = {**inner.measurements, "rotation/padded_dimension": float(signs.size)}
         return AggregationOutput(result, new_state, measurements)
