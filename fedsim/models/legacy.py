@@ -17,37 +17,17 @@ from typing import Any, Callable, Optional
 
 import tensorflow as tf
 
-from fedsim.models.variable_model import BatchOutput, VariableModel
+from fedsim.models.variable_model import BatchOutput, ModelVariables, VariableModel
 
 FederatedOutputComputation = Callable[[Any], Any]
 
 
-class Model(abc.ABC):
-    """A model whose metrics are aggregated by its own ``federated_output_computation``."""
+class Model(ModelVariables):
+    """A model whose metrics are aggregated by its own ``federated_output_computation``.
 
-    @property
-    @abc.abstractmethod
-    def trainable_variables(self) -> list[tf.Variable]:
-        """Variables trained by gradient methods."""
-
-    @property
-    @abc.abstractmethod
-    def non_trainable_variables(self) -> list[tf.Variable]:
-        """Model weights that are not trained."""
-
-    @property
-    @abc.abstractmethod
-    def local_variables(self) -> list[tf.Variable]:
-        """Client-local variables (metric accumulators); reset before each client."""
-
-    @property
-    @abc.abstractmethod
-    def input_spec(self) -> Any:
-        """A nested structure of ``tf.TensorSpec`` matching one ``batch_input``."""
-
-    @abc.abstractmethod
-    def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput:
-        """Runs the forward pass, updating local metric variables; returns a ``BatchOutput``."""
+    Its local variables are reset before each client (the older interface has
+    no ``reset_metrics``), and ``forward_pass`` updates them.
+    """
 
     @abc.abstractmethod
     def report_local_outputs(self) -> Any:

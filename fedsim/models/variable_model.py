@@ -33,13 +33,14 @@ class BatchOutput:
 MetricFinalizer = Callable[[Any], Any]
 
 
-class VariableModel(abc.ABC):
-    """A model for federated learning built from ``tf.Variable`` objects.
+class ModelVariables(abc.ABC):
+    """What both model interfaces share: three disjoint variable collections,
+    the batch's ``input_spec`` and ``forward_pass``.
 
-    Variables fall in three disjoint collections: trainable and non-trainable
-    variables make up the model weights that the server sends; local variables
-    (e.g. metric accumulators) never leave the client. All variables are
-    created in ``__init__``; methods must be traceable by ``tf.function``.
+    Trainable and non-trainable variables make up the model weights that the
+    server sends; local variables (e.g. metric accumulators) never leave the
+    client. All variables are created in ``__init__``; methods must be
+    traceable by ``tf.function``.
     """
 
     @property
@@ -72,6 +73,14 @@ class VariableModel(abc.ABC):
         Must not change the model weights (training loops do that), except
         updated-not-learned statistics such as BatchNorm moving averages.
         """
+
+
+class VariableModel(ModelVariables):
+    """A model for federated learning built from ``tf.Variable`` objects (the current interface).
+
+    Beyond the shared variables and ``forward_pass``, it reports unfinalized
+    metrics and their finalizers, which the server sums then finalizes.
+    """
 
     @abc.abstractmethod
     def predict_on_batch(self, batch_input: Any, training: bool = True) -> Any:
