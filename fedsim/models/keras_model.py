@@ -268,12 +268,22 @@ def _normalize_metrics(metrics, num_outputs):
     return [list(group) for group in per_output]
 
 
+def _features_spec(input_spec):
+    """The ``x`` part of an ``input_spec`` given as ``(x, y)`` or ``{'x': ..., 'y': ...}``."""
+    if isinstance(input_spec, (tuple, list)) and len(input_spec) == 2:
+        return input_spec[0]
+    if isinstance(input_spec, collections.abc.Mapping) and {"x", "y"} <= set(input_spec):
+        return input_spec["x"]
+    raise KerasModelError(
+        f"input_spec must describe a whole batch, (x_spec, y_spec) or {{'x': ..., 'y': ...}}, got "
+        f"{input_spec!r}; e.g. (tf.TensorSpec([None, 60], tf.float32), tf.TensorSpec([None], tf.int32))"
+    )
+
+
 def _ensure_built(keras_model, input_spec):
+    x_spec = _features_spec(input_spec)
     if keras_model.built and keras_model.variables:
         return
-    x_spec = input_spec[0] if isinstance(input_spec, (tuple, list)) else input_spec.get("x")
-    if x_spec is None:
-        raise KerasModelError("input_spec must be (x_spec, y_spec) or {'x': ..., 'y': ...}")
     keras_model(tf.nest.map_structure(lambda s: tf.zeros([1] + list(s.shape[1:]), s.dtype), x_spec))
 
 

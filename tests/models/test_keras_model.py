@@ -72,6 +72,10 @@ def test_wrapping_errors():
         fedsim.from_keras_model(model, keras.losses.MeanSquaredError(), spec, metrics=["accuracy"])
     with pytest.raises(KerasModelError, match="expected a keras.Model"):
         fedsim.from_keras_model(object(), keras.losses.MeanSquaredError(), spec)
+    with pytest.raises(KerasModelError, match=r"input_spec must describe a whole batch, \(x_spec, y_spec\)"):
+        fedsim.from_keras_model(model, keras.losses.MeanSquaredError(), tf.TensorSpec([None, 4]))
+    with pytest.raises(KerasModelError, match="input_spec must describe a whole batch"):
+        fedsim.from_keras_model(model, keras.losses.MeanSquaredError(), {"features": tf.TensorSpec([None, 4])})
     fed_model = fedsim.from_keras_model(model, keras.losses.MeanSquaredError(), spec)
     with pytest.raises(KerasModelError, match="needs keys 'x' and 'y'"):
         fed_model.forward_pass({"features": np.zeros((1, 4), np.float32)})

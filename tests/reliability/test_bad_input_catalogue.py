@@ -303,7 +303,8 @@ CASES = {
             input_spec={"features": INPUT_SPEC[0]},
         ),
         KerasModelError,
-        r"input_spec must be \(x_spec, y_spec\) or \{'x': ..., 'y': ...\}",
+        r"input_spec must describe a whole batch, \(x_spec, y_spec\) or \{'x': ..., 'y': ...\}, "
+        r"got \{'features': .*; e.g. \(tf.TensorSpec",
     ),
     "enhance_not_a_model": (
         lambda tmp: enhance(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])),
