@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from fedsim.data.array_dataset import ArrayDataset
 from fedsim.data.client_ids import ClientIds, as_client_ids, sample_positions
 from fedsim.data.errors import ClientDataError
 
@@ -70,11 +71,12 @@ class ClientData:
         datasets: dict[str, tf.data.Dataset] = {}
 
         def dataset_fn(client_id: str) -> tf.data.Dataset:
-            # Building a dataset costs about a millisecond of eager work, so each
-            # client's is built once and handed out every round; the arrays move
-            # into the dataset's tensors (popped), so memory is not doubled.
+            # ArrayDataset builds no tf.data graph until read, so a new client
+            # costs microseconds; each client's is kept and handed out every
+            # round (the same object, so executors' per-dataset caches hit), and
+            # the arrays move into it (popped), so memory is not doubled.
             if client_id not in datasets:
-                datasets[client_id] = tf.data.Dataset.from_tensor_slices(slices.pop(client_id))
+                datasets[client_id] = ArrayDataset.from_arrays(slices.pop(client_id))
             return datasets[client_id]
 
         return cls(list(slices), dataset_fn, num_examples_fn=lengths.__getitem__)

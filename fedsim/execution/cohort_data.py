@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 import tensorflow as tf
 
+from fedsim.data.array_dataset import ArrayDataset
 from fedsim.models.keras_model import split_batch
 
 
@@ -109,38 +110,23 @@ def _with_mask(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(add)
 
 
-def sliced_client_tensors(dataset: tf.data.Dataset) -> Optional[ClientTensors]:
-    """``client_tensors`` without running tf.data, for ``from_tensor_slices(...).batch(n)``; else ``None``.
+def array_client_tensors(dataset: tf.data.Dataset) -> Optional[ClientTensors]:
+    """``client_tensors`` without running tf.data, for a batched ``ArrayDataset``; else ``None``.
 
-    A population built from in-memory arrays hands every new client to the
-    executor in this form; reading it through tf.data costs about a
-    millisecond per client (two padded passes in a graph call), which in
-    early rounds, when most clients are new, is most of a small model's
-    round. Here the source tensors are reshaped into batches with NumPy.
-    The result is the same as ``client_tensors``: batches of ``n`` (the last
-    one zero-padded, ``mask`` 0), or one batch of all examples when there are
-    fewer than ``n``.
+    Populations built from in-memory arrays (``ClientData.from_tensor_slices``)
+    hand out ``ArrayDataset``s, and the round's ``batch``/``repeat`` keep them
+    lazy, so a new client is padded with NumPy here and no tf.data graph is
+    ever built for it (building and reading one costs ~3 ms per client, most
+    of a small model's round when most clients are new). The result equals
+    ``client_tensors`` of the equivalent tf.data pipeline.
     """
-    if type(dataset).__name__ != "_BatchDataset":
+    if not isinstance(dataset, ArrayDataset):
         return None
-    source = dataset._input_dataset  # noqa: SLF001  (tf.data's own fields; checked by type name)
-    if type(source).__name__ != "_TensorSliceDataset" or bool(dataset._drop_remainder):  # noqa: SLF001
+    batched = dataset.batched_arrays()
+    if batched is None:
         return None
-    if any(t.dtype == tf.string for t in source._tensors):  # noqa: SLF001
-        return None  # strings pad with "", not NumPy zeros: leave them to tf.data
-    leaves = [t.numpy() for t in source._tensors]  # noqa: SLF001
-    examples = len(leaves[0])
-    size = int(dataset._batch_size)  # noqa: SLF001
-    batches = -(-examples // size)
-    width = min(size, examples)  # the largest batch: ``size``, or every example when fewer
-
-    def batched(leaf):
-        padded = np.zeros((batches * width,) + leaf.shape[1:], leaf.dtype)
-        padded[:examples] = leaf
-        return tf.constant(padded.reshape((batches, width) + leaf.shape[1:]))
-
-    mask = (np.arange(batches * width) < examples).astype(np.float32).reshape(batches, width)
-    x, y = split_batch(tf.nest.pack_sequence_as(source.element_spec, [batched(leaf) for leaf in leaves]))
+    batches, mask = batched
+    x, y = split_batch(tf.nest.map_structure(tf.constant, batches))
     return ClientTensors(x, y, tf.constant(mask))
 
 
@@ -178,6 +164,8 @@ _STATIC_DATASETS = frozenset({
 
 def is_static(dataset: tf.data.Dataset) -> bool:
     """Whether reading ``dataset`` again always gives the same batches (see ``_STATIC_DATASETS``)."""
+    if isinstance(dataset, ArrayDataset):
+        return True  # arrays it never changes, batched and repeated (nothing random)
     if type(dataset).__name__ not in _STATIC_DATASETS:
         return False
     return all(is_static(parent) for parent in dataset._inputs())  # noqa: SLF001  (tf.data's own graph walk)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from fedsim.execution.cohort_data import (
-    ClientTensors, client_tensors, is_static, relaxed_spec, sliced_client_tensors, stack_clients)
+    ClientTensors, array_client_tensors, client_tensors, is_static, relaxed_spec, stack_clients)
 from fedsim.execution.cohort_steps import masked_steps, prefix_steps
 from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.execution.sequential import SequentialExecutor
@@ -63,7 +63,7 @@ class CohortTrainer:
 
     Holds no model state (no variables), so one instance can run on several
     devices at once. Each client's dataset is read into padded tensors (with
-    NumPy for ``from_tensor_slices(...).batch(n)``, else by one compiled
+    NumPy for a batched ``ArrayDataset``, else by one compiled
     function); a static dataset (see ``cohort_data.is_static``) is read once
     and kept while the dataset object lives, so a population that hands out
     the same dataset objects every round is read once per client, not once
@@ -147,7 +147,7 @@ class CohortTrainer:
         for dataset in datasets:
             cached = self._read_cache.get(dataset)
             if cached is None:
-                cached = sliced_client_tensors(dataset) or self._read_one(dataset)
+                cached = array_client_tensors(dataset) or self._read_one(dataset)
                 self._read_cache[dataset] = cached
             clients.append(cached)
         return clients

@@ -1,9 +1,10 @@
-"""Reading client datasets into padded tensors: the NumPy shortcut equals the tf.data reader."""
+"""Reading client datasets into padded tensors: the ArrayDataset shortcut equals the tf.data reader."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedsim.execution.cohort_data import client_tensors, sliced_client_tensors
+from fedsim.data.array_dataset import ArrayDataset
+from fedsim.execution.cohort_data import array_client_tensors, client_tensors, is_static
 
 _read = tf.function(client_tensors)
 
@@ -16,25 +17,23 @@ def _source(n, nested, seed=0):
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["tuple", "nested_dict"])
-@pytest.mark.parametrize("n, batch", [(7, 4), (8, 4), (3, 4), (0, 4), (21, 20)])
-def test_sliced_reader_equals_the_tf_data_reader(n, batch, nested):
-    dataset = tf.data.Dataset.from_tensor_slices(_source(n, nested)).batch(batch)
-    got, expected = sliced_client_tensors(dataset), _read(dataset)
+@pytest.mark.parametrize("n, batch, repeats", [(7, 4, 1), (8, 4, 1), (3, 4, 1), (0, 4, 1), (21, 20, 1), (7, 4, 3)])
+def test_array_reader_equals_the_tf_data_reader(n, batch, repeats, nested):
+    lazy = ArrayDataset.from_arrays(_source(n, nested)).batch(batch).repeat(repeats)
+    reference = tf.data.Dataset.from_tensor_slices(_source(n, nested)).batch(batch).repeat(repeats)
+    got, expected = array_client_tensors(lazy), _read(reference)
     tf.nest.assert_same_structure(got, expected)
     for g, e in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
         assert g.dtype == e.dtype and g.shape == e.shape
         np.testing.assert_array_equal(g.numpy(), e.numpy())
+    assert is_static(lazy)
 
 
-@pytest.mark.parametrize("prepare", [
-    lambda d: d.batch(2, drop_remainder=True),
-    lambda d: d.map(lambda x, y: (x, y)).batch(2),
-    lambda d: d.batch(2).repeat(2),
-], ids=["drop_remainder", "mapped", "repeated"])
-def test_sliced_reader_declines_other_pipelines(prepare):
-    assert sliced_client_tensors(prepare(tf.data.Dataset.from_tensor_slices(_source(5, False)))) is None
-
-
-def test_sliced_reader_declines_strings():
-    dataset = tf.data.Dataset.from_tensor_slices((np.array(["a", "b", "c"]), np.arange(3))).batch(2)
-    assert sliced_client_tensors(dataset) is None
+@pytest.mark.parametrize("dataset", [
+    ArrayDataset.from_arrays(_source(5, False)),  # not batched
+    ArrayDataset.from_arrays(_source(5, False)).batch(2, drop_remainder=True),
+    ArrayDataset.from_arrays(_source(5, False)).map(lambda x, y: (x, y)).batch(2),
+    tf.data.Dataset.from_tensor_slices(_source(5, False)).batch(2),
+], ids=["unbatched", "drop_remainder", "mapped", "plain_tf_data"])
+def test_array_reader_declines_other_pipelines(dataset):
+    assert array_client_tensors(dataset) is None
