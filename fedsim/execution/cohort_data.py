@@ -1,9 +1,14 @@
-"""A cohort's batched client datasets as one padded tensor per leaf, built inside the graph.
+"""A cohort's batched client datasets as one padded array per leaf.
 
 Client ``c``'s ``k``-th batch becomes ``x[c, k]`` (and ``y[c, k]``), padded
 with zeros to the largest batch and the longest client of the cohort;
-``mask[c, k, i]`` is 1 for real examples and 0 for padding. Reading happens in
-the same ``tf.function`` as training, so no example crosses into Python.
+``mask[c, k, i]`` is 1 for real examples and 0 for padding.
+
+Each client is read once into NumPy (``ArrayDataset``s directly, other
+datasets by one graph call) and the cohort is stacked with NumPy, so the
+compiled cohort step takes four arrays (plus the weights) whatever the
+cohort size: every argument of a ``tf.function`` call costs Python time
+to bind, which for small models is a visible part of a round.
 """
 from __future__ import annotations
 
@@ -19,21 +24,28 @@ from fedsim.models.keras_model import split_batch
 
 @attrs.frozen
 class ClientTensors:
-    """One client: leaves shaped ``[num_batches, max_batch_size, ...]``; ``mask`` 1 for real examples."""
+    """One client: leaves shaped ``[num_batches, max_batch_size, ...]``; ``mask`` 1 for real examples.
+
+    ``client_tensors`` builds it from tensors inside a graph; ``as_numpy`` and
+    ``array_client_tensors`` give the NumPy form that ``stack_clients`` takes.
+    """
 
     x: Any
     y: Any
-    mask: tf.Tensor
+    mask: Any
+
+    def as_numpy(self) -> "ClientTensors":
+        return tf.nest.map_structure(lambda t: t.numpy(), self)
 
 
 @attrs.frozen
 class CohortTensors:
-    """Padded cohort data: leaves shaped ``[clients, max_batches, max_batch_size, ...]``."""
+    """Padded cohort data: NumPy leaves shaped ``[clients, max_batches, max_batch_size, ...]``."""
 
     x: Any
     y: Any
-    mask: tf.Tensor  # float32 [clients, max_batches, max_batch_size]
-    num_batches: tf.Tensor  # int64 [clients]
+    mask: np.ndarray  # float32 [clients, max_batches, max_batch_size]
+    num_batches: np.ndarray  # int32 [clients]
 
 
 def _zero(spec: tf.TensorSpec) -> tf.Tensor:
@@ -66,14 +78,6 @@ def _all_batches(dataset: tf.data.Dataset, padding_values: Any, count: tf.Tensor
         lambda spec: tf.zeros([0, 0] + spec.shape[1:].as_list(), spec.dtype), dataset.element_spec
     )
     return whole.concatenate(tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
-
-
-def _pad_to(tensor: tf.Tensor, batches: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
-    shape = tf.shape(tensor, out_type=tf.int64)
-    zero = tf.constant(0, tf.int64)
-    paddings = [[zero, batches - shape[0]], [zero, batch_size - shape[1]]]
-    paddings += [[zero, zero]] * (tensor.shape.rank - 2)
-    return tf.pad(tensor, tf.stack([tf.stack(pair) for pair in paddings]))
 
 
 def client_tensors(dataset: tf.data.Dataset, single_pass: bool = False) -> ClientTensors:
@@ -126,30 +130,37 @@ def array_client_tensors(dataset: tf.data.Dataset) -> Optional[ClientTensors]:
     if batched is None:
         return None
     batches, mask = batched
-    x, y = split_batch(tf.nest.map_structure(tf.constant, batches))
-    return ClientTensors(x, y, tf.constant(mask))
+    x, y = split_batch(batches)
+    return ClientTensors(x, y, mask)
 
 
-def relaxed_spec(client: ClientTensors) -> ClientTensors:
-    """A signature for any client: batch count and batch size left open."""
-    return tf.nest.map_structure(
-        lambda t: tf.TensorSpec([None, None] + t.shape[2:].as_list(), t.dtype), client
-    )
+def stack_clients(clients: Sequence[ClientTensors], clients_to=0, batches_to=0, batch_size_to=0) -> CohortTensors:
+    """Pads NumPy clients to a common shape and stacks them (see ``CohortTensors``).
 
-
-def stack_clients(clients: Sequence[ClientTensors], batches=None, batch_size=None) -> CohortTensors:
-    """Pads every client to ``batches`` batches of ``batch_size`` (default: the cohort's largest) and stacks them."""
-    sizes = tf.stack([tf.shape(c.mask, out_type=tf.int64)[:2] for c in clients])
-    if batches is None:
-        batches, batch_size = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-    batches, batch_size = tf.cast(batches, tf.int64), tf.cast(batch_size, tf.int64)
+    The batch and batch-size axes are padded to the cohort's largest or to
+    ``batches_to``/``batch_size_to`` when larger; ``clients_to`` adds empty
+    clients (no batches) at the end.
+    """
+    shapes = [c.mask.shape for c in clients]
+    batches = max([batches_to] + [s[0] for s in shapes])
+    width = max([batch_size_to] + [s[1] for s in shapes])
+    rows = max(clients_to, len(clients))
 
     def stacked(*leaves):
-        return tf.stack([_pad_to(leaf, batches, batch_size) for leaf in leaves])
+        first = leaves[0]
+        out = np.zeros((rows, batches, width) + first.shape[2:], first.dtype)
+        if first.dtype == object:  # strings: tf.data pads them with ""
+            out[...] = b""
+        for c, leaf in enumerate(leaves):
+            out[c, :leaf.shape[0], :leaf.shape[1]] = leaf
+        return out
 
-    x = tf.nest.map_structure(stacked, *[c.x for c in clients])
-    y = tf.nest.map_structure(stacked, *[c.y for c in clients])
-    return CohortTensors(x=x, y=y, mask=stacked(*[c.mask for c in clients]), num_batches=sizes[:, 0])
+    return CohortTensors(
+        x=tf.nest.map_structure(stacked, *[c.x for c in clients]),
+        y=tf.nest.map_structure(stacked, *[c.y for c in clients]),
+        mask=stacked(*[c.mask for c in clients]),
+        num_batches=np.array([s[0] for s in shapes] + [0] * (rows - len(clients)), np.int32),
+    )
 
 
 # tf.data transformations whose output depends only on their inputs and

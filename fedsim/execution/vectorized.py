@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from fedsim.execution.cohort_data import (
-    ClientTensors, array_client_tensors, client_tensors, is_static, relaxed_spec, stack_clients)
+    ClientTensors, array_client_tensors, client_tensors, is_static, stack_clients)
 from fedsim.execution.cohort_steps import masked_steps, prefix_steps
 from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.execution.sequential import SequentialExecutor
@@ -62,12 +62,13 @@ class CohortTrainer:
     """The compiled cohort computation: ``(weights, datasets) -> per-client results``.
 
     Holds no model state (no variables), so one instance can run on several
-    devices at once. Each client's dataset is read into padded tensors (with
-    NumPy for a batched ``ArrayDataset``, else by one compiled
-    function); a static dataset (see ``cohort_data.is_static``) is read once
-    and kept while the dataset object lives, so a population that hands out
-    the same dataset objects every round is read once per client, not once
-    per round.
+    devices at once. Each client's dataset is read into padded NumPy arrays
+    (directly for a batched ``ArrayDataset``, else by one compiled function);
+    a static dataset (see ``cohort_data.is_static``) is read once and kept
+    while the dataset object lives, so a population that hands out the same
+    dataset objects every round is read once per client, not once per round.
+    The cohort is stacked with NumPy (``stack_clients``) and goes into the
+    compiled step loop as four arrays.
 
     Args:
       client_work: a client work ``cohort_blocker`` accepts.
@@ -75,11 +76,11 @@ class CohortTrainer:
         ``prefix_steps`` as a plain graph (False); default: XLA unless
         ``xla_blocker`` objects.
 
-    Tracing: the outer function is traced once per cohort size (batch counts
-    and sizes are left open). Under XLA, the step loop compiles once per
-    padded shape: the client, batch and batch-size axes are padded to the
-    largest seen so far (batches to a power of two), so a run compiles a
-    handful of times, not every round.
+    Tracing: the outer function is traced once per path (cohort size, batch
+    counts and sizes are left open in its input signature). Under XLA, the step loop compiles once per padded
+    shape: the client, batch and batch-size axes are padded to the largest
+    seen so far (batches to a power of two), so a run compiles a handful of
+    times, not every round.
     """
 
     def __init__(self, client_work: Any, xla: Optional[bool] = None):
@@ -96,8 +97,7 @@ class CohortTrainer:
         self._read_all = tf.function(lambda datasets: [client_tensors(d, single_pass=True) for d in datasets])
         self._xla_steps = tf.function(partial(masked_steps, self.step), jit_compile=True)
         self._graph_steps = tf.function(partial(prefix_steps, self.step))
-        self._train = tf.function(self._train_graph)
-        self._concrete: dict = {}  # (cohort size, xla) -> concrete function
+        self._train_fns: dict = {}  # xla (bool) -> tf.function with an open input signature
         self._padded = (0, 0, 0)  # clients, batches, batch size: the largest seen (XLA only)
         self._padded_lock = threading.Lock()
 
@@ -114,61 +114,51 @@ class CohortTrainer:
         return results
 
     def _run(self, xla: bool, trainable, non_trainable, clients):
-        key = (len(clients), xla)
-        if key not in self._concrete:
-            # Open batch counts and sizes: one trace serves every ragged cohort of this size.
-            self._concrete[key] = self._train.get_concrete_function(
-                [tf.TensorSpec.from_tensor(t) for t in trainable],
-                [tf.TensorSpec.from_tensor(t) for t in non_trainable],
-                [relaxed_spec(clients[0])] * len(clients),
-                tf.TensorSpec([3], tf.int32),
-                xla,
-            )
-        padded = self._padded_shape(clients) if xla else tf.zeros([3], tf.int32)  # unused by the graph path
-        return self._concrete[key](trainable, non_trainable, clients, padded, xla)
+        if xla:
+            data = stack_clients(clients, *self._padded_shape(clients))
+        else:
+            data = stack_clients(clients)
+        args = (list(trainable), list(non_trainable), data.x, data.y, data.mask, data.num_batches)
+        if xla not in self._train_fns:
+            # Client, batch and batch-size axes open: one trace serves every cohort.
+            weights = tf.nest.map_structure(tf.TensorSpec.from_tensor, args[:2])
+            data_specs = tf.nest.map_structure(
+                lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:])
+            signature = (*weights, *data_specs)
+            self._train_fns[xla] = tf.function(partial(self._train_graph, xla=xla), input_signature=signature)
+        results = self._train_fns[xla](*args)
+        # Drop the padding clients (XLA path; a no-op slice otherwise).
+        return tf.nest.map_structure(lambda t: t[:len(clients)], results)
 
     @property
     def padded(self) -> tuple[int, int, int]:
         """XLA path: the (clients, batches, batch size) every cohort is padded to (the largest so far)."""
         return self._padded
 
-    def _padded_shape(self, clients: Sequence[ClientTensors]) -> tf.Tensor:
+    def _padded_shape(self, clients: Sequence[ClientTensors]) -> tuple[int, int, int]:
         shapes = [c.mask.shape for c in clients]
         wanted = (len(clients), _next_power_of_two(max(s[0] for s in shapes)), max(s[1] for s in shapes))
         with self._padded_lock:  # the multi-device executor calls from several threads
             padded = self._padded = tuple(max(a, b) for a, b in zip(self._padded, wanted))
-        return tf.constant(padded, tf.int32)
+        return padded
 
     def read(self, datasets: Sequence[tf.data.Dataset]) -> list[ClientTensors]:
-        """Each dataset's batches as padded tensors, from the cache when the dataset is static."""
+        """Each dataset's batches as padded NumPy arrays, from the cache when the dataset is static."""
         if not all(is_static(d) for d in datasets):
-            return self._read_all(list(datasets))  # one call for the whole cohort
+            return [c.as_numpy() for c in self._read_all(list(datasets))]  # one call for the whole cohort
         clients = []
         for dataset in datasets:
             cached = self._read_cache.get(dataset)
             if cached is None:
-                cached = array_client_tensors(dataset) or self._read_one(dataset)
+                cached = array_client_tensors(dataset) or self._read_one(dataset).as_numpy()
                 self._read_cache[dataset] = cached
             clients.append(cached)
         return clients
 
-    def _train_graph(self, trainable, non_trainable, clients, padded, xla):
+    def _train_graph(self, trainable, non_trainable, x, y, mask, num_batches, xla):
         self.trace_count += 1  # runs once per trace
-        size = len(clients)
-        if xla:
-            data = stack_clients(clients, padded[1], padded[2])
-            pad_clients = padded[0] - size
-            data = tf.nest.map_structure(
-                lambda t: tf.pad(t, tf.concat([[[0, pad_clients]], tf.zeros([tf.rank(t) - 1, 2], tf.int32)], 0)),
-                data,
-            )
-        else:
-            data = stack_clients(clients)
-        num_batches = tf.cast(data.num_batches, tf.int32)
         steps = self._xla_steps if xla else self._graph_steps
-        delta, num_examples, metrics = steps(trainable, non_trainable, data.x, data.y, data.mask, num_batches)
-        # Drop the padding clients (XLA path; a no-op slice otherwise).
-        return tf.nest.map_structure(lambda t: t[:size], (delta, num_examples, metrics))
+        return steps(trainable, non_trainable, x, y, mask, num_batches)
 
 
 class VectorizedExecutor:

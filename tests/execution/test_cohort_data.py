@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from fedsim.data.array_dataset import ArrayDataset
-from fedsim.execution.cohort_data import array_client_tensors, client_tensors, is_static
+from fedsim.execution.cohort_data import array_client_tensors, client_tensors, is_static, stack_clients
 
 _read = tf.function(client_tensors)
 
@@ -21,11 +21,11 @@ def _source(n, nested, seed=0):
 def test_array_reader_equals_the_tf_data_reader(n, batch, repeats, nested):
     lazy = ArrayDataset.from_arrays(_source(n, nested)).batch(batch).repeat(repeats)
     reference = tf.data.Dataset.from_tensor_slices(_source(n, nested)).batch(batch).repeat(repeats)
-    got, expected = array_client_tensors(lazy), _read(reference)
+    got, expected = array_client_tensors(lazy), _read(reference).as_numpy()
     tf.nest.assert_same_structure(got, expected)
     for g, e in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
         assert g.dtype == e.dtype and g.shape == e.shape
-        np.testing.assert_array_equal(g.numpy(), e.numpy())
+        np.testing.assert_array_equal(g, e)
     assert is_static(lazy)
 
 
@@ -37,3 +37,17 @@ def test_array_reader_equals_the_tf_data_reader(n, batch, repeats, nested):
 ], ids=["unbatched", "drop_remainder", "mapped", "plain_tf_data"])
 def test_array_reader_declines_other_pipelines(dataset):
     assert array_client_tensors(dataset) is None
+
+
+def test_stack_clients_pads_to_the_cohort_or_the_requested_shape():
+    clients = [array_client_tensors(ArrayDataset.from_arrays(_source(n, False)).batch(4)) for n in (7, 2)]
+    cohort = stack_clients(clients)
+    assert cohort.mask.shape == (2, 2, 4)
+    np.testing.assert_array_equal(cohort.num_batches, [2, 1])
+    np.testing.assert_array_equal(cohort.mask.sum(axis=(1, 2)), [7, 2])
+    np.testing.assert_array_equal(cohort.x[1, 0, :2], _source(2, False)[0])
+    assert not cohort.x[1, 1].any() and not cohort.x[1, 0, 2:].any()  # padding is zeros
+    padded = stack_clients(clients, clients_to=3, batches_to=4, batch_size_to=5)
+    assert padded.x.shape == (3, 4, 5, 2, 3)
+    np.testing.assert_array_equal(padded.num_batches, [2, 1, 0])
+    np.testing.assert_array_equal(padded.x[:2, :2, :4], cohort.x)

@@ -94,6 +94,18 @@ def test_traced_once_for_ragged_cohorts_of_one_size():
     assert process.executor.trainer.trace_count == 1
 
 
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "prefix"])
+def test_traced_once_for_cohorts_of_any_size_and_source(xla):
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1))
+    executor = VectorizedExecutor(work, xla=xla)
+    weights = fedsim.ModelWeights.from_model(work.model)
+    lazy = fedsim.ClientData.from_tensor_slices(population([9, 30, 2, 17]))
+    for sizes in ([20, 3], [7, 13, 40, 1], [5]):
+        executor.train(weights, _datasets(sizes))
+    executor.train(weights, [lazy.create_tf_dataset_for_client(c).batch(4) for c in lazy.client_ids])
+    assert executor.trainer.trace_count == 1
+
+
 def test_xla_pads_to_the_largest_shape_seen_so_compiles_stay_few():
     work = ClientWork(model_fn()(), fedsim.SGD(0.1))
     executor = VectorizedExecutor(work, xla=True)
