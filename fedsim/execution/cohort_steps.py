@@ -7,10 +7,12 @@ and give the same results (the sequential executor's, to float rounding):
   at step ``k`` are a prefix; only that prefix is computed. Shapes depend on
   the data (``t[:width]``), so it runs as a plain graph, not under XLA. Best
   when a step is expensive (convolutions), since finished clients cost nothing.
-- ``masked_steps``: every client computes every step and finished clients keep
-  their values through ``tf.where``. Every shape is static, so it compiles with
-  XLA (``jit_compile=True``), which fuses the loop's many tiny ops; for small
-  dense models that wins far more than the wasted rows cost.
+- ``masked_steps``: a fixed number of clients computes each step and finished
+  clients keep their values through ``tf.where``; the width halves in stages
+  as clients finish (at most 2x the rows still training). Every shape is
+  static, so it compiles with XLA (``jit_compile=True``), which fuses the
+  loop's many tiny ops; for small dense models that wins far more than the
+  wasted rows cost.
 """
 from __future__ import annotations
 
@@ -43,37 +45,66 @@ def _results(trainable, state, order=None):
     return delta, metrics["num_examples"][0], metrics
 
 
+def stage_widths(clients: int) -> list[int]:
+    """The client counts of ``masked_steps``'s stages: ``clients``, then halving down to 2 (or 1)."""
+    widths = [clients]
+    while widths[-1] > 2:
+        widths.append(-(-widths[-1] // 2))
+    return widths
+
+
 def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):
-    """Every client, every step, ``tf.where``-selected (XLA-compilable; see module docstring).
+    """Every step of the longest clients, in stages of halving width (XLA-compilable; see module docstring).
 
-    ``x``, ``y`` and ``mask`` have shape ``[clients, max_batches, batch_size, ...]``;
-    ``num_batches`` (int32 ``[clients]``) says how many batches each client has.
-    Returns ``(delta, num_examples, metrics)`` with a leading client axis.
+    ``x``, ``y`` and ``mask`` have shape ``[clients, max_batches, batch_size, ...]``
+    with a static client count; ``num_batches`` (int32 ``[clients]``) says how
+    many batches each client has. Returns ``(delta, num_examples, metrics)``
+    with a leading client axis, in the given client order.
+
+    Clients are sorted longest first, so the ones still training are a prefix.
+    Stage ``s`` computes the first ``stage_widths(C)[s]`` clients and lasts
+    while more than the next stage's width still train; finished clients in a
+    stage keep their values through ``tf.where``. No client is computed at
+    more than twice the width that is training, so a ragged cohort costs at
+    most twice its real steps, not ``clients x longest``.
     """
-    clients = tf.shape(mask)[0]
+    clients = int(mask.shape[0])  # static under XLA: padded cohorts compile once per shape
+    order = tf.argsort(num_batches, direction="DESCENDING", stable=True)
+    x, y, mask = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (x, y, mask))
+    num_batches = tf.gather(num_batches, order)
     state = initial_state(step, trainable, non_trainable, clients)
+    widths = stage_widths(clients)
+    k = tf.constant(0, tf.int32)
+    for stage, width in enumerate(widths):
+        # Sorted counts: once k reaches the count of client ``next_width``, at
+        # most ``next_width`` clients still train (the last stage runs to the longest).
+        next_width = widths[stage + 1] if stage + 1 < len(widths) else 0
+        end = num_batches[next_width] if next_width else num_batches[0]
+        k, head = _masked_stage(step, state, x, y, mask, num_batches, k, end, width)
+        state = tf.nest.map_structure(lambda new, old: tf.concat([new, old[width:]], 0), head, state)
+    return _results(trainable, state, order=tf.argsort(order))
 
-    def body(k, state):
-        batch = tf.nest.map_structure(lambda t: t[:, k], (x, y, mask))
-        new = tf.vectorized_map(lambda args: step(*args[0], *args[1]), (state, batch))
-        active = num_batches > k
+
+def _masked_stage(step, state, x, y, mask, num_batches, k, end, width):
+    """Steps ``k .. end-1`` of the first ``width`` clients; returns ``(end, their new state)``."""
+    head = tf.nest.map_structure(lambda t: t[:width], state)
+    counts = num_batches[:width]
+
+    def body(k, head):
+        batch = tf.nest.map_structure(lambda t: t[:width, k], (x, y, mask))
+        new = tf.vectorized_map(lambda args: step(*args[0], *args[1]), (head, batch))
+        active = counts > k
 
         def select(new_value, old_value):
             # A finished client's row was computed on an all-padding batch: discard it.
             # (Its loss divides by a zero count via divide_no_nan, so no NaN either.)
-            shape = tf.concat([[clients], tf.ones([tf.rank(old_value) - 1], tf.int32)], 0)
-            return tf.where(tf.reshape(active, shape), new_value, old_value)
+            shape = tf.concat([[width], tf.ones([tf.rank(old_value) - 1], tf.int32)], 0)
+            # pfor forgets the static client axis when it has one row: restore it.
+            return tf.where(tf.reshape(active, shape), tf.ensure_shape(new_value, old_value.shape), old_value)
 
-        return k + 1, tf.nest.map_structure(select, new, state)
+        return k + 1, tf.nest.map_structure(select, new, head)
 
-    # The trip count is the cohort's longest client, not the padded length, so
-    # padding the batch axis (to limit recompiles) costs no steps.
-    _, state = tf.while_loop(
-        lambda k, _: k < tf.reduce_max(tf.concat([num_batches, [0]], 0)),
-        body,
-        (tf.constant(0, tf.int32), state),
-    )
-    return _results(trainable, state)
+    return tf.while_loop(lambda k, _: k < end, body, (k, head))
 
 
 def prefix_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):

@@ -76,11 +76,11 @@ class CohortTrainer:
         ``prefix_steps`` as a plain graph (False); default: XLA unless
         ``xla_blocker`` objects.
 
-    Tracing: the outer function is traced once per path (cohort size, batch
-    counts and sizes are left open in its input signature). Under XLA, the step loop compiles once per padded
-    shape: the client, batch and batch-size axes are padded to the largest
-    seen so far (batches to a power of two), so a run compiles a handful of
-    times, not every round.
+    Tracing: the graph path is traced once (cohort size, batch counts and
+    sizes are left open in its input signature). Under XLA, the step loop is
+    traced and compiled once per padded shape: the client, batch and
+    batch-size axes are padded to the largest seen so far (batches to a power
+    of two), so a run compiles a handful of times, not every round.
     """
 
     def __init__(self, client_work: Any, xla: Optional[bool] = None):
@@ -95,9 +95,11 @@ class CohortTrainer:
         self._read_one = tf.function(client_tensors)
         # Datasets that are not static may change between reads (shuffles): read them once.
         self._read_all = tf.function(lambda datasets: [client_tensors(d, single_pass=True) for d in datasets])
-        self._xla_steps = tf.function(partial(masked_steps, self.step), jit_compile=True)
-        self._graph_steps = tf.function(partial(prefix_steps, self.step))
-        self._train_fns: dict = {}  # xla (bool) -> tf.function with an open input signature
+        # Under XLA the step loop is traced per padded shape (its stages need
+        # the client count), so it is called directly; the graph path is
+        # traced once with an open input signature (see _run).
+        self._xla_steps = tf.function(partial(self._traced, masked_steps), jit_compile=True)
+        self._graph_steps = None
         self._padded = (0, 0, 0)  # clients, batches, batch size: the largest seen (XLA only)
         self._padded_lock = threading.Lock()
 
@@ -114,19 +116,19 @@ class CohortTrainer:
         return results
 
     def _run(self, xla: bool, trainable, non_trainable, clients):
-        if xla:
-            data = stack_clients(clients, *self._padded_shape(clients))
-        else:
-            data = stack_clients(clients)
+        data = stack_clients(clients, *self._padded_shape(clients)) if xla else stack_clients(clients)
         args = (list(trainable), list(non_trainable), data.x, data.y, data.mask, data.num_batches)
-        if xla not in self._train_fns:
-            # Client, batch and batch-size axes open: one trace serves every cohort.
-            weights = tf.nest.map_structure(tf.TensorSpec.from_tensor, args[:2])
-            data_specs = tf.nest.map_structure(
-                lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:])
-            signature = (*weights, *data_specs)
-            self._train_fns[xla] = tf.function(partial(self._train_graph, xla=xla), input_signature=signature)
-        results = self._train_fns[xla](*args)
+        if xla:
+            results = self._xla_steps(*args)
+        else:
+            if self._graph_steps is None:
+                # Client, batch and batch-size axes open: one trace serves every cohort.
+                weights = tf.nest.map_structure(tf.TensorSpec.from_tensor, args[:2])
+                data_specs = tf.nest.map_structure(
+                    lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:])
+                self._graph_steps = tf.function(partial(self._traced, prefix_steps),
+                                                input_signature=(*weights, *data_specs))
+            results = self._graph_steps(*args)
         # Drop the padding clients (XLA path; a no-op slice otherwise).
         return tf.nest.map_structure(lambda t: t[:len(clients)], results)
 
@@ -155,10 +157,9 @@ class CohortTrainer:
             clients.append(cached)
         return clients
 
-    def _train_graph(self, trainable, non_trainable, x, y, mask, num_batches, xla):
+    def _traced(self, steps, *args):
         self.trace_count += 1  # runs once per trace
-        steps = self._xla_steps if xla else self._graph_steps
-        return steps(trainable, non_trainable, x, y, mask, num_batches)
+        return steps(self.step, *args)
 
 
 class VectorizedExecutor:

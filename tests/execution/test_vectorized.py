@@ -95,15 +95,20 @@ def test_traced_once_for_ragged_cohorts_of_one_size():
 
 
 @pytest.mark.parametrize("xla", [True, False], ids=["xla", "prefix"])
-def test_traced_once_for_cohorts_of_any_size_and_source(xla):
+def test_traced_once_per_padded_shape_for_cohorts_of_any_size_and_source(xla):
     work = ClientWork(model_fn()(), fedsim.SGD(0.1))
     executor = VectorizedExecutor(work, xla=xla)
     weights = fedsim.ModelWeights.from_model(work.model)
     lazy = fedsim.ClientData.from_tensor_slices(population([9, 30, 2, 17]))
+    shapes = set()
     for sizes in ([20, 3], [7, 13, 40, 1], [5]):
         executor.train(weights, _datasets(sizes))
+        shapes.add(executor.trainer.padded)
     executor.train(weights, [lazy.create_tf_dataset_for_client(c).batch(4) for c in lazy.client_ids])
-    assert executor.trainer.trace_count == 1
+    shapes.add(executor.trainer.padded)
+    # The graph path traces once; XLA once per padded shape: (2, 8, 4), then (4, 16, 4) for the rest.
+    assert executor.trainer.trace_count == (2 if xla else 1)
+    assert shapes == ({(2, 8, 4), (4, 16, 4)} if xla else {(0, 0, 0)})
 
 
 def test_xla_pads_to_the_largest_shape_seen_so_compiles_stay_few():
@@ -162,3 +167,29 @@ def test_xla_cohort_with_an_invalid_label_raises_like_sequential():
         SequentialExecutor(work).train(weights, bad)
     with pytest.raises(tf.errors.InvalidArgumentError, match="label value"):
         VectorizedExecutor(work, xla=True).train(weights, bad)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_xla_stages_of_a_long_ragged_cohort_match_sequential(momentum):
+    # 9 clients of 1..10 batches: stages of 9, 5, 3 and 2 clients, each ending mid-cohort.
+    sizes = [1, 40, 3, 17, 8, 25, 2, 12, 33]
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1, momentum=momentum))
+    weights = fedsim.ModelWeights.from_model(work.model)
+    expected = SequentialExecutor(work).train(weights, _datasets(sizes))
+    got = VectorizedExecutor(work, xla=True).train(weights, _datasets(sizes))
+    for e, g in zip(expected, got):
+        assert (g.num_examples, g.num_steps) == (e.num_examples, e.num_steps)
+        for a, b in zip(e.delta, g.delta):
+            np.testing.assert_allclose(b, a, atol=ATOL)
+        for name in e.metrics:
+            for a, b in zip(e.metrics[name], g.metrics[name]):
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=ATOL)
+
+
+def test_stage_widths_halve_down_to_two():
+    from fedsim.execution.cohort_steps import stage_widths
+
+    assert stage_widths(10) == [10, 5, 3, 2]
+    assert stage_widths(9) == [9, 5, 3, 2]
+    assert stage_widths(2) == [2]
+    assert stage_widths(1) == [1]
