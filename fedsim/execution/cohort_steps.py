@@ -1,18 +1,26 @@
-"""The cohort's local-step loop, two ways: over the active prefix, or over every client.
+"""The cohort's local-step loop, two ways: batched over clients under XLA, or client by client in one graph.
 
-Both run local step ``k`` of all clients together under ``tf.vectorized_map``
-and give the same results (the sequential executor's, to float rounding):
+Both give the sequential executor's results and the same contract:
+``(step, trainable, non_trainable, x, y, mask, num_batches) ->
+(delta, num_examples, metrics)``, leaves with a leading client axis, in
+cohort order.
 
-- ``prefix_steps``: clients sorted longest first, so the clients still training
-  at step ``k`` are a prefix; only that prefix is computed. Shapes depend on
-  the data (``t[:width]``), so it runs as a plain graph, not under XLA. Best
-  when a step is expensive (convolutions), since finished clients cost nothing.
-- ``masked_steps``: a fixed number of clients computes each step and finished
-  clients keep their values through ``tf.where``; the width halves in stages
-  as clients finish (at most 2x the rows still training). Every shape is
-  static, so it compiles with XLA (``jit_compile=True``), which fuses the
-  loop's many tiny ops; for small dense models that wins far more than the
-  wasted rows cost.
+- ``masked_steps``: local step ``k`` of many clients at once under
+  ``tf.vectorized_map``; finished clients keep their values through
+  ``tf.where``, and the width halves in stages as clients finish (at most 2x
+  the rows still training). Every shape is static, so it compiles with XLA
+  (``jit_compile=True``), which fuses the loop's many tiny ops; for small
+  dense models that wins far more than the wasted rows cost. Results match
+  the sequential executor's to float rounding.
+- ``client_loop_steps``: a graph ``while_loop`` over clients (two in flight,
+  so both cores of a small machine stay busy) runs each client's own step
+  loop of exactly its batches, on the very kernels and batch shapes the
+  sequential executor uses, so results are bit for bit the same. Measured
+  (benchmarks/RESULTS.md): for convolutions it beats ``vectorized_map``,
+  under which pfor loops over clients for per-client filters anyway and the
+  max-pool gradient loses oneDNN's fused kernel (a 3-round CNN run also
+  drifted by ~1e-2 from sequential that way: a rounding difference flips a
+  ReLU or max-pool choice, and the CNN amplifies it).
 """
 from __future__ import annotations
 
@@ -107,43 +115,74 @@ def _masked_stage(step, state, x, y, mask, num_batches, k, end, width):
     return tf.while_loop(lambda k, _: k < end, body, (k, head))
 
 
-def prefix_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):
-    """Only the clients still training, longest first (see module docstring); same contract as ``masked_steps``."""
+DEFAULT_PARALLEL_CLIENTS = 2
+
+
+def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches,
+                      parallel_clients: int = DEFAULT_PARALLEL_CLIENTS):
+    """Trains every client of the cohort on its own batches; same contract as ``masked_steps``.
+
+    Args:
+      step: a ``KerasClientStep`` (or anything with its ``__call__``,
+        ``optimizer.init`` and ``initial_metric_state``).
+      trainable, non_trainable: the model's weights (lists of tensors), the
+        same start for every client.
+      x, y, mask: leaves shaped ``[clients, max_batches, batch_size, ...]``;
+        client ``c``'s batches past ``num_batches[c]`` are never read.
+      num_batches: int ``[clients]``, the number of batches of each client.
+      parallel_clients: how many clients train at the same time (the
+        while_loop's ``parallel_iterations``); results do not depend on it.
+
+    Returns:
+      ``(delta, num_examples, metrics)``: ``delta`` a list with one
+      ``[clients, ...]`` tensor per trainable weight (final minus start),
+      ``num_examples`` int64 ``[clients]``, and ``metrics`` the step's metric
+      state with a leading client axis, all in cohort order.
+    """
+    trainable, non_trainable = list(trainable), list(non_trainable)
+    num_batches = tf.cast(num_batches, tf.int32)
+    clients = tf.shape(num_batches)[0]
+    # Built once: every client starts from the same weights, so from the same optimizer state.
+    optimizer_state = step.optimizer.init(trainable)
+    metric_state = step.initial_metric_state()
+    # Longest first: with several clients in flight, the longest does not finish the round alone.
     order = tf.argsort(num_batches, direction="DESCENDING", stable=True)
-    x, y, mask = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (x, y, mask))
-    num_batches = tf.gather(num_batches, order)
-    clients = tf.shape(mask)[0]
-    state = initial_state(step, trainable, non_trainable, clients)
 
-    def body(k, state):
-        active = tf.reduce_sum(tf.cast(num_batches > k, tf.int32))
-        # pfor mis-broadcasts some converted ops (conv BiasAdd) when the loop
-        # has one iteration, so compute at least two rows; the extra row
-        # (a finished client on an all-padding batch) is discarded.
-        width = tf.minimum(tf.maximum(active, 2), clients)
-        head = tf.nest.map_structure(lambda t: t[:width], state)
-        batch = tf.nest.map_structure(lambda t: t[:width, k], (x, y, mask))
-        new_head = tf.vectorized_map(lambda args: step(*args[0], *args[1]), (head, batch))
+    def train_client(i, deltas, metrics):
+        c = order[i]
 
-        def merged():
-            # Clients past their last batch keep their values unchanged.
-            return tf.nest.map_structure(
-                lambda new, old: tf.ensure_shape(tf.concat([new[:active], old[active:]], 0), old.shape),
-                new_head, state,
-            )
+        def local_step(k, weights, other, opt, met):
+            batch_mask = mask[c, k]
+            # Drop the padded rows after the last real example: the step then sees the
+            # batch the sequential executor sees, shape included, so the kernels sum
+            # the same numbers in the same order (padding would be masked anyway, but
+            # a different batch size changes float rounding, which a CNN can amplify).
+            rows = tf.shape(batch_mask)[0]
+            real = tf.reduce_max(tf.cast(tf.not_equal(batch_mask, 0), tf.int32) * tf.range(1, rows + 1))
+            real = tf.maximum(real, tf.minimum(rows, 1))
+            batch = tf.nest.map_structure(lambda t: t[c, k, :real], (x, y, mask))
+            weights, other, opt, met = step(weights, other, opt, met, *batch)
+            return k + 1, list(weights), list(other), opt, met
 
-        # While every client trains (every step of an equal cohort), the new
-        # rows are the whole state: skip the merge, which copies every
-        # client's weights and optimizer state (tens of MB per step for a CNN).
-        def whole():
-            return tf.nest.map_structure(lambda new, old: tf.ensure_shape(new, old.shape), new_head, state)
+        _, final, _, _, met = tf.while_loop(
+            lambda k, *_: k < num_batches[c],
+            local_step,
+            (tf.constant(0, tf.int32), trainable, non_trainable, optimizer_state, metric_state),
+        )
+        deltas = [d.write(c, w - w0) for d, w, w0 in zip(deltas, final, trainable)]
+        metrics = tf.nest.map_structure(lambda a, v: a.write(c, v), metrics, met)
+        return i + 1, deltas, metrics
 
-        return k + 1, tf.cond(active == clients, whole, merged)
-
-    _, state = tf.while_loop(
-        lambda k, _: k < tf.reduce_max(tf.concat([num_batches, [0]], 0)),
-        body,
-        (tf.constant(0, tf.int32), state),
-        parallel_iterations=1,
+    # Written at index c (cohort order), so no gather is needed afterwards.
+    deltas = [tf.TensorArray(w.dtype, size=clients, element_shape=w.shape) for w in trainable]
+    metrics = tf.nest.map_structure(
+        lambda v: tf.TensorArray(v.dtype, size=clients, element_shape=v.shape), metric_state)
+    _, deltas, metrics = tf.while_loop(
+        lambda i, *_: i < clients,
+        train_client,
+        (tf.constant(0, tf.int32), deltas, metrics),
+        parallel_iterations=parallel_clients,
     )
-    return _results(trainable, state, order=tf.argsort(order))
+    delta = [d.stack() for d in deltas]
+    metrics = tf.nest.map_structure(lambda a: a.stack(), metrics)
+    return delta, metrics["num_examples"][0], metrics

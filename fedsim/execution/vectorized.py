@@ -1,16 +1,17 @@
-"""The vectorized executor: a whole cohort trains as one batched, compiled computation.
+"""The vectorized executor: a whole cohort trains in one compiled call.
 
 For small models, a round costs per-client overhead (one graph call, a dataset
 iterator and a few dozen tiny kernels per batch per client), not arithmetic.
-Here each client's batches are read into padded tensors (once, for static
-datasets), and one ``tf.function`` runs local step ``k`` of all clients
-together under ``tf.vectorized_map``.
+Here each client's batches are read into padded arrays (once, for static
+datasets) and the cohort trains in one compiled call, in one of two ways
+(``cohort_steps``; ``xla_blocker`` picks):
 
-Ragged cohorts: clients that have run out of batches keep their weights; the
-step loop either computes only the clients still training or all of them under
-XLA (see ``cohort_steps``; ``xla_blocker`` picks). Padded examples in a
-client's last (short) batch are masked (see ``keras_step``). Results are the
-sequential executor's to float rounding.
+- dense models: local step ``k`` of all clients together under
+  ``tf.vectorized_map``, compiled with XLA; clients that have run out of
+  batches keep their weights, and padded examples are masked (see
+  ``keras_step``). Results are the sequential executor's to float rounding.
+- convolutional models: a graph loop over clients, two at a time, each on its
+  own batches; results are the sequential executor's bit for bit.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import tensorflow as tf
 
 from fedsim.execution.cohort_data import (
     ClientTensors, array_client_tensors, client_tensors, is_static, stack_clients)
-from fedsim.execution.cohort_steps import masked_steps, prefix_steps
+from fedsim.execution.cohort_steps import client_loop_steps, masked_steps
 from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.execution.sequential import SequentialExecutor
 
@@ -43,10 +44,10 @@ def cohort_blocker(client_work: Any):
 def xla_blocker(model: Any):
     """Why the cohort of this ``KerasVariableModel`` should not train under XLA, or ``None``.
 
-    Measured (benchmarks/RESULTS.md): for dense models XLA runs a cohort 2-4x
-    faster than the prefix graph, but pfor turns a convolution's filter
-    gradient into a loop over clients, which XLA runs about 20x slower than
-    the graph runtime does.
+    Measured (benchmarks/RESULTS.md): for dense models XLA runs a cohort faster
+    than the client loop (logreg ~3.5x), but pfor turns a convolution with
+    per-client filters into a loop over clients, which XLA runs about 20x
+    slower than the graph runtime does.
     """
     for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
         if any("Conv" in cls.__name__ for cls in type(layer).__mro__):
@@ -73,8 +74,9 @@ class CohortTrainer:
     Args:
       client_work: a client work ``cohort_blocker`` accepts.
       xla: train with ``cohort_steps.masked_steps`` under XLA (True) or with
-        ``prefix_steps`` as a plain graph (False); default: XLA unless
+        ``client_loop_steps`` as a plain graph (False); default: XLA unless
         ``xla_blocker`` objects.
+      max_chunk: the most clients trained in one compiled call (see ``__call__``).
 
     Tracing: the graph path is traced once (cohort size, batch counts and
     sizes are left open in its input signature). Under XLA, the step loop is
@@ -83,7 +85,10 @@ class CohortTrainer:
     of two), so a run compiles a handful of times, not every round.
     """
 
-    def __init__(self, client_work: Any, xla: Optional[bool] = None):
+    def __init__(self, client_work: Any, xla: Optional[bool] = None, max_chunk: int = 32):
+        if not isinstance(max_chunk, int) or max_chunk < 1:
+            raise ValueError(f"max_chunk={max_chunk!r} must be a positive int (clients trained in one call)")
+        self.max_chunk = max_chunk
         reason = cohort_blocker(client_work)
         if reason is not None:
             raise VectorizationError(f"cannot vectorize this client work: {reason}; use executor 'sequential'")
@@ -104,15 +109,31 @@ class CohortTrainer:
         self._padded_lock = threading.Lock()
 
     def __call__(self, trainable, non_trainable, datasets):
-        """Returns ``(delta, num_examples, metrics)``, each leaf with a leading client axis."""
+        """Returns ``(delta, num_examples, metrics)`` as NumPy, each leaf with a leading client axis.
+
+        Cohorts of more than ``max_chunk`` clients train in equal chunks of
+        similar lengths (longest first), one compiled call each: the chunks
+        share one padded shape, and a chunk's state stays in cache, where a
+        100-client state (20 MB for the benchmark's MLP) would not.
+        """
         clients = self.read(datasets)
+        if len(clients) <= self.max_chunk:
+            return self._train_chunk(trainable, non_trainable, clients)
+        order = sorted(range(len(clients)), key=lambda c: -clients[c].mask.shape[0])
+        chunks = np.array_split(np.array(order), -(-len(clients) // self.max_chunk))
+        parts = [self._train_chunk(trainable, non_trainable, [clients[c] for c in chunk]) for chunk in chunks]
+        back = np.argsort(np.concatenate(chunks))  # chunk order -> cohort order
+        return tf.nest.map_structure(lambda *leaves: np.concatenate(leaves)[back], *parts)
+
+    def _train_chunk(self, trainable, non_trainable, clients):
         results = self._run(self.xla, trainable, non_trainable, clients)
-        if self.xla and not all(np.isfinite(d.numpy()).all() for d in results[0]):
+        results = tf.nest.map_structure(lambda t: t.numpy(), results)
+        if self.xla and not all(np.isfinite(d).all() for d in results[0]):
             # XLA raises nothing on invalid input (an out-of-range label gives
             # NaN where the graph kernel raises), so a non-finite cohort is
             # rerun as a graph: it raises what the sequential executor raises,
             # or gives the same non-finite values (a diverged client).
-            results = self._run(False, trainable, non_trainable, clients)
+            results = tf.nest.map_structure(lambda t: t.numpy(), self._run(False, trainable, non_trainable, clients))
         return results
 
     def _run(self, xla: bool, trainable, non_trainable, clients):
@@ -126,7 +147,7 @@ class CohortTrainer:
                 weights = tf.nest.map_structure(tf.TensorSpec.from_tensor, args[:2])
                 data_specs = tf.nest.map_structure(
                     lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:])
-                self._graph_steps = tf.function(partial(self._traced, prefix_steps),
+                self._graph_steps = tf.function(partial(self._traced, client_loop_steps),
                                                 input_signature=(*weights, *data_specs))
             results = self._graph_steps(*args)
         # Drop the padding clients (XLA path; a no-op slice otherwise).
@@ -171,6 +192,7 @@ class VectorizedExecutor:
     Args:
       client_work: the client work to run.
       xla: see ``CohortTrainer`` (default: XLA for models without convolutions).
+      max_chunk: see ``CohortTrainer`` (default 32 clients per compiled call).
 
     Raises:
       VectorizationError: for client work it cannot run (the message says why);
@@ -179,9 +201,9 @@ class VectorizedExecutor:
 
     name = "vectorized"
 
-    def __init__(self, client_work: Any, xla: Optional[bool] = None):
+    def __init__(self, client_work: Any, xla: Optional[bool] = None, max_chunk: int = 32):
         self.client_work = client_work
-        self.trainer = CohortTrainer(client_work, xla=xla)
+        self.trainer = CohortTrainer(client_work, xla=xla, max_chunk=max_chunk)
         self._sequential = SequentialExecutor(client_work)
 
     def train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset]) -> list:
@@ -200,11 +222,7 @@ def client_outputs(client_work: Any, results) -> list:
     """Splits a cohort's stacked results into one ``ClientOutput`` per client."""
     from fedsim.learning.client_work import ClientOutput  # the learning package imports executors
 
-    delta, num_examples, metrics = results
-    # One device-to-host copy per leaf for the whole cohort, then NumPy slicing.
-    delta = [d.numpy() for d in delta]
-    num_examples = num_examples.numpy()
-    metrics = tf.nest.map_structure(lambda t: t.numpy(), metrics)
+    delta, num_examples, metrics = results  # NumPy, one array per leaf for the whole cohort
     outputs = []
     for c, count in enumerate(num_examples.tolist()):
         # The update-weight rule of ClientWork.train.

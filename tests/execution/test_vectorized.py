@@ -193,3 +193,23 @@ def test_stage_widths_halve_down_to_two():
     assert stage_widths(9) == [9, 5, 3, 2]
     assert stage_widths(2) == [2]
     assert stage_widths(1) == [1]
+
+
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "prefix"])
+def test_chunked_cohorts_match_sequential_in_cohort_order(xla):
+    # 7 clients in chunks of at most 3 (three chunks of 3, 2, 2), sorted by length across chunks.
+    sizes = [5, 40, 3, 17, 8, 25, 12]
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1, momentum=0.9))
+    weights = fedsim.ModelWeights.from_model(work.model)
+    expected = SequentialExecutor(work).train(weights, _datasets(sizes))
+    got = VectorizedExecutor(work, xla=xla, max_chunk=3).train(weights, _datasets(sizes))
+    assert [g.num_examples for g in got] == sizes
+    for e, g in zip(expected, got):
+        for a, b in zip(e.delta, g.delta):
+            np.testing.assert_allclose(b, a, atol=ATOL)
+        np.testing.assert_allclose(g.metrics["loss"], e.metrics["loss"], rtol=1e-5)
+
+
+def test_max_chunk_must_be_a_positive_int():
+    with pytest.raises(ValueError, match="max_chunk=0"):
+        VectorizedExecutor(ClientWork(model_fn()(), fedsim.SGD(0.1)), max_chunk=0)
