@@ -55,8 +55,6 @@ def client_prep(
         False: it is dropped from the round (FedAvg in the FedProx paper).
       dropout: has ``reports(round_num, client_id) -> bool``; a client that does not
         report is dropped (e.g. ``fedsim.simulation.sampling.Dropout``).
-      faults: how a round treats failing clients and non-finite updates
-        (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
     """
     batch_and_repeat(batch_size, local_epochs)  # validates both
 
