@@ -127,13 +127,12 @@ class CohortTrainer:
 
     def _train_chunk(self, trainable, non_trainable, clients):
         results = self._run(self.xla, trainable, non_trainable, clients)
-        results = tf.nest.map_structure(lambda t: t.numpy(), results)
         if self.xla and not all(np.isfinite(d).all() for d in results[0]):
             # XLA raises nothing on invalid input (an out-of-range label gives
             # NaN where the graph kernel raises), so a non-finite cohort is
             # rerun as a graph: it raises what the sequential executor raises,
             # or gives the same non-finite values (a diverged client).
-            results = tf.nest.map_structure(lambda t: t.numpy(), self._run(False, trainable, non_trainable, clients))
+            results = self._run(False, trainable, non_trainable, clients)
         return results
 
     def _run(self, xla: bool, trainable, non_trainable, clients):
@@ -150,8 +149,9 @@ class CohortTrainer:
                 self._graph_steps = tf.function(partial(self._traced, client_loop_steps),
                                                 input_signature=(*weights, *data_specs))
             results = self._graph_steps(*args)
-        # Drop the padding clients (XLA path; a no-op slice otherwise).
-        return tf.nest.map_structure(lambda t: t[:len(clients)], results)
+        # To NumPy, then drop the padding clients (XLA path): slicing in NumPy
+        # costs microseconds, an eager slice per result leaf ~0.1 ms.
+        return tf.nest.map_structure(lambda t: t.numpy()[:len(clients)], results)
 
     @property
     def padded(self) -> tuple[int, int, int]:
