@@ -3,6 +3,7 @@
 Usage:
   python -m benchmarks.compare --peer pfl=/work/venvs/pfl/bin/python --peer tff=/work/venvs/tff/bin/python
          [--peer flower=PATH] [--kinds logreg mlp cnn] [--pairs 3] [--rounds 10] [--executor auto]
+         [--intra-op-threads N] [--inter-op-threads N]
 
 For every kind and population (equal, ragged) and each peer, runs fedsim then
 the peer ``--pairs`` times, alternately, so that load from other processes on
@@ -34,8 +35,8 @@ def _last_json(stdout: str, command: list[str]) -> dict:
     raise RuntimeError(f"no JSON line from {' '.join(command)}; its output ended with:\n{stdout[-2000:]}")
 
 
-def _run(command: list[str]) -> dict:
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
+def _run(command: list[str], env: dict = ENV) -> dict:
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return _last_json(result.stdout, command)
@@ -56,15 +57,15 @@ def peer_command(peer, python, kind, ragged, rounds, cohort, batch):
     return command + (["--pathkeys"] if peer == "pfl" else [])
 
 
-def compare(peers: dict, kinds, pairs, rounds, cohort, batch, executor):
+def compare(peers: dict, kinds, pairs, rounds, cohort, batch, executor, env=ENV):
     rows = []
     for kind in kinds:
         for ragged in (False, True):
             for peer, python in peers.items():
                 ours, theirs = [], []
                 for _ in range(pairs):
-                    ours.append(_run(fedsim_command(kind, ragged, rounds, cohort, batch, executor))["round_s_median"])
-                    theirs.append(_run(peer_command(peer, python, kind, ragged, rounds, cohort, batch))["round_s_median"])
+                    ours.append(_run(fedsim_command(kind, ragged, rounds, cohort, batch, executor), env)["round_s_median"])
+                    theirs.append(_run(peer_command(peer, python, kind, ragged, rounds, cohort, batch), env)["round_s_median"])
                 row = {"kind": kind, "population": "ragged" if ragged else "equal", "peer": peer,
                        "fedsim_s": statistics.median(ours), "peer_s": statistics.median(theirs),
                        "fedsim_runs": ours, "peer_runs": theirs}
@@ -100,7 +101,18 @@ def main(argv=None) -> None:
     parser.add_argument("--cohort", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--executor", default="auto")
+    parser.add_argument("--intra-op-threads", type=int, metavar="N",
+                        help="TF_NUM_INTRAOP_THREADS for every run, fedsim's and the peers' alike")
+    parser.add_argument("--inter-op-threads", type=int, metavar="N",
+                        help="TF_NUM_INTEROP_THREADS for every run, fedsim's and the peers' alike")
     args = parser.parse_args(argv)
+    env = dict(ENV)
+    for flag, variable in (("intra_op_threads", "TF_NUM_INTRAOP_THREADS"), ("inter_op_threads", "TF_NUM_INTEROP_THREADS")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{flag.replace('_', '-')}={value}: must be >= 1 (threads TensorFlow may use)")
+            env[variable] = str(value)
     peers = {}
     for item in args.peer:
         name, sep, python = item.partition("=")
@@ -111,7 +123,7 @@ def main(argv=None) -> None:
         parser.error("give at least one --peer NAME=PYTHON")
     if args.pairs < 1:
         parser.error(f"--pairs={args.pairs}: need >= 1 (3 or more for a fair ratio)")
-    rows = compare(peers, args.kinds, args.pairs, args.rounds, args.cohort, args.batch, args.executor)
+    rows = compare(peers, args.kinds, args.pairs, args.rounds, args.cohort, args.batch, args.executor, env)
     print(markdown(rows, argv))
 
 
