@@ -28,6 +28,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from fedsim.execution import pfor_converters
+
+pfor_converters.register()
+
 
 def initial_state(step: Any, trainable, non_trainable, clients: tf.Tensor):
     """(weights, non-trainable, optimizer state, metric state), each with a leading client axis."""

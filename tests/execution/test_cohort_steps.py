@@ -189,3 +189,16 @@ def test_fedavg_on_a_cnn_vectorized_equals_sequential_after_three_rounds(momentu
     _, expected = run("sequential")
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, atol=ATOL)
+
+
+@pytest.mark.parametrize("source, target", [(tf.float32, tf.int32), (tf.float32, tf.int16), (tf.int16, tf.float32)])
+def test_vectorized_bitcast_equals_the_per_row_bitcast(source, target, caplog):
+    import fedsim.execution.cohort_steps  # noqa: F401  (registers the converter)
+
+    values = tf.constant(np.random.default_rng(0).normal(size=(3, 4, 2)), tf.float32)
+    values = tf.cast(values * 100, source) if source != tf.float32 else values
+    expected = tf.stack([tf.bitcast(v, target) for v in values])
+    with caplog.at_level("WARNING"):
+        got = tf.function(lambda t: tf.vectorized_map(lambda row: tf.bitcast(row, target), t))(values)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    assert "Bitcast" not in caplog.text  # converted, not looped
