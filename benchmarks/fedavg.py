@@ -47,21 +47,13 @@ class ReplayedCohorts:
         return self.cohorts[round_num - 1]
 
 
-def build_workload(kind: str, batch: int, ragged: bool, executor: str,
-                   workload_path: Path = DEFAULT_WORKLOAD):
-    """``(population, FedAvg process)`` for the shared workload, through fedsim's public API."""
+def workload_model_fn(workload, kind: str, x_shape):
+    """The workload's Keras model as a fedsim model (sparse cross-entropy on logits, accuracy)."""
     import keras
     import tensorflow as tf
 
     import fedsim
-    from fedsim.execution import make_executor
 
-    workload = load_workload(workload_path)
-    keras.utils.set_random_seed(0)  # the same initial model weights for every executor
-    clients = workload.make_clients(kind=kind, ragged=ragged)
-    # Zero-padded ids keep the population's order equal to the workload's.
-    data = fedsim.ClientData.from_tensor_slices({f"{i:04d}": xy for i, xy in enumerate(clients)})
-    x_shape = clients[0][0].shape[1:]
     input_spec = (tf.TensorSpec([None, *x_shape], tf.float32), tf.TensorSpec([None], tf.int32))
 
     def model_fn():
@@ -72,6 +64,23 @@ def build_workload(kind: str, batch: int, ragged: bool, executor: str,
             metrics=[keras.metrics.SparseCategoricalAccuracy()],
         )
 
+    return model_fn
+
+
+def build_workload(kind: str, batch: int, ragged: bool, executor: str,
+                   workload_path: Path = DEFAULT_WORKLOAD):
+    """``(population, FedAvg process)`` for the shared workload, through fedsim's public API."""
+    import keras
+
+    import fedsim
+    from fedsim.execution import make_executor
+
+    workload = load_workload(workload_path)
+    keras.utils.set_random_seed(0)  # the same initial model weights for every executor
+    clients = workload.make_clients(kind=kind, ragged=ragged)
+    # Zero-padded ids keep the population's order equal to the workload's.
+    data = fedsim.ClientData.from_tensor_slices({f"{i:04d}": xy for i, xy in enumerate(clients)})
+    model_fn = workload_model_fn(workload, kind, clients[0][0].shape[1:])
     process = fedsim.build_fedavg(
         model_fn,
         client_optimizer=fedsim.SGD(0.05),

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from benchmarks.fedavg import DEFAULT_WORKLOAD, ReplayedCohorts, load_workload  # noqa: E402
+from benchmarks.fedavg import DEFAULT_WORKLOAD, ReplayedCohorts, load_workload, workload_model_fn  # noqa: E402
 
 NUM_ACTORS = 2
 STAT_FIELDS = (
@@ -45,21 +45,11 @@ STAT_FIELDS = (
 def build(kind: str, workload, executor: str):
     """A FedAvg process on the workload's model with the named executor ("ray" or "sequential")."""
     import keras
-    import tensorflow as tf
 
     import fedsim
     from fedsim.execution.ray_executor import RayExecutor
 
-    input_spec = (tf.TensorSpec([None, 60], tf.float32), tf.TensorSpec([None], tf.int32))
-
-    def model_fn():
-        return fedsim.from_keras_model(
-            workload.build_model(keras, kind),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=input_spec,
-            metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        )
-
+    model_fn = workload_model_fn(workload, kind, (60,))
     keras.utils.set_random_seed(0)  # the same initial model weights for both executors
     executor_fn = (
         RayExecutor.factory(model_fn, num_actors=NUM_ACTORS) if executor == "ray" else None

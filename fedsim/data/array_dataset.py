@@ -47,10 +47,20 @@ class ArrayDataset(tf.data.Dataset):
         """An ``ArrayDataset`` of ``arrays``' slices; a plain tf.data dataset for string arrays.
 
         Strings stay on tf.data, whose padding and dtypes for them differ from NumPy's.
+
+        Raises:
+          ValueError: when a leaf is a scalar or the leaves disagree on their first (example) axis.
         """
-        if any(np.asarray(a).dtype.kind in "USO" for a in tf.nest.flatten(arrays)):
+        arrays = tf.nest.map_structure(np.asarray, arrays)
+        lengths = [a.shape[0] if a.ndim else None for a in tf.nest.flatten(arrays)]
+        if None in lengths or len(set(lengths)) != 1:
+            raise ValueError(
+                f"every array needs the same first (example) axis, got lengths {lengths} (None: a scalar); "
+                "pass arrays shaped [num_examples, ...]"
+            )
+        if any(a.dtype.kind in "USO" for a in tf.nest.flatten(arrays)):
             return tf.data.Dataset.from_tensor_slices(arrays)
-        return cls(tf.nest.map_structure(np.asarray, arrays))
+        return cls(arrays)
 
     # What stays lazy ---------------------------------------------------------
     def batch(self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None, name=None):

@@ -66,3 +66,12 @@ def test_string_arrays_get_a_plain_tf_data_dataset():
     dataset = ArrayDataset.from_arrays((np.array(["a", "b"]), np.arange(2)))
     assert not isinstance(dataset, ArrayDataset)
     assert [e[0] for e in dataset.as_numpy_iterator()] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("arrays, lengths", [
+    ((np.zeros((3, 2)), np.zeros(4)), "[3, 4]"),
+    ((np.zeros((3, 2)), np.float32(1.0)), "[3, None]"),
+])
+def test_arrays_that_disagree_on_the_example_axis_are_refused(arrays, lengths):
+    with pytest.raises(ValueError, match=rf"got lengths \{lengths}"):
+        ArrayDataset.from_arrays(arrays)

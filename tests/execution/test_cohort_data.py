@@ -51,3 +51,12 @@ def test_stack_clients_pads_to_the_cohort_or_the_requested_shape():
     assert padded.x.shape == (3, 4, 5, 2, 3)
     np.testing.assert_array_equal(padded.num_batches, [2, 1, 0])
     np.testing.assert_array_equal(padded.x[:2, :2, :4], cohort.x)
+
+
+def test_stack_clients_pads_strings_with_empty_bytes_like_tf_data():
+    dataset = tf.data.Dataset.from_tensor_slices((np.array([b"a", b"b", b"c"]), np.arange(3))).batch(2)
+    client = _read(dataset).as_numpy()  # strings are read by tf.data, not the NumPy shortcut
+    cohort = stack_clients([client], batches_to=3)
+    assert cohort.x.dtype == object
+    assert cohort.x.tolist() == [[[b"a", b"b"], [b"c", b""], [b"", b""]]]
+    np.testing.assert_array_equal(cohort.mask, [[[1, 1], [1, 0], [0, 0]]])

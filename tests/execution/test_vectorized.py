@@ -210,6 +210,7 @@ def test_chunked_cohorts_match_sequential_in_cohort_order(xla):
         np.testing.assert_allclose(g.metrics["loss"], e.metrics["loss"], rtol=1e-5)
 
 
-def test_max_chunk_must_be_a_positive_int():
-    with pytest.raises(ValueError, match="max_chunk=0"):
-        VectorizedExecutor(ClientWork(model_fn()(), fedsim.SGD(0.1)), max_chunk=0)
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_max_chunk_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match=f"max_chunk={bad!r}"):
+        VectorizedExecutor(ClientWork(model_fn()(), fedsim.SGD(0.1)), max_chunk=bad)
