@@ -12,6 +12,13 @@ import os as _os
 # TF_CPP_MIN_LOG_LEVEL yourself to see them.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Threads per op: fedsim trains clients side by side, so each op gets a share
+# of the cores, not all of them (see fedsim.runtime; set TF_NUM_INTRAOP_THREADS
+# yourself to choose). Set before TensorFlow starts, which reads it once.
+from fedsim import runtime as _runtime  # noqa: E402  (stdlib only, no TensorFlow)
+
+_runtime.apply_default_threads()
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

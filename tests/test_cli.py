@@ -51,6 +51,7 @@ def test_run_writes_the_run_directory(finished_run, capsys):
     assert [("eval" in r) for r in records] == [False, True, False, True]
     summary = json.loads((finished_run / "summary.json").read_text())
     assert summary["rounds"] == 4 and summary["final_eval"] == records[-1]["eval"]
+    assert summary["threads"]["cores"] >= 1 and "TF_NUM_INTRAOP_THREADS" in summary["threads"]
     # keep = 2 of the checkpoints at rounds 2 and 4
     assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == ["round-000002", "round-000004"]
 

@@ -29,6 +29,7 @@ from typing import Any
 import tensorflow as tf
 
 from fedsim.execution import pfor_converters
+from fedsim.runtime import CLIENTS_IN_FLIGHT
 
 pfor_converters.register()
 
@@ -119,11 +120,8 @@ def _masked_stage(step, state, x, y, mask, num_batches, k, end, width):
     return tf.while_loop(lambda k, _: k < end, body, (k, head))
 
 
-DEFAULT_PARALLEL_CLIENTS = 2
-
-
 def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches,
-                      parallel_clients: int = DEFAULT_PARALLEL_CLIENTS):
+                      parallel_clients: int = CLIENTS_IN_FLIGHT):
     """Trains every client of the cohort on its own batches; same contract as ``masked_steps``.
 
     Args:

@@ -7,7 +7,7 @@ A run directory holds:
 - ``tensorboard/``: event files with a scalar per metric per round;
 - ``checkpoints/round-NNNNNN/``: the state every ``checkpoint.every`` rounds, newest ``keep``;
 - ``run.log``: the library's log records for this run;
-- ``summary.json``: written when the run ends.
+- ``summary.json``: written when the run ends (with the TensorFlow thread settings).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from fedsim.experiment.config import config_to_toml, load_config
 from fedsim.experiment.metrics_file import read_metrics, truncate_metrics
 from fedsim.experiment.tensorboard import TensorBoardWriter
 from fedsim.learning.process import ServerState
+from fedsim.runtime import thread_settings
 from fedsim.simulation import simulate
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
     summary = summarize(read_metrics(run_dir / "metrics.jsonl"))
     summary["run_dir"] = str(run_dir)
     summary["interrupted"] = interrupted
+    # The thread count changes float rounding (fedsim.runtime): keep it with the results.
+    summary["threads"] = thread_settings()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if interrupted:
         raise RunInterrupted(

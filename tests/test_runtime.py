@@ -1,0 +1,55 @@
+"""fedsim's default thread setting (fedsim.runtime)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fedsim import runtime
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (16, 8), (64, 32)])
+def test_each_op_gets_the_cores_shared_by_the_clients_in_flight(cores, threads):
+    assert runtime.CLIENTS_IN_FLIGHT == 2
+    assert runtime.default_intra_op_threads(cores) == threads
+
+
+@pytest.mark.parametrize("cores", [0, -2, 1.5, True, "4"])
+def test_bad_core_counts_are_refused_by_value(cores):
+    with pytest.raises(ValueError, match=f"cores={cores!r} must be a positive int"):
+        runtime.default_intra_op_threads(cores)
+
+
+def test_the_default_fills_only_an_unset_variable():
+    environ = {}
+    assert runtime.apply_default_threads(environ) is True
+    assert environ == {"TF_NUM_INTRAOP_THREADS": str(runtime.default_intra_op_threads())}
+    for chosen in ("0", "3"):  # 0 is TensorFlow's own default; the user's choice stays
+        environ = {"TF_NUM_INTRAOP_THREADS": chosen}
+        assert runtime.apply_default_threads(environ) is False
+        assert environ == {"TF_NUM_INTRAOP_THREADS": chosen}
+
+
+def _after_import(environ: dict) -> dict:
+    code = ("import json, os, fedsim, fedsim.runtime as r; "
+            "print(json.dumps([os.environ.get('TF_NUM_INTRAOP_THREADS'), r.default_intra_op_threads()]))")
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_import_fedsim_sets_the_default_unless_the_user_chose():
+    environ = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
+    value, default = _after_import(environ)
+    assert value == str(default)
+    assert _after_import({**environ, "TF_NUM_INTRAOP_THREADS": "0"})[0] == "0"
+
+
+def test_thread_settings_report_the_environment_and_tensorflow():
+    import tensorflow as tf
+
+    settings = runtime.thread_settings()
+    assert settings["cores"] == runtime.schedulable_cores() >= 1
+    assert settings["TF_NUM_INTRAOP_THREADS"] == os.environ.get("TF_NUM_INTRAOP_THREADS")
+    assert settings["tf_config_intra_op_threads"] == tf.config.threading.get_intra_op_parallelism_threads()
+    json.dumps(settings)  # goes into summary.json
