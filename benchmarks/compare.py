@@ -10,6 +10,11 @@ the peer ``--pairs`` times, alternately, so that load from other processes on
 the machine hits both alike. Prints one JSON line per comparison with both
 medians (over the pairs, of each run's median s/round) and the ratio
 fedsim/peer (below 1: fedsim is faster), then a Markdown table.
+
+Threads: by default every system runs at its own default (fedsim gives each
+op ``cores // 2`` threads, see ``fedsim.runtime``; the peers' TensorFlow one
+per core). ``--intra-op-threads``/``--inter-op-threads`` set the same value
+for all of them.
 """
 from __future__ import annotations
 
@@ -102,7 +107,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--executor", default="auto")
     parser.add_argument("--intra-op-threads", type=int, metavar="N",
-                        help="TF_NUM_INTRAOP_THREADS for every run, fedsim's and the peers' alike")
+                        help="TF_NUM_INTRAOP_THREADS for every run, fedsim's and the peers' alike "
+                             "(default: each system's own)")
     parser.add_argument("--inter-op-threads", type=int, metavar="N",
                         help="TF_NUM_INTEROP_THREADS for every run, fedsim's and the peers' alike")
     args = parser.parse_args(argv)

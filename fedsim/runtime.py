@@ -24,6 +24,7 @@ weights after 3 rounds differ by ~1e-3 between one and two threads per op.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import MutableMapping, Optional
@@ -31,6 +32,8 @@ from typing import MutableMapping, Optional
 CLIENTS_IN_FLIGHT = 2  # clients the vectorized executor trains at once on the graph path
 INTRA_OP_VARIABLE = "TF_NUM_INTRAOP_THREADS"
 INTER_OP_VARIABLE = "TF_NUM_INTEROP_THREADS"
+
+logger = logging.getLogger(__name__)
 
 
 def schedulable_cores() -> int:
@@ -49,15 +52,28 @@ def default_intra_op_threads(cores: Optional[int] = None) -> int:
     return max(1, cores // CLIENTS_IN_FLIGHT)
 
 
-def apply_default_threads(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Sets ``TF_NUM_INTRAOP_THREADS`` to ``default_intra_op_threads()`` if unset; True if it set it.
+def apply_default_threads(environ: MutableMapping[str, str] = os.environ, modules=sys.modules) -> bool:
+    """Gives TensorFlow ``default_intra_op_threads()`` per op unless someone chose; True if it did.
 
-    Takes effect only if TensorFlow has not started its runtime yet in this
-    process (``import fedsim`` before running TensorFlow ops).
+    Leaves things alone when ``TF_NUM_INTRAOP_THREADS`` is set, when
+    ``tf.config.threading`` already has a value, or when TensorFlow has
+    already started in this process (its pools are then fixed: logged).
+    ``environ`` and ``modules`` are the process's, replaceable in tests.
     """
     if INTRA_OP_VARIABLE in environ:
         return False
-    environ[INTRA_OP_VARIABLE] = str(default_intra_op_threads())
+    threads = default_intra_op_threads()
+    tf = modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "config"):  # imported before fedsim
+        if tf.config.threading.get_intra_op_parallelism_threads():
+            return False  # chosen through tf.config
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:
+            logger.info("TensorFlow started before fedsim was imported, so it keeps one thread per core "
+                        "per op; import fedsim first for fedsim's default of %d", threads)
+            return False
+    environ[INTRA_OP_VARIABLE] = str(threads)
     return True
 
 
