@@ -109,6 +109,34 @@ class ArrayDataset(tf.data.Dataset):
         mask = (np.arange(per_pass * width) < examples).astype(np.float32).reshape(per_pass, width)
         return tf.nest.map_structure(batched, self._arrays), np.tile(mask, (self._repeats, 1))
 
+    def stacked_elements(self) -> list:
+        """The elements iteration yields, as NumPy runs: consecutive equal-shaped elements stacked.
+
+        Each run is ``arrays``' nest with a new leading element axis: a
+        client of ``n`` full batches and a partial one is two runs, not
+        ``n + 1`` elements (the form ``ray_datasets.export_dataset`` ships),
+        read without building a tf.data pipeline.
+        """
+        examples, size = self.num_examples, self._batch_size
+        if size is None:  # elements are examples (repeat is not lazy here, so one pass)
+            pieces = [lambda a: a] if examples else []
+        else:
+            full = examples // size * size
+            pieces = [lambda a: a[:full].reshape((full // size, size) + a.shape[1:])] if full else []
+            if examples > full:
+                pieces.append(lambda a: a[full:][np.newaxis])
+        runs: list = []
+        for piece in pieces * self._repeats:
+            run = tf.nest.map_structure(piece, self._arrays)
+            last = runs[-1] if runs else None
+            if last is not None and all(
+                    a.shape[1:] == b.shape[1:] for a, b in zip(tf.nest.flatten(last), tf.nest.flatten(run))):
+                run = tf.nest.map_structure(lambda a, b: np.concatenate([a, b]), last, run)
+                runs[-1] = run
+            else:
+                runs.append(run)
+        return runs
+
     # tf.data plumbing ----------------------------------------------------------
     def _num_elements(self) -> int:
         if self._batch_size is None:

@@ -21,6 +21,8 @@ import attrs
 import numpy as np
 import tensorflow as tf
 
+from fedsim.data.array_dataset import ArrayDataset
+
 
 class UnsupportedDatasetError(TypeError):
     """Raised for a client dataset whose elements cannot be exported (ragged, sparse, ...)."""
@@ -57,8 +59,14 @@ class ExportedDataset:
 
 
 def export_dataset(dataset: tf.data.Dataset) -> ExportedDataset:
-    """Reads every element of a (finite) dataset into an ``ExportedDataset``."""
+    """Reads every element of a (finite) dataset into an ``ExportedDataset``.
+
+    An ``ArrayDataset`` (``ClientData.from_tensor_slices``) is cut from its
+    arrays directly, with no tf.data pipeline built or iterated.
+    """
     spec = dataset.element_spec
+    if isinstance(dataset, ArrayDataset):
+        return ExportedDataset(element_spec=spec, runs=tuple(dataset.stacked_elements()))
     for leaf in tf.nest.flatten(spec):
         if not isinstance(leaf, tf.TensorSpec) or leaf.shape.rank is None:
             raise UnsupportedDatasetError(

@@ -60,3 +60,28 @@ def test_ragged_elements_are_refused_with_a_fix():
     dataset = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[1, 2], [3]])).batch(2)
     with pytest.raises(UnsupportedDatasetError, match="pad them"):
         export_dataset(dataset)
+
+
+@pytest.mark.parametrize("examples", [0, 1, 6, 7])
+@pytest.mark.parametrize("batch, repeats", [(None, 1), (3, 1), (3, 2), (10, 3), (1, 2)])
+@pytest.mark.parametrize("structure", ["tuple", "dict"])
+def test_array_datasets_are_cut_from_their_arrays_as_iteration_would(examples, batch, repeats, structure):
+    from fedsim.data.array_dataset import ArrayDataset
+
+    x = np.arange(examples * 2, dtype=np.float32).reshape(examples, 2)
+    y = np.arange(examples, dtype=np.int64)
+    arrays = (x, y) if structure == "tuple" else collections.OrderedDict(x=x, y=y)
+    dataset = ArrayDataset.from_arrays(arrays)
+    if batch is not None:
+        dataset = dataset.batch(batch).repeat(repeats)
+    exported = export_dataset(dataset)
+    assert dataset._materialized is None  # noqa: SLF001  (no tf.data pipeline was built)
+    reference = export_dataset(dataset.materialize())  # the generic path: iterate the pipeline
+    assert exported.element_spec == reference.element_spec
+    assert len(exported.runs) == len(reference.runs)
+    for got, want in zip(exported.runs, reference.runs):
+        tf.nest.assert_same_structure(got, want)
+        for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    assert_same_elements(exported.to_dataset(), dataset.materialize())
