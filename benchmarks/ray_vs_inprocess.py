@@ -47,12 +47,16 @@ def build(kind: str, workload, executor: str):
     import keras
 
     import fedsim
+    from fedsim.execution import make_executor
     from fedsim.execution.ray_executor import RayExecutor
 
     model_fn = workload_model_fn(workload, kind, (60,))
     keras.utils.set_random_seed(0)  # the same initial model weights for both executors
     executor_fn = (
-        RayExecutor.factory(model_fn, num_actors=NUM_ACTORS) if executor == "ray" else None
+        RayExecutor.factory(model_fn, num_actors=NUM_ACTORS)
+        if executor == "ray"
+        # Named, not the default: "auto" would pick the vectorized executor.
+        else lambda work: make_executor("sequential", work)
     )
     return fedsim.build_fedavg(
         model_fn, client_optimizer=fedsim.SGD(0.05), batch_size=20, executor_fn=executor_fn
