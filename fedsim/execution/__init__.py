@@ -5,7 +5,7 @@
 
 - ``"sequential"``: clients one after another (the simple reference path).
 - ``"vectorized"``: the whole cohort as one batched computation (Keras models;
-  compiled with XLA unless the model has convolutions, see ``vectorized.xla_blocker``).
+  compiled with XLA for small dense models, else a graph loop; see ``vectorized.xla_blocker``).
 - ``"multi_device"``: the cohort split over every visible device, vectorized per device.
 - ``"auto"`` (default): ``"multi_device"`` with several GPUs, ``"vectorized"`` otherwise,
   when the client work allows it (Keras models, see ``cohort_blocker``); else ``"sequential"``.

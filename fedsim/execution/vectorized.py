@@ -6,12 +6,13 @@ Here each client's batches are read into padded arrays (once, for static
 datasets) and the cohort trains in one compiled call, in one of two ways
 (``cohort_steps``; ``xla_blocker`` picks):
 
-- dense models: local step ``k`` of all clients together under
-  ``tf.vectorized_map``, compiled with XLA; clients that have run out of
-  batches keep their weights, and padded examples are masked (see
+- small dense models (on CPU, at most ``XLA_MAX_PARAMETERS_ON_CPU``
+  parameters; on GPUs, every dense model): local step ``k`` of all clients
+  together under ``tf.vectorized_map``, compiled with XLA; clients that have
+  run out of batches keep their weights, and padded examples are masked (see
   ``keras_step``). Results are the sequential executor's to float rounding.
-- convolutional models: a graph loop over clients, two at a time, each on its
-  own batches; results are the sequential executor's bit for bit.
+- other models: a graph loop over clients, two at a time, each on its own
+  batches; results are the sequential executor's bit for bit.
 """
 from __future__ import annotations
 
@@ -41,17 +42,32 @@ def cohort_blocker(client_work: Any):
     return vectorization_blocker(client_work)
 
 
+XLA_MAX_PARAMETERS_ON_CPU = 10_000
+
+
 def xla_blocker(model: Any):
     """Why the cohort of this ``KerasVariableModel`` should not train under XLA, or ``None``.
 
-    Measured (one process, 10-client cohorts): for dense models XLA runs a
-    cohort faster than the client loop (logreg 3.2 vs 7.8 ms, mlp 8.1 vs
-    8.8 ms), but pfor turns a convolution with per-client filters into a loop
-    over clients, which XLA runs about 20x slower than the graph runtime does.
+    XLA batches step ``k`` of every client into one fused computation, which
+    wins where a client's step is too small to keep a core busy; the graph
+    client loop gives the sequential executor's result bit for bit (XLA's
+    differs by float rounding, which a ReLU network amplifies: 1.4e-5 after
+    3 rounds for the benchmark's mlp). Measured on CPU with one thread per op
+    (``fedsim.runtime``), 10-client cohorts, XLA vs client loop: logreg
+    (610 parameters) 2.3 vs 7.8 ms per round; mlp (54k) 9.9 vs 9.9 ms equal,
+    11.8 vs 10.7 ms ragged, 88 vs 90 ms for 100 clients. So on CPU only
+    models of at most ``XLA_MAX_PARAMETERS_ON_CPU`` trainable parameters use
+    XLA (on GPUs, batching clients fills the device, so every dense model
+    does). Convolutions never do: pfor turns a convolution with per-client
+    filters into a loop over clients, which XLA runs about 20x slower.
     """
     for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
         if any("Conv" in cls.__name__ for cls in type(layer).__mro__):
             return f"layer {layer.name!r} is a convolution ({type(layer).__name__})"
+    parameters = sum(int(np.prod(v.shape)) for v in model.keras_model.trainable_variables)
+    if parameters > XLA_MAX_PARAMETERS_ON_CPU and not tf.config.list_logical_devices("GPU"):
+        return (f"{parameters:,} trainable parameters, more than {XLA_MAX_PARAMETERS_ON_CPU:,}: on CPU the "
+                "client loop is as fast and gives the sequential result bit for bit")
     return None
 
 

@@ -214,3 +214,42 @@ def test_chunked_cohorts_match_sequential_in_cohort_order(xla):
 def test_max_chunk_must_be_a_positive_int(bad):
     with pytest.raises(ValueError, match=f"max_chunk={bad!r}"):
         VectorizedExecutor(ClientWork(model_fn()(), fedsim.SGD(0.1)), max_chunk=bad)
+
+
+def _wide_model():
+    """A dense ReLU model above XLA_MAX_PARAMETERS_ON_CPU (6*2000 + 2000 + 2000*3 + 3 = 20,003 parameters)."""
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2000, activation="relu"),
+                              keras.layers.Dense(NUM_CLASSES)])
+    spec = (tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int32))
+    return fedsim.from_keras_model(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec,
+                                   metrics=[keras.metrics.SparseCategoricalAccuracy()])
+
+
+def test_larger_dense_models_use_the_client_loop_on_cpu():
+    from fedsim.execution.vectorized import XLA_MAX_PARAMETERS_ON_CPU, xla_blocker
+
+    assert XLA_MAX_PARAMETERS_ON_CPU == 10_000
+    assert xla_blocker(_wide_model()) == (
+        "20,003 trainable parameters, more than 10,000: on CPU the client loop is as fast and gives the "
+        "sequential result bit for bit")
+    assert xla_blocker(model_fn()()) is None  # 53 parameters: XLA
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_larger_dense_model_vectorized_is_sequential_bit_for_bit_after_three_rounds(momentum):
+    data = fedsim.ClientData.from_tensor_slices(population(RAGGED_SIZES))
+
+    def run(executor):
+        process = fedsim.build_fedavg(
+            _wide_model, client_optimizer=fedsim.SGD(0.1, momentum=momentum), batch_size=4,
+            executor_fn=lambda work: make_executor(executor, work))
+        result = fedsim.simulate(process, data, 3, fedsim.UniformSampler(cohort_size=3, seed=5), progress=False)
+        return process, result
+
+    process, got = run("auto")
+    assert process.executor.name == "vectorized" and not process.executor.trainer.xla
+    _, expected = run("sequential")
+    for g, e in zip(got.state.model_weights.trainable, expected.state.model_weights.trainable):
+        np.testing.assert_array_equal(g, e)
+    assert [r["train"] for r in got.history] == [r["train"] for r in expected.history]
