@@ -1,7 +1,8 @@
 """How many threads TensorFlow splits each op over: fedsim's default, set when fedsim is imported.
 
-fedsim trains clients side by side: the vectorized executor keeps
-``CLIENTS_IN_FLIGHT`` clients of a convolutional model in flight, and
+fedsim trains clients side by side: the vectorized executor's graph client
+loop (convolutional and larger dense models) keeps ``CLIENTS_IN_FLIGHT``
+clients in flight, and
 TensorFlow's inter-op threads overlap independent ops of one client. By
 default TensorFlow also splits every op over all cores, so on a small
 machine the cores are oversubscribed and small-batch ops pay for splitting.
@@ -14,7 +15,7 @@ workload: CNN vectorized 0.41 vs 0.51 (equal clients), CNN sequential 1.09
 vs 1.39; mlp and logreg unchanged or faster.
 
 TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` once, when it starts its runtime
-(the first op or device query), so the default goes into the environment on
+(the first op), so the default goes into the environment on
 ``import fedsim`` and only when the variable is unset. To choose yourself,
 set it before starting Python (``TF_NUM_INTRAOP_THREADS=0`` is TensorFlow's
 own default, one thread per core) or call
