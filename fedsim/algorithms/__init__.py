@@ -7,6 +7,7 @@ runs any of them.
 
 from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.algorithms.fedavg import build_fedavg
+from fedsim.algorithms.feddyn import build_feddyn
 from fedsim.algorithms.fednova import build_fednova
 from fedsim.algorithms.fedopt import (
     build_fedopt,
@@ -18,20 +19,25 @@ from fedsim.algorithms.fedopt import (
 from fedsim.algorithms.fedprox import build_fedprox
 from fedsim.algorithms.fedsgd import build_fedsgd
 from fedsim.algorithms.mime_lite import build_mime_lite
+from fedsim.algorithms.q_fedsgd import build_q_fedsgd
 from fedsim.algorithms.qffl import build_qffl
 from fedsim.algorithms.scaffold import build_scaffold
+from fedsim.algorithms.scaffold_option_i import build_scaffold_option_i
 
 __all__ = [
     "InMemoryClientStore",
     "NpzClientStore",
     "build_fedavg",
+    "build_feddyn",
     "build_fednova",
     "build_fedopt",
     "build_fedprox",
     "build_fedsgd",
     "build_mime_lite",
+    "build_q_fedsgd",
     "build_qffl",
     "build_scaffold",
+    "build_scaffold_option_i",
     "fedadagrad_server_optimizer",
     "fedadam_server_optimizer",
     "fedavgm_server_optimizer",

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.execution import make_executor
-from fedsim.learning.client_work import ClientWork
+from fedsim.aggregators import Aggregator
+from fedsim.client import ClientTask, ClientWork
+from fedsim.learning.algorithm import Algorithm
+from fedsim.learning.builder import build_process
 from fedsim.learning.faults import FaultPolicy
-from fedsim.learning.fedavg import batch_and_repeat, client_prep
 from fedsim.learning.process import FederatedProcess
-from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
+
+
+def fedprox(mu: float, client_optimizer: Any = None, weighted: bool = True) -> Algorithm:
+    """FedProx's blocks: FedAvg's, with the proximal term ``mu`` in the client step."""
+    return Algorithm("fedprox", ClientTask(client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu))
 
 
 def build_fedprox(
@@ -49,25 +53,11 @@ def build_fedprox(
       stragglers: e.g. ``Stragglers(0.9, seed)``; stragglers keep their partial work.
       dropout: e.g. ``Dropout(0.1, seed)``; clients that do not report are left out.
       aggregator: overrides the mean.
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
-        the fastest executor that applies (vectorized for Keras models, else sequential).
-      faults: how a round treats failing clients and non-finite updates
-        (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
+      faults: how a round treats failing clients and non-finite updates.
     """
-    model = build_model(model_fn)
-    client_work = ClientWork(
-        model, client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu
-    )
-    prepare_client = None
-    if stragglers is not None or dropout is not None:
-        prepare_client = client_prep(batch_size, local_epochs, stragglers, True, dropout)
-    return FederatedProcess(
-        model=client_work.model,
-        executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
-        aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
-        server_optimizer=server_optimizer or SGD(1.0),
-        prepare_train=batch_and_repeat(batch_size, local_epochs),
-        prepare_eval=batch_and_repeat(batch_size, 1),
-        prepare_client=prepare_client,
-        faults=faults,
+    return build_process(
+        model_fn, fedprox(mu, client_optimizer, weighted), server_optimizer=server_optimizer or SGD(1.0),
+        batch_size=batch_size, local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn,
+        stragglers=stragglers, keep_partial_work=True, dropout=dropout, faults=faults,
     )

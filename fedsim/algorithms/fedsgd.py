@@ -17,20 +17,26 @@ from typing import Any, Callable, Optional
 
 import tensorflow as tf
 
-from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.execution import make_executor
-from fedsim.learning.client_work import ClientWork
+from fedsim.aggregators import Aggregator
+from fedsim.client import ClientTask, ClientWork
+from fedsim.learning.algorithm import Algorithm
+from fedsim.learning.builder import build_process
 from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
-from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
 # Larger than any client; tf.data fills a batch only with the elements there are.
 _WHOLE_DATASET = 2**31 - 1
 
 
-def _one_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def one_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The whole client dataset as one batch."""
     return dataset.batch(_WHOLE_DATASET)
+
+
+def fedsgd(weighted: bool = True) -> Algorithm:
+    """FedSGD's blocks: one ``SGD(1.0)`` step on one whole-dataset batch, so the delta is ``-g_k``."""
+    return Algorithm("fedsgd", ClientTask(SGD(1.0), weighted=weighted))
 
 
 def build_fedsgd(
@@ -48,18 +54,10 @@ def build_fedsgd(
       server_optimizer: applies the averaged gradient; default ``SGD(0.1)``.
       weighted: weight clients by example count (True, the paper) or equally.
       aggregator: overrides the mean of the client gradients (as deltas ``-g_k``).
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
-        the fastest executor that applies (vectorized for Keras models, else sequential).
-      faults: how a round treats failing clients and non-finite updates
-        (default ``FaultPolicy()``: retry once then drop; zero non-finite updates).
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
+      faults: how a round treats failing clients and non-finite updates.
     """
-    client_work = ClientWork(build_model(model_fn), SGD(1.0), weighted=weighted)
-    return FederatedProcess(
-        model=client_work.model,
-        executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
-        aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
-        server_optimizer=server_optimizer or SGD(0.1),
-        prepare_train=_one_batch,
-        prepare_eval=_one_batch,
-        faults=faults,
+    return build_process(
+        model_fn, fedsgd(weighted), server_optimizer=server_optimizer or SGD(0.1), aggregator=aggregator,
+        executor_fn=executor_fn, faults=faults, prepare_train=one_batch,
     )

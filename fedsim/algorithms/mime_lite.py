@@ -1,85 +1,54 @@
 """MimeLite (Karimireddy, Jaggi, Kale, Mohri, Reddi, Stich, Suresh, 2021,
 "Breaking the centralized barrier for cross-device federated learning", NeurIPS).
 
-The server's optimizer state s (e.g. momentum) is sent to the clients and
+The base optimizer's state s (e.g. momentum) is sent to the clients and
 applied at every local step without being updated there, so local steps
 mimic the centralized optimizer: ``y <- base.next(s, y, g_i(y))`` with s
 fixed. Each client also sends the full-batch gradient of its loss at the
-server weights x; the server moves x by the average delta (times
-``server_learning_rate``) and updates s with the average full-batch gradient:
-``s <- base.next(s, x, mean grad)`` (the weights that call returns are unused).
+server weights x (the extra ``gradient``); the server updates s with the
+average full-batch gradient, ``s <- base.next(s, x, mean grad)`` (the weights
+that call returns are unused), and its own optimizer applies the average
+delta (``SGD(server_learning_rate)`` by default; 1.0 is the paper).
 
-``ServerState.optimizer_state`` is the base optimizer's state. Clients run one
-after another through ``ClientWork`` (they take the server state as input).
+``ServerState.algorithm_state["optimizer_state"]`` is the base optimizer's state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
-import tensorflow as tf
 
-from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.aggregators.base import weighted_sum
-from fedsim.execution import SequentialExecutor
-from fedsim.learning.client_work import ClientWork
-from fedsim.learning.fedavg import batch_and_repeat
-from fedsim.learning.process import ClientId, FederatedProcess, RoundResult, ServerState
-from fedsim.models.model_fn import build_model
+from fedsim.aggregators import Aggregator
+from fedsim.client import ClientInputs, ClientTask, ClientWork
+from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep
+from fedsim.learning.builder import build_process
+from fedsim.learning.faults import FaultPolicy
+from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
 
-class MimeLiteProcess(FederatedProcess):
-    """A round of MimeLite; build it with ``build_mime_lite``."""
+def mime_lite(base_optimizer: Any = None, weighted: bool = True) -> Algorithm:
+    """MimeLite's blocks around ``base_optimizer`` (default ``SGD(0.01, momentum=0.9)``)."""
+    base = base_optimizer or SGD(0.01, momentum=0.9)
 
-    def __init__(self, client_work: ClientWork, server_learning_rate: float, **process_blocks: Any):
-        super().__init__(model=client_work.model, **process_blocks)
-        self.client_work = client_work
-        self.server_learning_rate = server_learning_rate
+    def init_state(model_weights):
+        return {"optimizer_state": base.init(list(model_weights.trainable))}
 
-    def next(
-        self,
-        state: ServerState,
-        client_datasets: Sequence[tf.data.Dataset],
-        client_ids: Optional[Sequence[ClientId]] = None,
-    ) -> RoundResult:
-        """One MimeLite round."""
-        cohort = self.prepare_cohort(state, client_datasets, client_ids)
-        if not cohort.datasets:
-            return self.empty_round(state)
-        outputs, gradients = [], []
-        for dataset in cohort.datasets:
-            # A repeated dataset has the same mean gradient as one epoch of it.
-            gradients.append(
-                self.client_work.loss_and_gradient(state.model_weights, dataset).gradient
-            )
-            outputs.append(
-                self.client_work.train(
-                    state.model_weights, dataset, optimizer_state=state.optimizer_state
-                )
-            )
-        weights = np.array([o.update_weight for o in outputs], dtype=np.float64)
-        aggregate = self.aggregate(state, [o.delta for o in outputs], weights, cohort)
+    def broadcast(state, client_state) -> ClientInputs:
+        return ClientInputs(optimizer_state=state.algorithm_state["optimizer_state"])
+
+    def message(output, inputs, client_state) -> ClientMessage:
+        return ClientMessage(output.delta, {"gradient": output.start_gradient})
+
+    def server_update(state, aggregate: Aggregate) -> ServerStep:
         trainable = list(state.model_weights.trainable)
-        mean_gradient = [
-            (g / max(weights.sum(), 1e-300)).astype(w.dtype)
-            for g, w in zip(weighted_sum(gradients, weights), trainable)
-        ]
-        optimizer_state, _ = self.server_optimizer.next(
-            state.optimizer_state, trainable, mean_gradient
-        )
-        new_trainable = [
-            w + self.server_learning_rate * np.asarray(d, w.dtype)
-            for w, d in zip(trainable, aggregate.result)
-        ]
-        new_state = ServerState(
-            round_num=state.round_num + 1,
-            model_weights=state.model_weights.with_trainable(new_trainable),
-            optimizer_state=optimizer_state,
-            aggregator_state=aggregate.state,
-        )
-        return self.round_result(new_state, outputs, aggregate.measurements)
+        gradient = [np.asarray(g, w.dtype) for g, w in zip(aggregate.extras["gradient"], trainable)]
+        optimizer_state, _ = base.next(state.algorithm_state["optimizer_state"], trainable, gradient)
+        return ServerStep(aggregate.delta, {"optimizer_state": optimizer_state})
+
+    task = ClientTask(base, weighted=weighted, freeze_optimizer_state=True, start_statistics=True)
+    return Algorithm("mime_lite", task, init_state, broadcast, message, server_update)
 
 
 def build_mime_lite(
@@ -90,29 +59,28 @@ def build_mime_lite(
     batch_size: Optional[int] = None,
     local_epochs: int = 1,
     aggregator: Optional[Aggregator] = None,
-) -> MimeLiteProcess:
+    server_optimizer: Any = None,
+    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
+    faults: Optional[FaultPolicy] = None,
+) -> FederatedProcess:
     """Builds a MimeLite process.
 
     Args:
       model_fn: no-argument callable returning a new fedsim model.
       base_optimizer: the optimizer mimicked, with the clients' learning rate; its state is the
         server's. Default ``SGD(0.01, momentum=0.9)``.
-      server_learning_rate: scales the average delta applied to the server model (1: the paper).
+      server_learning_rate: the default server optimizer's step, ``SGD(server_learning_rate)``
+        on the average delta (1: the paper).
       weighted: weight deltas and full-batch gradients by example count (True) or equally.
       batch_size: batch client datasets of single examples; None if already batched.
       local_epochs: passes over each client's data per round.
-      aggregator: overrides the mean of the deltas.
+      aggregator: overrides the mean of the deltas and gradients.
+      server_optimizer: replaces ``SGD(server_learning_rate)``.
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
+      faults: how a round treats failing clients and non-finite updates.
     """
-    base_optimizer = base_optimizer or SGD(0.01, momentum=0.9)
-    client_work = ClientWork(
-        build_model(model_fn), base_optimizer, weighted=weighted, freeze_optimizer_state=True
-    )
-    return MimeLiteProcess(
-        client_work,
-        server_learning_rate,
-        executor=SequentialExecutor(client_work),
-        aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
-        server_optimizer=base_optimizer,
-        prepare_train=batch_and_repeat(batch_size, local_epochs),
-        prepare_eval=batch_and_repeat(batch_size, 1),
+    return build_process(
+        model_fn, mime_lite(base_optimizer, weighted),
+        server_optimizer=server_optimizer or SGD(server_learning_rate), batch_size=batch_size,
+        local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn, faults=faults,
     )

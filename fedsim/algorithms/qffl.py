@@ -10,68 +10,69 @@ objective. Client k runs local SGD from w to w_k and, with ``L = 1 / lr``:
     h_k   = q F_k(w)^(q-1) ||dw_k||^2 + L F_k(w)^q
     w    <- w - sum_k Delta_k / sum_k h_k
 
-``F_k(w)`` is the client's mean training loss at the server weights. As in
-the authors' code, ``1e-10`` is added to ``F_k`` before taking powers, so
-``q < 1`` stays finite for a client with zero loss.
+``F_k(w)`` is the client's mean training loss at the server weights (the
+client step's start statistics). As in the authors' code, ``1e-10`` is added
+to ``F_k`` before taking powers, so ``q < 1`` stays finite for a client with
+zero loss.
+
+As blocks of the round: a client sends ``Delta_k`` in the delta slot and
+``h_k`` as the extra ``h``; the aggregator chain averages both over the
+cohort (unweighted), and the ratio of the means is the ratio of the sums.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
-import tensorflow as tf
 
-from fedsim.aggregators import MeanAggregator
-from fedsim.aggregators.base import AggregationOutput
-from fedsim.execution import SequentialExecutor
-from fedsim.learning.client_work import ClientWork
-from fedsim.learning.fedavg import batch_and_repeat
-from fedsim.learning.process import ClientId, FederatedProcess, RoundResult, ServerState
-from fedsim.models.model_fn import build_model
+from fedsim.aggregators import Aggregator
+from fedsim.client import ClientTask, ClientWork
+from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep
+from fedsim.learning.builder import build_process
+from fedsim.learning.faults import FaultPolicy
+from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
 _LOSS_FLOOR = 1e-10
 
 
-class QFFLProcess(FederatedProcess):
-    """A round of q-FedAvg; build it with ``build_qffl``."""
+def qffl_message(q: float, lipschitz: float) -> Callable:
+    """The client's ``(Delta_k, h_k)`` from its step ``dw_k = -L delta`` and its start loss."""
 
-    def __init__(self, client_work: ClientWork, q: float, lipschitz: float, **process_blocks: Any):
-        super().__init__(model=client_work.model, **process_blocks)
-        self.client_work = client_work
-        self.q = q
-        self.lipschitz = lipschitz
+    def message(output, inputs, client_state) -> ClientMessage:
+        loss = output.start_loss + _LOSS_FLOOR
+        step = [-lipschitz * np.asarray(d, np.float64) for d in output.delta]
+        squared_norm = sum(float(np.sum(s * s)) for s in step)
+        h = q * loss ** (q - 1) * squared_norm + lipschitz * loss**q
+        return ClientMessage([loss**q * s for s in step], {"h": [np.array(h, np.float64)]})
 
-    def next(
-        self,
-        state: ServerState,
-        client_datasets: Sequence[tf.data.Dataset],
-        client_ids: Optional[Sequence[ClientId]] = None,
-    ) -> RoundResult:
-        """One q-FedAvg round (local training on the executor)."""
-        cohort = self.prepare_cohort(state, client_datasets, client_ids)
-        if not cohort.datasets:
-            return self.empty_round(state)
-        losses = [
-            self.client_work.loss_and_gradient(state.model_weights, d).loss for d in cohort.datasets
-        ]
-        outputs = self.executor.train(state.model_weights, cohort.datasets)
-        q, lipschitz = self.q, self.lipschitz
-        numerator = [np.zeros(w.shape, np.float64) for w in state.model_weights.trainable]
-        denominator = 0.0
-        for loss, output in zip(losses, outputs):
-            loss = loss + _LOSS_FLOOR
-            step = [-lipschitz * np.asarray(d, np.float64) for d in output.delta]
-            for total, s in zip(numerator, step):
-                total += loss**q * s
-            squared_norm = sum(float(np.sum(s * s)) for s in step)
-            denominator += q * loss ** (q - 1) * squared_norm + lipschitz * loss**q
-        update = [-n / denominator for n in numerator]
-        aggregate = AggregationOutput(
-            update, state.aggregator_state, {"qffl_denominator": denominator}
-        )
-        return self.finish_round(state, outputs, update, aggregate)
+    return message
+
+
+def qffl_server_update(state, aggregate: Aggregate) -> ServerStep:
+    """``w <- w - mean Delta / mean h`` (a zero step when no client counted)."""
+    mean_h = float(aggregate.extras["h"][0])
+    scale = -1.0 / mean_h if mean_h > 0 else 0.0
+    trainable = state.model_weights.trainable
+    delta = [(scale * np.asarray(d, np.float64)).astype(w.dtype) for d, w in zip(aggregate.delta, trainable)]
+    return ServerStep(delta, state.algorithm_state, {"qffl/mean_h": mean_h})
+
+
+def check_q(q: float) -> float:
+    if not q >= 0:
+        raise ValueError(f"q={q!r} must be >= 0 (0 gives FedAvg's objective)")
+    return float(q)
+
+
+def qffl(q: float, client_learning_rate: float = 0.01) -> Algorithm:
+    """q-FedAvg's blocks: plain local SGD with ``L = 1 / client_learning_rate``."""
+    if not client_learning_rate > 0:
+        raise ValueError(f"client_learning_rate={client_learning_rate!r} must be > 0: L = 1 / lr")
+    task = ClientTask(SGD(client_learning_rate), weighted=False, start_statistics=True)
+    return Algorithm(
+        "qffl", task, message=qffl_message(check_q(q), 1.0 / client_learning_rate), server_update=qffl_server_update
+    )
 
 
 def build_qffl(
@@ -80,8 +81,11 @@ def build_qffl(
     client_learning_rate: float = 0.01,
     batch_size: Optional[int] = None,
     local_epochs: int = 1,
+    server_optimizer: Any = None,
+    aggregator: Optional[Aggregator] = None,
     executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-) -> QFFLProcess:
+    faults: Optional[FaultPolicy] = None,
+) -> FederatedProcess:
     """Builds a q-FedAvg process.
 
     Args:
@@ -90,21 +94,13 @@ def build_qffl(
       client_learning_rate: local SGD step size; the Lipschitz estimate is ``L = 1 / lr``.
       batch_size: batch client datasets of single examples; None if already batched.
       local_epochs: passes over each client's data per round.
-      executor_fn: builds the executor from the client work; default sequential.
+      server_optimizer: applies the step; default ``SGD(1.0)`` (the paper).
+      aggregator: overrides the unweighted mean of ``Delta_k`` and ``h_k``.
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
+      faults: how a round treats failing clients and non-finite updates.
     """
-    if not q >= 0:
-        raise ValueError(f"q={q!r} must be >= 0 (0 gives FedAvg's objective)")
-    if not client_learning_rate > 0:
-        raise ValueError(f"client_learning_rate={client_learning_rate!r} must be > 0: L = 1 / lr")
-    client_work = ClientWork(build_model(model_fn), SGD(client_learning_rate), weighted=False)
-    return QFFLProcess(
-        client_work,
-        float(q),
-        1.0 / client_learning_rate,
-        executor=(executor_fn or SequentialExecutor)(client_work),
-        # Unused by the update rule; it gives the server state its aggregator slot.
-        aggregator=MeanAggregator(weighted=False),
-        server_optimizer=SGD(1.0),
-        prepare_train=batch_and_repeat(batch_size, local_epochs),
-        prepare_eval=batch_and_repeat(batch_size, 1),
+    return build_process(
+        model_fn, qffl(q, client_learning_rate), server_optimizer=server_optimizer or SGD(1.0),
+        batch_size=batch_size, local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn,
+        faults=faults,
     )

@@ -1,9 +1,14 @@
 """The cohort's local-step loop, two ways: batched over clients under XLA, or client by client in one graph.
 
 Both give the sequential executor's results and the same contract:
-``(step, trainable, non_trainable, x, y, mask, num_batches) ->
-(delta, num_examples, metrics)``, leaves with a leading client axis, in
-cohort order.
+``(step, trainable, non_trainable, x, y, mask, num_batches, offsets,
+optimizer_state) -> (delta, num_examples, metrics)``, leaves with a leading
+client axis, in cohort order. ``offsets`` (one ``[clients, ...]`` tensor per
+trainable weight, or ``()``) are the clients' gradient offsets;
+``optimizer_state`` (or ``()``) is the optimizer state the server sent, which
+every client starts from instead of ``optimizer.init`` (see ``ClientInputs``).
+``start_statistics`` gives each client's mean loss and gradient at the
+starting weights, as ``ClientWork.loss_and_gradient`` computes them.
 
 - ``masked_steps``: local step ``k`` of many clients at once under
   ``tf.vectorized_map``; finished clients keep their values through
@@ -34,7 +39,12 @@ from fedsim.runtime import CLIENTS_IN_FLIGHT
 pfor_converters.register()
 
 
-def initial_state(step: Any, trainable, non_trainable, clients: tf.Tensor):
+def start_optimizer_state(step: Any, trainable, optimizer_state):
+    """The optimizer state every client starts from: the server's, or ``init`` of the weights."""
+    return optimizer_state if tf.nest.flatten(optimizer_state) else step.optimizer.init(list(trainable))
+
+
+def initial_state(step: Any, trainable, non_trainable, clients: tf.Tensor, optimizer_state=()):
     """(weights, non-trainable, optimizer state, metric state), each with a leading client axis."""
 
     def per_client(value):
@@ -45,7 +55,7 @@ def initial_state(step: Any, trainable, non_trainable, clients: tf.Tensor):
     return (
         [per_client(w) for w in trainable],
         [per_client(w) for w in non_trainable],
-        tf.nest.map_structure(per_client, step.optimizer.init(list(trainable))),
+        tf.nest.map_structure(per_client, start_optimizer_state(step, trainable, optimizer_state)),
         tf.nest.map_structure(per_client, step.initial_metric_state()),
     )
 
@@ -66,7 +76,7 @@ def stage_widths(clients: int) -> list[int]:
     return widths
 
 
-def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):
+def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, offsets=(), optimizer_state=()):
     """Every step of the longest clients, in stages of halving width (XLA-compilable; see module docstring).
 
     ``x``, ``y`` and ``mask`` have shape ``[clients, max_batches, batch_size, ...]``
@@ -83,9 +93,9 @@ def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):
     """
     clients = int(mask.shape[0])  # static under XLA: padded cohorts compile once per shape
     order = tf.argsort(num_batches, direction="DESCENDING", stable=True)
-    x, y, mask = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (x, y, mask))
+    x, y, mask, offsets = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (x, y, mask, offsets))
     num_batches = tf.gather(num_batches, order)
-    state = initial_state(step, trainable, non_trainable, clients)
+    state = initial_state(step, trainable, non_trainable, clients, optimizer_state)
     widths = stage_widths(clients)
     k = tf.constant(0, tf.int32)
     for stage, width in enumerate(widths):
@@ -93,19 +103,24 @@ def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches):
         # most ``next_width`` clients still train (the last stage runs to the longest).
         next_width = widths[stage + 1] if stage + 1 < len(widths) else 0
         end = num_batches[next_width] if next_width else num_batches[0]
-        k, head = _masked_stage(step, state, x, y, mask, num_batches, k, end, width)
+        k, head = _masked_stage(step, state, x, y, mask, num_batches, k, end, width, trainable, offsets)
         state = tf.nest.map_structure(lambda new, old: tf.concat([new, old[width:]], 0), head, state)
     return _results(trainable, state, order=tf.argsort(order))
 
 
-def _masked_stage(step, state, x, y, mask, num_batches, k, end, width):
+def _masked_stage(step, state, x, y, mask, num_batches, k, end, width, trainable, offsets):
     """Steps ``k .. end-1`` of the first ``width`` clients; returns ``(end, their new state)``."""
     head = tf.nest.map_structure(lambda t: t[:width], state)
     counts = num_batches[:width]
+    offsets = [o[:width] for o in offsets]
+
+    def client_step(args):
+        state, batch, offset = args
+        return step(*state, *batch, start=trainable, offset=offset or None)
 
     def body(k, head):
         batch = tf.nest.map_structure(lambda t: t[:width, k], (x, y, mask))
-        new = tf.vectorized_map(lambda args: step(*args[0], *args[1]), (head, batch))
+        new = tf.vectorized_map(client_step, (head, batch, offsets))
         active = counts > k
 
         def select(new_value, old_value):
@@ -120,8 +135,60 @@ def _masked_stage(step, state, x, y, mask, num_batches, k, end, width):
     return tf.while_loop(lambda k, _: k < end, body, (k, head))
 
 
-def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches,
-                      parallel_clients: int = CLIENTS_IN_FLIGHT):
+def real_batch(x, y, mask, c, k):
+    """Client ``c``'s batch ``k`` without the padded rows after its last real example.
+
+    The step then sees the batch the sequential executor sees, shape included,
+    so the kernels sum the same numbers in the same order (padding would be
+    masked anyway, but a different batch size changes float rounding, which a
+    CNN can amplify, and batch statistics and random draws depend on it).
+    """
+    batch_mask = mask[c, k]
+    rows = tf.shape(batch_mask)[0]
+    real = tf.reduce_max(tf.cast(tf.not_equal(batch_mask, 0), tf.int32) * tf.range(1, rows + 1))
+    real = tf.maximum(real, tf.minimum(rows, 1))
+    return tf.nest.map_structure(lambda t: t[c, k, :real], (x, y, mask))
+
+
+def start_statistics(step: Any, trainable, non_trainable, x, y, mask, num_batches):
+    """Each client's mean loss over its examples and its gradient, at the starting weights.
+
+    As ``ClientWork.loss_and_gradient``: batch losses and gradients times the
+    batch's example count, summed in float64 and divided once; the
+    non-trainable state (random seeds, batch statistics) threads through the
+    batches as in a stateful pass. Returns ``(loss [clients] float64, gradient)``.
+    """
+    trainable, non_trainable = list(trainable), list(non_trainable)
+    num_batches = tf.cast(num_batches, tf.int32)
+    clients = tf.shape(num_batches)[0]
+
+    def client(c, losses, gradients):
+        def batch_step(k, other, loss_sum, gradient_sum, count):
+            xb, yb, mb = real_batch(x, y, mask, c, k)
+            loss, gradient, other, _, real = step.loss_and_gradient(trainable, other, xb, yb, mb)
+            size = tf.cast(real, tf.float64)
+            gradient_sum = tuple(s + tf.cast(g, tf.float64) * size for s, g in zip(gradient_sum, gradient))
+            return k + 1, other, loss_sum + tf.cast(loss, tf.float64) * size, gradient_sum, count + size
+
+        zeros = tuple(tf.zeros(w.shape, tf.float64) for w in trainable)
+        _, _, loss_sum, gradient_sum, count = tf.while_loop(
+            lambda k, *_: k < num_batches[c], batch_step,
+            (tf.constant(0, tf.int32), non_trainable, tf.constant(0.0, tf.float64), zeros,
+             tf.constant(0.0, tf.float64)))
+        total = tf.maximum(count, 1.0)
+        losses = losses.write(c, loss_sum / total)
+        gradients = [a.write(c, tf.cast(s / total, w.dtype)) for a, s, w in zip(gradients, gradient_sum, trainable)]
+        return c + 1, losses, gradients
+
+    losses = tf.TensorArray(tf.float64, size=clients, element_shape=[])
+    gradients = [tf.TensorArray(w.dtype, size=clients, element_shape=w.shape) for w in trainable]
+    _, losses, gradients = tf.while_loop(
+        lambda c, *_: c < clients, client, (tf.constant(0, tf.int32), losses, gradients))
+    return losses.stack(), [g.stack() for g in gradients]
+
+
+def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, offsets=(),
+                      optimizer_state=(), parallel_clients: int = CLIENTS_IN_FLIGHT):
     """Trains every client of the cohort on its own batches; same contract as ``masked_steps``.
 
     Args:
@@ -132,6 +199,7 @@ def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batch
       x, y, mask: leaves shaped ``[clients, max_batches, batch_size, ...]``;
         client ``c``'s batches past ``num_batches[c]`` are never read.
       num_batches: int ``[clients]``, the number of batches of each client.
+      offsets, optimizer_state: see the module docstring.
       parallel_clients: how many clients train at the same time (the
         while_loop's ``parallel_iterations``); results do not depend on it.
 
@@ -145,25 +213,18 @@ def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batch
     num_batches = tf.cast(num_batches, tf.int32)
     clients = tf.shape(num_batches)[0]
     # Built once: every client starts from the same weights, so from the same optimizer state.
-    optimizer_state = step.optimizer.init(trainable)
+    optimizer_state = start_optimizer_state(step, trainable, optimizer_state)
     metric_state = step.initial_metric_state()
     # Longest first: with several clients in flight, the longest does not finish the round alone.
     order = tf.argsort(num_batches, direction="DESCENDING", stable=True)
 
     def train_client(i, deltas, metrics):
         c = order[i]
+        offset = [o[c] for o in offsets] or None
 
         def local_step(k, weights, other, opt, met):
-            batch_mask = mask[c, k]
-            # Drop the padded rows after the last real example: the step then sees the
-            # batch the sequential executor sees, shape included, so the kernels sum
-            # the same numbers in the same order (padding would be masked anyway, but
-            # a different batch size changes float rounding, which a CNN can amplify).
-            rows = tf.shape(batch_mask)[0]
-            real = tf.reduce_max(tf.cast(tf.not_equal(batch_mask, 0), tf.int32) * tf.range(1, rows + 1))
-            real = tf.maximum(real, tf.minimum(rows, 1))
-            batch = tf.nest.map_structure(lambda t: t[c, k, :real], (x, y, mask))
-            weights, other, opt, met = step(weights, other, opt, met, *batch)
+            batch = real_batch(x, y, mask, c, k)
+            weights, other, opt, met = step(weights, other, opt, met, *batch, start=trainable, offset=offset)
             return k + 1, list(weights), list(other), opt, met
 
         _, final, _, _, met = tf.while_loop(

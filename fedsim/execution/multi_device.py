@@ -9,13 +9,16 @@ core; this pays off with several accelerators.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from fedsim.client import NO_INPUTS
+from fedsim.execution.failures import isolate_failures
 from fedsim.execution.sequential import SequentialExecutor
-from fedsim.execution.vectorized import CohortTrainer, client_outputs
+from fedsim.execution.vectorized import CohortTrainer, client_outputs, cohort_inputs_as_arrays
 
 
 def visible_devices() -> list[str]:
@@ -46,14 +49,29 @@ class MultiDeviceExecutor:
         self._threads = ThreadPoolExecutor(len(self.devices), thread_name_prefix="fedsim-device")
         self._sequential = SequentialExecutor(client_work)
 
-    def train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset]) -> list:
+    def train(
+        self,
+        model_weights: Any,
+        datasets: Sequence[tf.data.Dataset],
+        inputs: Optional[Sequence[Any]] = None,
+        client_ids: Optional[Sequence[Any]] = None,
+    ) -> list:
+        """Per client, in cohort order, its ``ClientOutput`` or a ``ClientFailure``."""
+        inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
+        client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+        return isolate_failures(partial(self._train, model_weights), datasets, inputs, client_ids)
+
+    def _train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset], inputs: Sequence[Any]) -> list:
         shards = [s for s in np.array_split(np.arange(len(datasets)), len(self.devices)) if len(s)]
+        offsets, optimizer_state = cohort_inputs_as_arrays(self.client_work.task, inputs)
 
         def run(device: str, shard: np.ndarray):
             with tf.device(device):
                 trainable = [tf.convert_to_tensor(a) for a in model_weights.trainable]
                 non_trainable = [tf.convert_to_tensor(a) for a in model_weights.non_trainable]
-                results = self.trainer(trainable, non_trainable, [datasets[i] for i in shard])
+                shard_offsets = None if offsets is None else [o[shard] for o in offsets]
+                results = self.trainer(trainable, non_trainable, [datasets[i] for i in shard], shard_offsets,
+                                       optimizer_state)
             return client_outputs(self.client_work, results)
 
         futures = [self._threads.submit(run, d, s) for d, s in zip(self.devices, shards)]

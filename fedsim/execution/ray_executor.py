@@ -18,7 +18,8 @@ import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from fedsim.execution.ray_pool import ON_FAILURE, ActorPool, ClientFailure, RoundStats
+from fedsim.client import NO_INPUTS, ClientFailure, ClientTask
+from fedsim.execution.ray_pool import ActorPool, RoundStats
 from fedsim.execution.ray_worker import WorkRecipe
 
 logger = logging.getLogger(__name__)
@@ -44,24 +45,18 @@ class RayExecutor:
       model_fn: no-argument callable building the fedsim model; it must pickle
         (module-level function, closure or ``functools.partial``), since each
         actor builds its own copy.
-      client_optimizer: functional client optimizer; default ``SGD(0.01)``, as for ``ClientWork``.
-      weighted, proximal_mu, freeze_optimizer_state: as for ``ClientWork``.
+      task: the ``ClientTask`` every actor's ``ClientWork`` runs (default: SGD(0.01), weighted).
       address: a running cluster to join (``"127.0.0.1:6379"``, ``"auto"``); None starts a
         private local Ray instance with ``num_actors`` CPUs (default: all of them).
       num_actors: actors to run; default one per GPU of the cluster, or one per CPU
         when it has none. Each actor takes 1 GPU (or 1 CPU).
-      max_retries: times a client is re-run after its actor died or (``"retry"``) its work raised.
-      on_failure: ``"retry"`` raises ``ClientFailure`` once a failing client runs out of
-        retries; ``"drop"`` drops a client whose work raised from the round (logged and
-        counted in ``last_round_stats``). Under ``"drop"`` ``train`` returns fewer outputs
-        than datasets, so the caller must map them back with
-        ``last_round_stats.dropped_positions``; a ``FederatedProcess`` expects one output per
-        dataset, so give it ``"retry"`` and let its own fault policy drop clients.
+      max_retries: times a client is re-run after its actor died. A client whose own work
+        raised yields a ``ClientFailure`` record at once, as on every executor: the round's
+        fault policy retries, drops or raises.
       start_timeout: seconds to wait for actors to start and build their model.
 
     After each ``train``/``evaluate``, ``last_round_stats`` (a ``RoundStats``) says which
-    clients were retried or dropped and where the time went; ``last_round_stats.measurements()``
-    is the part to merge into the round's measurements.
+    clients failed or were re-run after an actor died, and where the time went.
     """
 
     name = "ray"
@@ -69,23 +64,17 @@ class RayExecutor:
     def __init__(
         self,
         model_fn: Callable[[], Any],
-        client_optimizer: Any = None,
-        weighted: bool = True,
+        task: Optional[ClientTask] = None,
         *,
-        proximal_mu: float = 0.0,
-        freeze_optimizer_state: bool = False,
         address: Optional[str] = None,
         num_actors: Optional[int] = None,
         max_retries: int = 2,
-        on_failure: str = "retry",
         start_timeout: float = 300.0,
     ):
         if not callable(model_fn):
             raise TypeError(
                 f"model_fn must be a no-argument callable building the model, got {model_fn!r}"
             )
-        if on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure={on_failure!r} must be one of {ON_FAILURE}")
         if not (isinstance(max_retries, int) and max_retries >= 0):
             raise ValueError(f"max_retries={max_retries!r} must be an integer >= 0")
         if num_actors is not None and not (isinstance(num_actors, int) and num_actors >= 1):
@@ -93,18 +82,15 @@ class RayExecutor:
                 f"num_actors={num_actors!r} must be a positive integer or None (one per device)"
             )
         ray = import_ray()
-        if client_optimizer is None:
+        if task is None:
             from fedsim.optimizers import SGD  # ClientWork's default, so both executors agree
 
-            client_optimizer = SGD(0.01)
-        recipe = WorkRecipe(
-            model_fn, client_optimizer, weighted, proximal_mu, freeze_optimizer_state
-        )
+            task = ClientTask(SGD(0.01))
+        recipe = WorkRecipe(model_fn, task)
         _check_picklable(ray, recipe)
         self._ray = ray
         self._owns_ray = _connect(ray, address, num_actors)
         self.max_retries = max_retries
-        self.on_failure = on_failure
         self.last_round_stats: Optional[RoundStats] = None
         num_actors, options = _actor_layout(ray, num_actors)
         self._pool = ActorPool(ray, recipe, num_actors, options, start_timeout)
@@ -114,19 +100,12 @@ class RayExecutor:
         """An ``executor_fn`` for ``build_fedavg``: builds the executor from the process's ClientWork.
 
         ``model_fn`` must be the one given to ``build_fedavg`` (ClientWork keeps only the
-        built model); the optimizer and flags are read from the ClientWork. ``options``
+        built model); the task is read from the ClientWork. ``options``
         are the keyword arguments of ``RayExecutor`` (``address``, ``num_actors``, ...).
         """
 
         def executor_fn(client_work: Any) -> "RayExecutor":
-            return cls(
-                model_fn,
-                client_work.optimizer,
-                client_work.weighted,
-                proximal_mu=client_work.proximal_mu,
-                freeze_optimizer_state=client_work.freeze_optimizer_state,
-                **options,
-            )
+            return cls(model_fn, client_work.task, **options)
 
         return executor_fn
 
@@ -139,13 +118,14 @@ class RayExecutor:
         self,
         model_weights: Any,
         datasets: Sequence[Any],
+        inputs: Optional[Sequence[Any]] = None,
         client_ids: Optional[Sequence[Any]] = None,
     ) -> list:
-        """``ClientOutput`` per client, in cohort order (without clients dropped under ``"drop"``).
+        """Per client, in cohort order, its ``ClientOutput`` or a ``ClientFailure``.
 
         ``client_ids`` name clients in failures and stats; default: cohort positions.
         """
-        return self._run("train", model_weights, datasets, client_ids)
+        return self._run("train", model_weights, datasets, inputs, client_ids)
 
     def evaluate(
         self,
@@ -153,8 +133,12 @@ class RayExecutor:
         datasets: Sequence[Any],
         client_ids: Optional[Sequence[Any]] = None,
     ) -> list:
-        """Unfinalized metrics per client, in cohort order (without dropped clients)."""
-        return self._run("evaluate", model_weights, datasets, client_ids)
+        """Unfinalized metrics per client, in cohort order; raises the first client's failure."""
+        results = self._run("evaluate", model_weights, datasets, None, client_ids)
+        for result in results:
+            if isinstance(result, ClientFailure):
+                raise result from result.error
+        return results
 
     def trace_counts(self) -> list[int]:
         """How many times each live actor traced its training function (1 per element spec)."""
@@ -172,8 +156,9 @@ class RayExecutor:
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown()
 
-    def _run(self, method: str, model_weights: Any, datasets: Sequence[Any], client_ids) -> list:
+    def _run(self, method: str, model_weights: Any, datasets: Sequence[Any], inputs, client_ids) -> list:
         ids = list(range(len(datasets))) if client_ids is None else list(client_ids)
+        inputs = [NO_INPUTS] * len(datasets) if inputs is None else list(inputs)
         if len(ids) != len(datasets):
             raise ValueError(
                 f"got {len(datasets)} datasets but {len(ids)} client ids; pass one id per dataset"
@@ -183,17 +168,14 @@ class RayExecutor:
         put_start = time.perf_counter()
         weights_ref = self._ray.put(model_weights)
         put_seconds = time.perf_counter() - put_start
-        results, counts = self._pool.run(
-            method, weights_ref, datasets, ids, self.max_retries, self.on_failure
-        )
-        kept = [r for r in results if r is not None]
-        dropped = tuple(i for i, r in enumerate(results) if r is None)
+        results, counts = self._pool.run(method, weights_ref, datasets, inputs, ids, self.max_retries)
+        kept = [r for r in results if not isinstance(r, ClientFailure)]
+        failed = tuple(i for i, r in enumerate(results) if isinstance(r, ClientFailure))
         self.last_round_stats = RoundStats(
             num_clients=len(datasets),
             clients_retried=counts["clients_retried"],
-            clients_dropped=len(dropped),
-            dropped_positions=dropped,
-            dropped_client_ids=tuple(ids[i] for i in dropped),
+            failed_positions=failed,
+            failed_client_ids=tuple(ids[i] for i in failed),
             actor_deaths=int(counts.get("actor_deaths", 0)),
             failures=counts["failures"],
             export_seconds=counts.get("export_seconds", 0.0),
@@ -205,7 +187,7 @@ class RayExecutor:
             compute_seconds=sum(r.compute_seconds for r in kept),
             wall_seconds=time.perf_counter() - start,
         )
-        return [r.value for r in kept]
+        return [r if isinstance(r, ClientFailure) else r.value for r in results]
 
 
 def _connect(ray: Any, address: Optional[str], num_cpus: Optional[int]) -> bool:

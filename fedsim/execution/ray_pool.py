@@ -27,12 +27,11 @@ from fedsim.execution.ray_datasets import ExportedDataset, export_dataset
 from fedsim.execution.ray_worker import ClientWorker, TaskResult, WorkRecipe
 
 # One exception class for a failing client, whichever executor or process saw it.
-from fedsim.learning.faults import ClientFailure
+from fedsim.client import ClientFailure
 
 logger = logging.getLogger(__name__)
 
 TASKS_PER_ACTOR = 2
-ON_FAILURE = ("retry", "drop")
 
 
 @attrs.frozen
@@ -40,15 +39,14 @@ class RoundStats:
     """What happened while running one cohort, and where the time went.
 
     ``failures`` lists every failed attempt in the order seen, including ones a
-    retry then fixed. Driver-side seconds (export, put, dispatch, wait, gather)
+    re-run after an actor's death then fixed. Driver-side seconds (export, put, dispatch, wait, gather)
     are wall time; actor-side seconds (rebuild, compute) are summed over clients.
     """
 
     num_clients: int
-    clients_retried: int
-    clients_dropped: int
-    dropped_positions: tuple[int, ...]  # cohort positions missing from the returned list
-    dropped_client_ids: tuple
+    clients_retried: int  # re-run after their actor died
+    failed_positions: tuple[int, ...]  # cohort positions that yielded a ClientFailure
+    failed_client_ids: tuple
     actor_deaths: int
     failures: tuple[ClientFailure, ...]
     export_seconds: float = 0.0  # tf.data -> NumPy, in the driver (part of dispatch)
@@ -59,14 +57,6 @@ class RoundStats:
     rebuild_seconds: float = 0.0  # NumPy -> tf.data, in the actors
     compute_seconds: float = 0.0  # compiled client work, in the actors
     wall_seconds: float = 0.0
-
-    def measurements(self) -> dict[str, float]:
-        """Fault counts for the round's measurements, under the process's ``faults/...`` keys."""
-        return {
-            "faults/clients_retried": float(self.clients_retried),
-            "faults/clients_dropped": float(self.clients_dropped),
-            "faults/actor_deaths": float(self.actor_deaths),
-        }
 
 
 @attrs.define
@@ -152,12 +142,17 @@ class ActorPool:
         method: str,
         weights_ref: Any,
         datasets: Sequence[Any],
+        inputs: Sequence[Any],
         client_ids: Sequence[Any],
         max_retries: int,
-        on_failure: str,
-    ) -> tuple[list[Optional[TaskResult]], dict]:
-        """Runs ``method`` for every dataset; returns results in order (None: dropped) and counters.
+    ) -> tuple[list[Any], dict]:
+        """Runs ``method`` for every dataset; returns per position a ``TaskResult`` or a
+        ``ClientFailure``, and counters.
 
+        A client whose actor died runs again on another actor, up to
+        ``max_retries`` times (Ray's failure, not the client's); a client whose
+        own work raised yields a ``ClientFailure`` at once: the round's fault
+        policy decides what happens to it, as for every executor.
         Each dataset is exported just before its task is sent, so the driver reads
         the next client while the actors compute (and a retry reuses the export).
         """
@@ -165,7 +160,7 @@ class ActorPool:
         for slot in self._slots:
             # A round that raised ClientFailure left its other tasks uncounted; they only queue.
             slot.load = 0
-        results: list[Optional[TaskResult]] = [None] * len(datasets)
+        results: list[Any] = [None] * len(datasets)
         exported: list[Optional[ExportedDataset]] = [None] * len(datasets)
         attempts = [0] * len(datasets)
         queue = collections.deque(range(len(datasets)))
@@ -180,7 +175,7 @@ class ActorPool:
                     export_start = time.perf_counter()
                     exported[position] = export_dataset(datasets[position])
                     counts["export_seconds"] += time.perf_counter() - export_start
-                ref = getattr(slot.actor, method).remote(weights_ref, exported[position])
+                ref = getattr(slot.actor, method).remote(weights_ref, exported[position], inputs[position])
                 in_flight[ref] = (position, slot)
                 slot.load += 1
             counts["dispatch_seconds"] += time.perf_counter() - start  # export included
@@ -209,15 +204,12 @@ class ActorPool:
                 attempts[position] += 1
                 failure = ClientFailure(client_ids[position], cause, attempts[position])
                 failures.append(failure)
-                may_retry = not client_at_fault or on_failure == "retry"
-                if may_retry and attempts[position] <= max_retries:
-                    logger.warning("%s; running it again", failure)
+                if not client_at_fault and attempts[position] <= max_retries:
+                    logger.warning("%s; its actor died, running it again", failure)
                     retried.add(position)
                     queue.append(position)
-                elif on_failure == "drop":
-                    logger.warning("%s; dropping it from the round", failure)
                 else:
-                    raise failure from cause
+                    results[position] = failure
         return results, dict(counts, clients_retried=len(retried), failures=tuple(failures))
 
     def _free_slot(self) -> Optional[_Slot]:

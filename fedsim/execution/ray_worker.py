@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import attrs
 
+from fedsim.client import NO_INPUTS, ClientInputs, ClientTask, ClientWork
 from fedsim.execution.ray_datasets import ExportedDataset
 
 
@@ -22,14 +23,11 @@ class WorkRecipe:
     A live TensorFlow model cannot travel to another process, so the recipe
     holds the no-argument ``model_fn`` that builds it (it must pickle with
     cloudpickle: a module-level function, a closure or a ``functools.partial``)
-    and the ``ClientWork`` arguments.
+    and the ``ClientTask``.
     """
 
     model_fn: Callable[[], Any]
-    optimizer: Any
-    weighted: bool = True
-    proximal_mu: float = 0.0
-    freeze_optimizer_state: bool = False
+    task: ClientTask
 
 
 @attrs.frozen
@@ -56,16 +54,7 @@ class ClientWorker:
         # Must run before TensorFlow executes its first op in this process.
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
-        # Imported here, not at module level: fedsim.learning imports fedsim.execution.
-        from fedsim.learning.client_work import ClientWork
-
-        self.client_work = ClientWork(
-            recipe.model_fn(),
-            recipe.optimizer,
-            weighted=recipe.weighted,
-            proximal_mu=recipe.proximal_mu,
-            freeze_optimizer_state=recipe.freeze_optimizer_state,
-        )
+        self.client_work = ClientWork.for_task(recipe.model_fn(), recipe.task)
 
     def pid(self) -> int:
         """The actor's process id (the executor waits on this to know the actor is up)."""
@@ -75,12 +64,12 @@ class ClientWorker:
         """How many times this actor's training function was traced."""
         return self.client_work.trace_count
 
-    def train(self, model_weights: Any, exported: ExportedDataset) -> TaskResult:
+    def train(self, model_weights: Any, exported: ExportedDataset, inputs: ClientInputs = NO_INPUTS) -> TaskResult:
         """``ClientWork.train`` on the rebuilt dataset."""
-        return self._run(self.client_work.train, model_weights, exported)
+        return self._run(lambda w, d: self.client_work.train(w, d, inputs), model_weights, exported)
 
-    def evaluate(self, model_weights: Any, exported: ExportedDataset) -> TaskResult:
-        """``ClientWork.evaluate`` on the rebuilt dataset."""
+    def evaluate(self, model_weights: Any, exported: ExportedDataset, inputs: ClientInputs = NO_INPUTS) -> TaskResult:
+        """``ClientWork.evaluate`` on the rebuilt dataset (``inputs`` is unused)."""
         return self._run(self.client_work.evaluate, model_weights, exported)
 
     @staticmethod

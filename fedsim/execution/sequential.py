@@ -1,24 +1,36 @@
 """The simple executor: clients one after another, in this process."""
+from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Optional, Sequence
 
-if TYPE_CHECKING:  # the learning package builds executors; avoid an import cycle
-    import tensorflow as tf
-
-    from fedsim.learning.client_work import ClientOutput, ClientWork
-    from fedsim.models.model_weights import ModelWeights
+from fedsim.client import NO_INPUTS, ClientFailure, ClientWork
 
 
 class SequentialExecutor:
-    """Runs each client's work in turn with one compiled ``ClientWork``."""
+    """Runs each client's work in turn with one compiled ``ClientWork``; the reference path."""
 
     name = "sequential"
 
-    def __init__(self, client_work: "ClientWork"):
+    def __init__(self, client_work: ClientWork):
         self.client_work = client_work
 
-    def train(self, model_weights: "ModelWeights", datasets: Sequence["tf.data.Dataset"]) -> list["ClientOutput"]:
-        return [self.client_work.train(model_weights, dataset) for dataset in datasets]
+    def train(
+        self,
+        model_weights: Any,
+        datasets: Sequence[Any],
+        inputs: Optional[Sequence[Any]] = None,
+        client_ids: Optional[Sequence[Any]] = None,
+    ) -> list:
+        """Per client, in order, its ``ClientOutput`` or a ``ClientFailure``."""
+        inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
+        client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+        results = []
+        for dataset, client_inputs, client_id in zip(datasets, inputs, client_ids):
+            try:
+                results.append(self.client_work.train(model_weights, dataset, client_inputs))
+            except Exception as error:  # noqa: BLE001 - the round's fault policy decides
+                results.append(ClientFailure(client_id, error))
+        return results
 
-    def evaluate(self, model_weights: "ModelWeights", datasets: Sequence["tf.data.Dataset"]) -> list:
+    def evaluate(self, model_weights: Any, datasets: Sequence[Any]) -> list:
         return [self.client_work.evaluate(model_weights, dataset) for dataset in datasets]

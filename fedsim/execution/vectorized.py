@@ -24,10 +24,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from fedsim.client import NO_INPUTS, ClientOutput
+from fedsim.client.keras_step import KerasClientStep, vectorization_blocker
+from fedsim.client.task import update_weight
 from fedsim.execution.cohort_data import (
     ClientTensors, array_client_tensors, client_tensors, is_static, stack_clients)
-from fedsim.execution.cohort_steps import client_loop_steps, masked_steps
-from fedsim.execution.keras_step import KerasClientStep, vectorization_blocker
+from fedsim.execution.cohort_steps import client_loop_steps, masked_steps, start_statistics
+from fedsim.execution.failures import isolate_failures
 from fedsim.execution.sequential import SequentialExecutor
 
 
@@ -37,8 +40,6 @@ class VectorizationError(ValueError):
 
 def cohort_blocker(client_work: Any):
     """Why ``client_work`` cannot train as a batched cohort, or ``None``."""
-    if getattr(client_work, "proximal_mu", 0.0) or getattr(client_work, "freeze_optimizer_state", False):
-        return "the client work has a proximal term or a frozen optimizer state (not vectorized yet)"
     return vectorization_blocker(client_work)
 
 
@@ -59,11 +60,20 @@ def xla_blocker(model: Any):
     models of at most ``XLA_MAX_PARAMETERS_ON_CPU`` trainable parameters use
     XLA (on GPUs, batching clients fills the device, so every dense model
     does). Convolutions never do: pfor turns a convolution with per-client
-    filters into a loop over clients, which XLA runs about 20x slower.
+    filters into a loop over clients, which XLA runs about 20x slower. Nor do
+    layers whose result depends on the batch's size (batch normalization,
+    random draws such as Dropout's): XLA pads every batch to one size.
     """
     for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
         if any("Conv" in cls.__name__ for cls in type(layer).__mro__):
             return f"layer {layer.name!r} is a convolution ({type(layer).__name__})"
+        # XLA trains every batch padded to one size: padded rows would enter batch
+        # statistics, and random draws would take the padded shape. The client loop
+        # trains each batch at its real size, as the sequential executor does.
+        if any("BatchNormalization" in cls.__name__ for cls in type(layer).__mro__):
+            return f"layer {layer.name!r} takes batch statistics ({type(layer).__name__})"
+        if getattr(layer, "seed_generator", None) is not None:
+            return f"layer {layer.name!r} draws random numbers ({type(layer).__name__})"
     parameters = sum(int(np.prod(v.shape)) for v in model.keras_model.trainable_variables)
     if parameters > XLA_MAX_PARAMETERS_ON_CPU and not tf.config.list_logical_devices("GPU"):
         return (f"{parameters:,} trainable parameters, more than {XLA_MAX_PARAMETERS_ON_CPU:,}: on CPU the "
@@ -108,8 +118,11 @@ class CohortTrainer:
         reason = cohort_blocker(client_work)
         if reason is not None:
             raise VectorizationError(f"cannot vectorize this client work: {reason}; use executor 'sequential'")
-        self.step = KerasClientStep(client_work.model, client_work.optimizer)
+        self.step = KerasClientStep(client_work.model, client_work.task)
+        # Start statistics run in the client loop (a graph), so they match the sequential pass exactly.
         self.xla = xla_blocker(client_work.model) is None if xla is None else bool(xla)
+        self.start_statistics = client_work.task.start_statistics
+        self._statistics = tf.function(partial(start_statistics, self.step), reduce_retracing=True)
         self.trace_count = 0
         # Keys are dataset objects, held weakly: an entry lives as long as its dataset.
         self._read_cache: "weakref.WeakKeyDictionary[tf.data.Dataset, ClientTensors]" = weakref.WeakKeyDictionary()
@@ -124,8 +137,13 @@ class CohortTrainer:
         self._padded = (0, 0, 0)  # clients, batches, batch size: the largest seen (XLA only)
         self._padded_lock = threading.Lock()
 
-    def __call__(self, trainable, non_trainable, datasets):
-        """Returns ``(delta, num_examples, metrics)`` as NumPy, each leaf with a leading client axis.
+    def __call__(self, trainable, non_trainable, datasets, offsets=None, optimizer_state=()):
+        """Returns ``(delta, num_examples, metrics, statistics)`` as NumPy, leaves with a leading client axis.
+
+        ``offsets`` (one ``[clients, ...]`` array per trainable weight) and
+        ``optimizer_state`` are the clients' inputs (see ``cohort_steps``);
+        ``statistics`` is ``(start loss, start gradient)`` when the task asks
+        for them, else ``()``.
 
         Cohorts of more than ``max_chunk`` clients train in equal chunks of
         similar lengths (longest first), one compiled call each: the chunks
@@ -133,27 +151,35 @@ class CohortTrainer:
         100-client state (20 MB for the benchmark's MLP) would not.
         """
         clients = self.read(datasets)
+        offsets = [np.asarray(o) for o in offsets] if offsets is not None else []
         if len(clients) <= self.max_chunk:
-            return self._train_chunk(trainable, non_trainable, clients)
+            return self._train_chunk(trainable, non_trainable, clients, offsets, optimizer_state)
         order = sorted(range(len(clients)), key=lambda c: -clients[c].mask.shape[0])
         chunks = np.array_split(np.array(order), -(-len(clients) // self.max_chunk))
-        parts = [self._train_chunk(trainable, non_trainable, [clients[c] for c in chunk]) for chunk in chunks]
+        parts = [
+            self._train_chunk(trainable, non_trainable, [clients[c] for c in chunk], [o[chunk] for o in offsets],
+                              optimizer_state)
+            for chunk in chunks
+        ]
         back = np.argsort(np.concatenate(chunks))  # chunk order -> cohort order
         return tf.nest.map_structure(lambda *leaves: np.concatenate(leaves)[back], *parts)
 
-    def _train_chunk(self, trainable, non_trainable, clients):
-        results = self._run(self.xla, trainable, non_trainable, clients)
+    def _train_chunk(self, trainable, non_trainable, clients, offsets, optimizer_state):
+        results = self._run(self.xla, trainable, non_trainable, clients, offsets, optimizer_state)
         if self.xla and not all(np.isfinite(d).all() for d in results[0]):
             # XLA raises nothing on invalid input (an out-of-range label gives
             # NaN where the graph kernel raises), so a non-finite cohort is
             # rerun as a graph: it raises what the sequential executor raises,
             # or gives the same non-finite values (a diverged client).
-            results = self._run(False, trainable, non_trainable, clients)
+            results = self._run(False, trainable, non_trainable, clients, offsets, optimizer_state)
         return results
 
-    def _run(self, xla: bool, trainable, non_trainable, clients):
+    def _run(self, xla: bool, trainable, non_trainable, clients, offsets, optimizer_state):
         data = stack_clients(clients, *self._padded_shape(clients)) if xla else stack_clients(clients)
-        args = (list(trainable), list(non_trainable), data.x, data.y, data.mask, data.num_batches)
+        padding = data.mask.shape[0] - len(clients)  # XLA pads the cohort: padding clients get zero offsets
+        offsets = [np.concatenate([o, np.zeros((padding,) + o.shape[1:], o.dtype)]) if padding else o for o in offsets]
+        args = (list(trainable), list(non_trainable), data.x, data.y, data.mask, data.num_batches, offsets,
+                optimizer_state)
         if xla:
             results = self._xla_steps(*args)
         else:
@@ -161,13 +187,17 @@ class CohortTrainer:
                 # Client, batch and batch-size axes open: one trace serves every cohort.
                 weights = tf.nest.map_structure(tf.TensorSpec.from_tensor, args[:2])
                 data_specs = tf.nest.map_structure(
-                    lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:])
+                    lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:6])
+                offset_specs = [tf.TensorSpec((None,) + o.shape[1:], tf.as_dtype(o.dtype)) for o in offsets]
+                state_specs = tf.nest.map_structure(lambda a: tf.TensorSpec.from_tensor(tf.convert_to_tensor(a)),
+                                                    optimizer_state)
                 self._graph_steps = tf.function(partial(self._traced, client_loop_steps),
-                                                input_signature=(*weights, *data_specs))
+                                                input_signature=(*weights, *data_specs, offset_specs, state_specs))
             results = self._graph_steps(*args)
+        statistics = self._statistics(*args[:6]) if self.start_statistics else ()
         # To NumPy, then drop the padding clients (XLA path): slicing in NumPy
         # costs microseconds, an eager slice per result leaf ~0.1 ms.
-        return tf.nest.map_structure(lambda t: t.numpy()[:len(clients)], results)
+        return tf.nest.map_structure(lambda t: t.numpy()[:len(clients)], (*results, statistics))
 
     @property
     def padded(self) -> tuple[int, int, int]:
@@ -222,9 +252,24 @@ class VectorizedExecutor:
         self.trainer = CohortTrainer(client_work, xla=xla, max_chunk=max_chunk)
         self._sequential = SequentialExecutor(client_work)
 
-    def train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset]) -> list:
-        results = self.trainer(_tensors(model_weights.trainable), _tensors(model_weights.non_trainable), datasets)
-        return client_outputs(self.client_work, results)
+    def train(
+        self,
+        model_weights: Any,
+        datasets: Sequence[tf.data.Dataset],
+        inputs: Optional[Sequence[Any]] = None,
+        client_ids: Optional[Sequence[Any]] = None,
+    ) -> list:
+        """Per client, in order, its ``ClientOutput`` or a ``ClientFailure``."""
+        inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
+        client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+        trainable, non_trainable = _tensors(model_weights.trainable), _tensors(model_weights.non_trainable)
+
+        def train_cohort(cohort, cohort_inputs):
+            offsets, optimizer_state = cohort_inputs_as_arrays(self.client_work.task, cohort_inputs)
+            results = self.trainer(trainable, non_trainable, cohort, offsets, optimizer_state)
+            return client_outputs(self.client_work, results)
+
+        return isolate_failures(train_cohort, datasets, inputs, client_ids)
 
     def evaluate(self, model_weights: Any, datasets: Sequence[tf.data.Dataset]) -> list:
         return self._sequential.evaluate(model_weights, datasets)
@@ -234,18 +279,43 @@ def _tensors(arrays) -> list[tf.Tensor]:
     return [tf.convert_to_tensor(a) for a in arrays]
 
 
+def cohort_inputs_as_arrays(task: Any, inputs: Sequence[Any]):
+    """The cohort's ``ClientInputs`` as the compiled step takes them: stacked offsets, one optimizer state.
+
+    Raises ``VectorizationError`` for inputs the task does not declare, or for
+    optimizer states that differ between clients (one state is broadcast).
+    """
+    sent_offsets = [i.gradient_offset is not None for i in inputs]
+    sent_states = [i.optimizer_state is not None for i in inputs]
+    if any(sent_offsets) and not task.gradient_offset or any(sent_states) and not task.freeze_optimizer_state:
+        raise VectorizationError(
+            "clients received inputs their task does not declare (ClientTask.gradient_offset / "
+            "freeze_optimizer_state); declare them so every executor applies them")
+    offsets = None
+    if task.gradient_offset:
+        offsets = [np.stack(arrays) for arrays in zip(*(i.gradient_offset for i in inputs))]
+    optimizer_state = ()
+    if task.freeze_optimizer_state and inputs:
+        optimizer_state = inputs[0].optimizer_state
+        if optimizer_state is None or any(i.optimizer_state is not optimizer_state for i in inputs):
+            raise VectorizationError(
+                "the batched executors broadcast one optimizer state to the cohort; these clients "
+                "received different ones (use executor 'sequential')")
+    return offsets, optimizer_state
+
+
 def client_outputs(client_work: Any, results) -> list:
     """Splits a cohort's stacked results into one ``ClientOutput`` per client."""
-    from fedsim.learning.client_work import ClientOutput  # the learning package imports executors
-
-    delta, num_examples, metrics = results  # NumPy, one array per leaf for the whole cohort
+    delta, num_examples, metrics, statistics = results  # NumPy, one array per leaf for the whole cohort
     outputs = []
     for c, count in enumerate(num_examples.tolist()):
-        # The update-weight rule of ClientWork.train.
-        weight = float(count) if client_work.weighted else (1.0 if count > 0 else 0.0)
         client_metrics = type(metrics)((k, [v[c] for v in vs]) for k, vs in metrics.items())
+        start = {}
+        if statistics:
+            start = dict(start_loss=float(statistics[0][c]), start_gradient=[g[c] for g in statistics[1]])
         outputs.append(ClientOutput(
-            delta=[d[c] for d in delta], update_weight=weight, metrics=client_metrics,
-            num_examples=int(count), num_steps=int(client_metrics["num_batches"][0]),
+            delta=[d[c] for d in delta], update_weight=update_weight(client_work.task, count),
+            metrics=client_metrics, num_examples=int(count), num_steps=int(client_metrics["num_batches"][0]),
+            **start,
         ))
     return outputs

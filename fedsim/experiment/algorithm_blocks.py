@@ -64,7 +64,6 @@ class MimeLiteConfig(AlgorithmBlock):
     """MimeLite (Karimireddy et al. 2021): clients mimic the client optimizer with the server's state."""
 
     name: str = "mime_lite"
-    server_learning_rate: float = attrs.field(default=1.0, validator=positive)
     weighted: bool = True
     local_epochs: int = attrs.field(default=1, validator=positive)
     batch_size: int = attrs.field(default=10, validator=positive)
@@ -87,15 +86,46 @@ class ScaffoldConfig(AlgorithmBlock):
     """SCAFFOLD option II (Karimireddy et al. 2020); client optimizer must be plain SGD.
 
     Client control variates persist in the run directory (``client_state/``),
-    versioned by round, so a resumed run continues exactly.
+    versioned by round, so a resumed run continues exactly. The server optimizer
+    block applies the mean delta (SGD(1.0) is the paper).
     """
 
     name: str = "scaffold"
-    server_learning_rate: float = attrs.field(default=1.0, validator=positive)
     weighted: bool = False
     local_epochs: int = attrs.field(default=1, validator=positive)
     batch_size: int = attrs.field(default=10, validator=positive)
     shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
+
+
+@attrs.frozen
+class ScaffoldOptionIConfig(AlgorithmBlock):
+    """SCAFFOLD option I (``c_i+`` = the client's full-batch gradient at the server model)."""
+
+    name: str = "scaffold_option_i"
+    weighted: bool = False
+    local_epochs: int = attrs.field(default=1, validator=positive)
+    batch_size: int = attrs.field(default=10, validator=positive)
+    shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
+
+
+@attrs.frozen
+class FedDynConfig(AlgorithmBlock):
+    """FedDyn (Acar et al. 2021): dynamic regularization ``alpha``; client optimizer must be plain SGD."""
+
+    name: str = "feddyn"
+    alpha: float = attrs.field(default=0.01, validator=positive)
+    weighted: bool = False
+    local_epochs: int = attrs.field(default=1, validator=positive)
+    batch_size: int = attrs.field(default=10, validator=positive)
+    shuffle_buffer: int = attrs.field(default=0, validator=non_negative)
+
+
+@attrs.frozen
+class QFedSgdConfig(AlgorithmBlock):
+    """q-FedSGD (Li et al. 2020): one full-batch gradient per client; ``L`` = 1 / client learning rate."""
+
+    name: str = "q_fedsgd"
+    q: float = attrs.field(default=1.0, validator=non_negative)
 
 
 AlgorithmBlock.registry = {
@@ -106,4 +136,7 @@ AlgorithmBlock.registry = {
     "mime_lite": MimeLiteConfig,
     "qffl": QfflConfig,
     "scaffold": ScaffoldConfig,
+    "scaffold_option_i": ScaffoldOptionIConfig,
+    "feddyn": FedDynConfig,
+    "q_fedsgd": QFedSgdConfig,
 }

@@ -4,6 +4,10 @@ A week-long simulation must survive one bad client, and must never let one
 NaN update poison the model. Failures are never silent: every dropped or
 zeroed client is logged with its id and reported in the round's
 measurements (``faults/...``), so the metrics file shows what happened.
+
+This is the one place the policy lives: every executor yields, per client,
+an output or a ``ClientFailure`` record, and the round hands them here, for
+every algorithm alike.
 """
 from __future__ import annotations
 
@@ -13,28 +17,12 @@ from typing import Any, Sequence
 import attrs
 import numpy as np
 
+from fedsim.client.task import ClientFailure, ClientOutput
+
 logger = logging.getLogger(__name__)
 
 ON_CLIENT_FAILURE = ("drop", "raise")
 ON_NONFINITE_UPDATE = ("zero", "raise")
-
-
-def brief(error: BaseException) -> str:
-    """The error's own message, without TensorFlow's graph-execution boilerplate lines."""
-    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[")
-    lines = [line.strip() for line in str(error).splitlines()]
-    kept = [line for line in lines if line and not line.startswith(noise)]
-    return " ".join(kept) or type(error).__name__
-
-
-class ClientFailure(RuntimeError):
-    """A client's work failed: ``client_id``, the original ``error`` and the ``attempts`` made."""
-
-    def __init__(self, client_id: Any, error: BaseException, attempts: int = 1):
-        super().__init__(f"client {client_id!r} failed (attempt {attempts}): {type(error).__name__}: {brief(error)}")
-        self.client_id = client_id
-        self.error = error
-        self.attempts = attempts
 
 
 class NonFiniteUpdateError(FloatingPointError):
@@ -66,56 +54,71 @@ class FaultPolicy:
     on_nonfinite_update: str = attrs.field(default="zero", validator=_choice(ON_NONFINITE_UPDATE))
 
 
-def train_isolating_failures(
-    executor: Any, model_weights: Any, datasets: Sequence[Any], client_ids: Sequence[Any], policy: FaultPolicy
-) -> tuple[list[Any], list[int], dict[str, float]]:
-    """Runs the cohort; if it fails, runs each client alone to find and handle the failing ones.
+def run_clients(
+    executor: Any,
+    model_weights: Any,
+    datasets: Sequence[Any],
+    inputs: Sequence[Any],
+    client_ids: Sequence[Any],
+    policy: FaultPolicy,
+) -> tuple[list[ClientOutput], list[int], dict[str, float]]:
+    """Runs the cohort on ``executor`` under ``policy``.
 
-    Returns the outputs, the cohort positions they belong to, and measurements.
-    The fast path is one call for the whole cohort; only a failure pays for
-    client-by-client runs.
+    Returns the outputs, the cohort positions they belong to (dropped clients
+    are missing), and the ``faults/...`` measurements. A failing client is run
+    again, alone, up to ``policy.client_retries`` times.
     """
-    try:
-        outputs = executor.train(model_weights, datasets)
-        return outputs, list(range(len(outputs))), {}
-    except Exception as error:  # noqa: BLE001 - isolated and reported per client below
-        logger.warning("cohort training failed (%s: %s); running clients one by one", type(error).__name__, brief(error))
-    outputs, kept, retried, failures = [], [], 0, []
-    for position, (client_id, dataset) in enumerate(zip(client_ids, datasets)):
-        output, attempts, failure = _attempt(executor, model_weights, dataset, client_id, policy.client_retries + 1)
-        retried += attempts > 1
-        if failure is None:
-            outputs.append(output)
-            kept.append(position)
-        elif policy.on_client_failure == "raise":
-            raise failure from failure.error
-        else:
-            logger.warning("%s; dropped from this round", failure)
-            failures.append(failure)
-    if not outputs:
+    results = list(executor.train(model_weights, datasets, inputs, client_ids))
+    retried = set()
+    for _ in range(policy.client_retries):
+        failed = [i for i, r in enumerate(results) if isinstance(r, ClientFailure)]
+        if not failed:
+            break
+        for i in failed:
+            logger.warning("%s; running it again", results[i])
+        retried.update(failed)
+        again = executor.train(
+            model_weights, [datasets[i] for i in failed], [inputs[i] for i in failed], [client_ids[i] for i in failed]
+        )
+        for i, result in zip(failed, again):
+            if isinstance(result, ClientFailure):
+                result = ClientFailure(client_ids[i], result.error, results[i].attempts + 1)
+            results[i] = result
+    failures = [r for r in results if isinstance(r, ClientFailure)]
+    if failures and (policy.on_client_failure == "raise" or len(failures) == len(results)):
         first = failures[0]
-        raise ClientFailure(first.client_id, first.error, first.attempts) from first.error
-    return outputs, kept, {"faults/clients_retried": float(retried), "faults/clients_dropped": float(len(failures))}
+        raise first from first.error
+    for failure in failures:
+        logger.warning("%s; dropped from this round", failure)
+    kept = [i for i, r in enumerate(results) if not isinstance(r, ClientFailure)]
+    measurements = {
+        "faults/clients_retried": float(len(retried)),
+        "faults/clients_dropped": float(len(failures)),
+    }
+    stats = getattr(executor, "last_round_stats", None)  # executors with their own counts (Ray)
+    if stats is not None:
+        measurements["faults/actor_deaths"] = float(stats.actor_deaths)
+    return [results[i] for i in kept], kept, measurements
 
 
-def _attempt(executor: Any, model_weights: Any, dataset: Any, client_id: Any, max_attempts: int):
-    """``(output, attempts made, None)`` on success, ``(None, attempts, ClientFailure)`` otherwise."""
-    for attempt in range(1, max_attempts + 1):
-        try:
-            return executor.train(model_weights, [dataset])[0], attempt, None
-        except Exception as error:  # noqa: BLE001 - becomes a ClientFailure
-            failure = ClientFailure(client_id, error, attempt)
-    return None, max_attempts, failure
+def zero_nonfinite_messages(
+    outputs: Sequence[ClientOutput],
+    messages: Sequence[Any],
+    update_weights: Sequence[float],
+    client_ids: Sequence[Any],
+    policy: FaultPolicy,
+) -> tuple[list[ClientOutput], list[Any], list[float], dict[str, float]]:
+    """Outputs, messages and update weights with every non-finite message zeroed, and the count.
 
-
-def zero_nonfinite_updates(
-    outputs: Sequence[Any], client_ids: Sequence[Any], policy: FaultPolicy
-) -> tuple[list[Any], dict[str, float]]:
-    """Outputs with every non-finite delta zeroed (it then counts nothing), and the count."""
-    screened, count = [], 0
-    for client_id, output in zip(client_ids, outputs):
-        if all(np.isfinite(d).all() for d in output.delta):
-            screened.append(output)
+    A message is non-finite when any of its arrays (delta or extras) holds NaN
+    or Inf. Zeroed, it counts nothing: update weight 0, no examples, zero
+    metrics, and its client state is not kept.
+    """
+    outputs, messages, update_weights = list(outputs), list(messages), list(update_weights)
+    count = 0
+    for index, (client_id, message) in enumerate(zip(client_ids, messages)):
+        arrays = list(message.delta) + [a for extra in message.extras.values() for a in extra]
+        if all(np.isfinite(a).all() for a in arrays):
             continue
         if policy.on_nonfinite_update == "raise":
             raise NonFiniteUpdateError(
@@ -124,18 +127,21 @@ def zero_nonfinite_updates(
             )
         logger.warning("client %r sent a non-finite update; zeroed (it counts nothing this round)", client_id)
         count += 1
-        screened.append(
-            attrs.evolve(
-                output,
-                delta=[np.zeros_like(d) for d in output.delta],
-                update_weight=0.0,
-                num_examples=0,
-                metrics=type(output.metrics)(
-                    (name, _zeros(value)) for name, value in output.metrics.items()
-                ),
-            )
+        messages[index] = attrs.evolve(
+            message,
+            delta=[np.zeros_like(a) for a in message.delta],
+            extras={name: [np.zeros_like(a) for a in extra] for name, extra in message.extras.items()},
+            client_state=None,
         )
-    return screened, {"faults/nonfinite_updates": float(count)}
+        output = outputs[index]
+        outputs[index] = attrs.evolve(
+            output,
+            num_examples=0,
+            update_weight=0.0,
+            metrics=type(output.metrics)((name, _zeros(value)) for name, value in output.metrics.items()),
+        )
+        update_weights[index] = 0.0
+    return outputs, messages, update_weights, {"faults/nonfinite_updates": float(count)}
 
 
 def _zeros(value: Any) -> Any:

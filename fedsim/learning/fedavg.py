@@ -4,73 +4,26 @@ Deep Networks from Decentralized Data", AISTATS).
 Each client of the cohort runs ``local_epochs`` of minibatch SGD from the
 server's model weights; the server averages the deltas, weighted by example
 count (or unweighted), and applies them with its own optimizer (SGD with
-learning rate 1.0 is the paper's algorithm).
+learning rate 1.0 is the paper's algorithm). As an ``Algorithm`` it is the
+record with every default: clients send their delta, the server applies the mean.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import tensorflow as tf
-
-from fedsim.aggregators import Aggregator, MeanAggregator
-from fedsim.execution import make_executor
-from fedsim.learning.client_work import ClientWork
+from fedsim.aggregators import Aggregator
+from fedsim.client import ClientTask, ClientWork
+from fedsim.learning.algorithm import Algorithm
+from fedsim.learning.builder import build_process
 from fedsim.learning.faults import FaultPolicy
-from fedsim.learning.process import ClientId, ClientPrep, FederatedProcess
-from fedsim.models.model_fn import build_model
+from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
 
-def batch_and_repeat(batch_size: Optional[int], local_epochs: int = 1):
-    """The per-client training pipeline: batch (if ``batch_size``), then repeat for epochs."""
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(
-            f"batch_size={batch_size} must be a positive integer or None (pre-batched data)"
-        )
-    if local_epochs < 1:
-        raise ValueError(f"local_epochs={local_epochs} must be >= 1")
-
-    def prepare(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        if batch_size is not None:
-            dataset = dataset.batch(batch_size)
-        return dataset.repeat(local_epochs) if local_epochs > 1 else dataset
-
-    return prepare
-
-
-def client_prep(
-    batch_size: Optional[int],
-    local_epochs: int,
-    stragglers: Any = None,
-    keep_partial_work: bool = True,
-    dropout: Any = None,
-) -> ClientPrep:
-    """Per-client training preparation with simulated stragglers and dropouts.
-
-    Args:
-      stragglers: has ``local_epochs(round_num, client_id, local_epochs) -> int``
-        (e.g. ``fedsim.simulation.sampling.Stragglers``); None: everyone runs ``local_epochs``.
-      keep_partial_work: a straggler trains its fewer epochs and reports (FedProx);
-        False: it is dropped from the round (FedAvg in the FedProx paper).
-      dropout: has ``reports(round_num, client_id) -> bool``; a client that does not
-        report is dropped (e.g. ``fedsim.simulation.sampling.Dropout``).
-    """
-    batch_and_repeat(batch_size, local_epochs)  # validates both
-
-    def prepare(
-        dataset: tf.data.Dataset, round_num: int, client_id: ClientId
-    ) -> Optional[tuple[tf.data.Dataset, int]]:
-        if dropout is not None and not dropout.reports(round_num, client_id):
-            return None
-        epochs = local_epochs
-        if stragglers is not None:
-            epochs = stragglers.local_epochs(round_num, client_id, local_epochs)
-            if epochs < local_epochs and not keep_partial_work:
-                return None
-        return batch_and_repeat(batch_size, epochs)(dataset), epochs
-
-    return prepare
+def fedavg(client_optimizer: Any = None, weighted: bool = True) -> Algorithm:
+    """FedAvg's blocks: local training with ``client_optimizer`` (default ``SGD(0.01)``)."""
+    return Algorithm("fedavg", ClientTask(client_optimizer or SGD(0.01), weighted=weighted))
 
 
 def build_fedavg(
@@ -102,22 +55,10 @@ def build_fedavg(
       stragglers: simulated stragglers (``fedsim.simulation.sampling.Stragglers``); FedAvg
         drops them from the round, as in the FedProx paper's comparison.
       dropout: simulated clients that fail to report (``fedsim.simulation.sampling.Dropout``).
+      faults: how a round treats failing clients and non-finite updates.
     """
-    model = build_model(model_fn)
-    client_work = ClientWork(model, client_optimizer or SGD(0.01), weighted=weighted)
-    return FederatedProcess(
-        model=client_work.model,
-        executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
-        aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=weighted),
-        server_optimizer=server_optimizer or SGD(1.0),
-        prepare_train=batch_and_repeat(batch_size, local_epochs),
-        prepare_eval=batch_and_repeat(batch_size, 1),
-        prepare_client=_client_prep_if_needed(batch_size, local_epochs, stragglers, False, dropout),
-        faults=faults,
+    return build_process(
+        model_fn, fedavg(client_optimizer, weighted), server_optimizer=server_optimizer or SGD(1.0),
+        batch_size=batch_size, local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn,
+        stragglers=stragglers, dropout=dropout, faults=faults,
     )
-
-
-def _client_prep_if_needed(batch_size, local_epochs, stragglers, keep_partial_work, dropout):
-    if stragglers is None and dropout is None:
-        return None
-    return client_prep(batch_size, local_epochs, stragglers, keep_partial_work, dropout)

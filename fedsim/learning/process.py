@@ -1,10 +1,13 @@
 """The federated round, as a process: ``initialize() -> state``, ``next(state, data) -> result``.
 
-One round: every client of the cohort trains from the server's model weights
-(the executor), the aggregator combines their deltas, the server optimizer
-applies the aggregate, and the cohort's metrics are summed then finalized.
-Algorithms are builders that choose the blocks; this is the only code that
-runs a round.
+One round, for every algorithm (``fedsim.learning.algorithm`` says what an
+algorithm plugs in): the server broadcasts the model weights and what the
+algorithm adds per client; the executor runs the client step on every client
+of the cohort; the fault policy retries, drops and counts failing clients and
+zeroes non-finite messages; every array of every client's message goes
+through the aggregator chain; the algorithm turns the aggregate into a server
+delta and its new state; the server optimizer applies the delta; the cohort's
+metrics are summed then finalized. This is the only code that runs a round.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from fedsim.aggregators import Aggregator
-from fedsim.aggregators.base import AggregationOutput
-from fedsim.learning.faults import FaultPolicy, train_isolating_failures, zero_nonfinite_updates
+from fedsim.client.task import ClientOutput
+from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage
+from fedsim.learning.faults import FaultPolicy, run_clients, zero_nonfinite_messages
 from fedsim.learning.validation import check_element_spec
 from fedsim.metrics import metrics_aggregator_for
 from fedsim.models.model_weights import ModelWeights
@@ -78,28 +82,29 @@ def _unchanged(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 class FederatedProcess:
-    """A federated training process built from swappable blocks.
+    """A federated training process: the one round over an algorithm's blocks.
 
     Args:
       model: the fedsim model the executor's client work trains (built once).
-      executor: runs client work for a cohort (e.g. ``SequentialExecutor``).
-      aggregator: combines client deltas (e.g. ``MeanAggregator``).
-      server_optimizer: functional optimizer applied to the negated aggregate delta.
+      algorithm: what the algorithm plugs into the round (``Algorithm``).
+      executor: runs the client step for a cohort (e.g. ``SequentialExecutor``).
+      aggregator: combines every client's message (e.g. ``MeanAggregator``).
+      server_optimizer: functional optimizer applied to the negated server delta.
       prepare_train: per-client dataset preparation for training (batching, local epochs).
       prepare_eval: the same for evaluation (batching only).
       prepare_client: per-client training preparation from ``(dataset, round_num, client_id)``,
         used instead of ``prepare_train`` (stragglers, dropouts); returning None drops the
         client from the round.
-      faults: what to do with clients whose work raises and with non-finite updates
-        (default: retry once then drop, zero non-finite updates; both counted).
-
-    Algorithms that need more than the mean delta (SCAFFOLD, FedNova, ...) subclass
-    and override ``next``, reusing ``prepare_cohort``, ``aggregate`` and ``finish_round``.
+      faults: what to do with clients whose work raises and with non-finite messages
+        (default: retry once then drop, zero non-finite messages; both counted).
+      client_store: where per-client state lives between rounds (algorithms with
+        ``client_state``; see ``fedsim.algorithms.client_state``).
     """
 
     def __init__(
         self,
         model: Any,
+        algorithm: Algorithm,
         executor: Any,
         aggregator: Aggregator,
         server_optimizer: Any,
@@ -107,8 +112,12 @@ class FederatedProcess:
         prepare_eval: Optional[DatasetPrep] = None,
         prepare_client: Optional[ClientPrep] = None,
         faults: Optional[FaultPolicy] = None,
+        client_store: Any = None,
     ):
+        if algorithm.client_state and client_store is None:
+            raise ProcessError(f"algorithm {algorithm.name!r} keeps per-client state: pass a client_store")
         self.model = model
+        self.algorithm = algorithm
         self.faults = faults if faults is not None else FaultPolicy()
         self.executor = executor
         self.aggregator = aggregator
@@ -116,18 +125,20 @@ class FederatedProcess:
         self.prepare_train = prepare_train or _unchanged
         self.prepare_eval = prepare_eval or _unchanged
         self.prepare_client = prepare_client
+        self.client_store = client_store
         self._aggregate_metrics = metrics_aggregator_for(model)
+        # Captured now: executors write the live variables while they train.
+        self._initial_weights = ModelWeights.from_model(model)
 
     def initialize(self, model_weights: Optional[ModelWeights] = None) -> ServerState:
-        """The state before round 1: the model's current weights unless given."""
-        weights = (
-            model_weights if model_weights is not None else ModelWeights.from_model(self.model)
-        )
+        """The state before round 1: the model's weights when the process was built, unless given."""
+        weights = model_weights if model_weights is not None else self._initial_weights
         return ServerState(
             round_num=0,
             model_weights=weights,
             optimizer_state=self.server_optimizer.init(list(weights.trainable)),
             aggregator_state=self.aggregator.initialize(),
+            algorithm_state=self.algorithm.init_state(weights),
         )
 
     def next(
@@ -139,48 +150,88 @@ class FederatedProcess:
         """Runs one round over the cohort's datasets and returns the new state and metrics.
 
         ``client_ids`` (one stable id per dataset) key per-client randomness and
-        state; without them, cohort positions stand in.
+        state; without them, cohort positions stand in (an algorithm that keeps
+        per-client state refuses to run without them).
         """
+        if self.algorithm.client_state and client_ids is None:
+            raise ProcessError(
+                f"{self.algorithm.name} keeps state per client: pass client_ids (one stable id per "
+                "dataset) to next(), as simulate() does"
+            )
         cohort = self.prepare_cohort(state, client_datasets, client_ids)
         if not cohort.datasets:
             return self.empty_round(state)
-        outputs, cohort, fault_measurements = self.train_cohort(state, cohort)
-        aggregate = self.aggregate(
-            state, [o.delta for o in outputs], self.update_weights(outputs, cohort), cohort
+        round_num = state.round_num + 1
+        client_states = [self._client_state(c, round_num) for c in cohort.client_ids]
+        inputs = [self.algorithm.broadcast(state, c) for c in client_states]
+        outputs, kept, measurements = run_clients(
+            self.executor, state.model_weights, cohort.datasets, inputs, cohort.client_ids, self.faults
         )
-        aggregate = attrs.evolve(aggregate, measurements={**aggregate.measurements, **fault_measurements})
-        return self.finish_round(state, outputs, aggregate.result, aggregate)
+        cohort = _keep(cohort, kept)
+        inputs, client_states = [inputs[i] for i in kept], [client_states[i] for i in kept]
+        messages = [self.algorithm.message(o, i, c) for o, i, c in zip(outputs, inputs, client_states)]
+        weights = self.update_weights(outputs, cohort)
+        outputs, messages, weights, nonfinite = zero_nonfinite_messages(
+            outputs, messages, weights, cohort.client_ids, self.faults
+        )
+        aggregate, aggregator_state, aggregator_measurements = self._aggregate(state, messages, weights, cohort)
+        step = self.algorithm.server_update(state, aggregate)
+        for client_id, message in zip(cohort.client_ids, messages):
+            if message.client_state is not None:
+                self.client_store.put(client_id, message.client_state, round_num)
+        return self._apply(
+            state, step, aggregator_state, outputs,
+            {**aggregator_measurements, **step.measurements, **measurements, **nonfinite},
+        )
 
-    def train_cohort(self, state: ServerState, cohort: Cohort) -> tuple[list[Any], Cohort, dict[str, float]]:
-        """The executor's outputs under the fault policy, the cohort of clients that reported, measurements.
+    def _client_state(self, client_id: ClientId, round_num: int) -> Optional[list]:
+        if not self.algorithm.client_state:
+            return None
+        return self.client_store.get(client_id, before_round=round_num)
 
-        Clients whose work keeps raising are dropped (or stop the run) and
-        non-finite deltas are zeroed (or stop the run), per ``self.faults``.
+    def _aggregate(self, state: ServerState, messages: Sequence[ClientMessage], weights: Sequence[float], cohort: Cohort):
+        """Every array of every message through the aggregator chain, as one value per client.
+
+        The delta and the extras travel as one value, so a norm bound (clipping,
+        DP) bounds everything a client sends, and the result is split back.
         """
-        if hasattr(self.executor, "last_round_stats"):
-            outputs, kept, measurements = self._train_on_fault_handling_executor(state, cohort)
-        else:
-            outputs, kept, measurements = train_isolating_failures(
-                self.executor, state.model_weights, cohort.datasets, cohort.client_ids, self.faults
-            )
-        if len(kept) < len(cohort.datasets):
-            cohort = attrs.evolve(
-                cohort,
-                client_ids=[cohort.client_ids[i] for i in kept],
-                datasets=[cohort.datasets[i] for i in kept],
-                passes=None if cohort.passes is None else [cohort.passes[i] for i in kept],
-            )
-        outputs, nonfinite = zero_nonfinite_updates(outputs, cohort.client_ids, self.faults)
-        return outputs, cohort, {**measurements, **nonfinite}
+        layout = [(name, len(arrays)) for name, arrays in messages[0].extras.items()]
+        values = [list(m.delta) + [a for name, _ in layout for a in m.extras[name]] for m in messages]
+        kwargs = {"client_ids": cohort.client_ids} if cohort.ids_given else {}
+        output = self.aggregator.next(
+            state.aggregator_state, values, np.array(weights, dtype=np.float64), **kwargs
+        )
+        result, start = list(output.result), len(messages[0].delta)
+        extras = {}
+        for name, count in layout:
+            extras[name] = result[start:start + count]
+            start += count
+        aggregate = Aggregate(result[: len(messages[0].delta)], extras, int(np.sum(np.asarray(weights) > 0)))
+        return aggregate, output.state, output.measurements
 
-    # Building blocks for algorithms that override ``next`` ------------------
-    def _train_on_fault_handling_executor(self, state: ServerState, cohort: Cohort):
-        """An executor that retries and drops clients itself (Ray) reports whom it dropped."""
-        outputs = self.executor.train(state.model_weights, cohort.datasets, client_ids=cohort.client_ids)
-        stats = self.executor.last_round_stats
-        dropped = set(stats.dropped_client_ids)
-        kept = [i for i, client_id in enumerate(cohort.client_ids) if client_id not in dropped]
-        return outputs, kept, stats.measurements()
+    def _apply(self, state: ServerState, step, aggregator_state: Any, outputs: Sequence[ClientOutput], measurements: dict) -> RoundResult:
+        """The server optimizer applies the step's delta (new weights minus old); builds the result."""
+        trainable = list(state.model_weights.trainable)
+        # The server treats the negated delta as a gradient, so
+        # SGD(learning_rate=1.0) gives plain FedAvg: w + mean(delta).
+        pseudo_gradient = [-np.asarray(d, dtype=w.dtype) for d, w in zip(step.delta, trainable)]
+        optimizer_state, new_trainable = self.server_optimizer.next(
+            state.optimizer_state, trainable, pseudo_gradient
+        )
+        new_state = ServerState(
+            round_num=state.round_num + 1,
+            model_weights=state.model_weights.with_trainable(new_trainable),
+            optimizer_state=optimizer_state,
+            aggregator_state=aggregator_state,
+            algorithm_state=step.algorithm_state,
+        )
+        return RoundResult(
+            state=new_state,
+            metrics=self._aggregate_metrics([o.metrics for o in outputs]),
+            measurements=dict(measurements),
+            num_clients=len(outputs),
+            num_examples=sum(o.num_examples for o in outputs),
+        )
 
     def prepare_cohort(
         self,
@@ -233,7 +284,7 @@ class FederatedProcess:
         return prepared
 
     @staticmethod
-    def update_weights(outputs: Sequence[Any], cohort: Cohort) -> list[float]:
+    def update_weights(outputs: Sequence[ClientOutput], cohort: Cohort) -> list[float]:
         """Each client's update weight, counting its data once however many passes it made.
 
         Client work counts the examples it processed, so a straggler that ran 2 of
@@ -253,59 +304,6 @@ class FederatedProcess:
             for o, p in zip(outputs, cohort.passes)
         ]
 
-    def aggregate(
-        self,
-        state: ServerState,
-        values: Sequence[list],
-        update_weights: Sequence[float],
-        cohort: Cohort,
-    ) -> AggregationOutput:
-        """The aggregator over per-client values (deltas, usually), given real ids when known."""
-        kwargs = {"client_ids": cohort.client_ids} if cohort.ids_given else {}
-        return self.aggregator.next(
-            state.aggregator_state,
-            list(values),
-            np.array(update_weights, dtype=np.float64),
-            **kwargs,
-        )
-
-    def finish_round(
-        self,
-        state: ServerState,
-        outputs: Sequence[Any],
-        update: Sequence[np.ndarray],
-        aggregate: AggregationOutput,
-        algorithm_state: Any = None,
-    ) -> RoundResult:
-        """Applies ``update`` (a delta: new weights minus old) with the server optimizer; builds the result."""
-        trainable = list(state.model_weights.trainable)
-        # The server treats the negated average delta as a gradient, so
-        # SGD(learning_rate=1.0) gives plain FedAvg: w + mean(delta).
-        pseudo_gradient = [-np.asarray(d, dtype=w.dtype) for d, w in zip(update, trainable)]
-        optimizer_state, new_trainable = self.server_optimizer.next(
-            state.optimizer_state, trainable, pseudo_gradient
-        )
-        new_state = ServerState(
-            round_num=state.round_num + 1,
-            model_weights=state.model_weights.with_trainable(new_trainable),
-            optimizer_state=optimizer_state,
-            aggregator_state=aggregate.state,
-            algorithm_state=algorithm_state,
-        )
-        return self.round_result(new_state, outputs, aggregate.measurements)
-
-    def round_result(
-        self, new_state: ServerState, outputs: Sequence[Any], measurements: dict
-    ) -> RoundResult:
-        """The round's result: cohort metrics summed then finalized."""
-        return RoundResult(
-            state=new_state,
-            metrics=self._aggregate_metrics([o.metrics for o in outputs]),
-            measurements=dict(measurements),
-            num_clients=len(outputs),
-            num_examples=sum(o.num_examples for o in outputs),
-        )
-
     def empty_round(self, state: ServerState) -> RoundResult:
         """A round in which no client reported: the model and every state stay as they were."""
         return RoundResult(
@@ -320,3 +318,15 @@ class FederatedProcess:
         """Sum-then-finalize metrics of ``model_weights`` over the given (prepared) datasets."""
         datasets = [self.prepare_eval(d) for d in client_datasets]
         return self._aggregate_metrics(self.executor.evaluate(model_weights, datasets))
+
+
+def _keep(cohort: Cohort, kept: Sequence[int]) -> Cohort:
+    """The cohort without the clients the fault policy dropped."""
+    if len(kept) == len(cohort.datasets):
+        return cohort
+    return attrs.evolve(
+        cohort,
+        client_ids=[cohort.client_ids[i] for i in kept],
+        datasets=[cohort.datasets[i] for i in kept],
+        passes=None if cohort.passes is None else [cohort.passes[i] for i in kept],
+    )

@@ -51,7 +51,7 @@ def test_mime_lite_applies_frozen_server_momentum(rounds):
         params = [w + 0.7 * d for w, d in zip(params, ref.weighted_mean(deltas, counts))]
         momentum = [0.9 * m + g for m, g in zip(momentum, ref.weighted_mean(gradients, counts))]
     assert_close(state.model_weights.trainable, params)
-    assert_close(state.optimizer_state["momentum"], momentum)
+    assert_close(state.algorithm_state["optimizer_state"]["momentum"], momentum)
 
 
 @pytest.mark.parametrize("rounds", [1, 3])

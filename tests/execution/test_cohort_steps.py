@@ -9,8 +9,8 @@ import tensorflow as tf
 import fedsim
 from fedsim.execution import SequentialExecutor
 from fedsim.execution.cohort_steps import client_loop_steps
-from fedsim.execution.keras_step import KerasClientStep
-from fedsim.learning.client_work import ClientWork
+from fedsim.client.keras_step import KerasClientStep
+from fedsim.client import ClientWork
 
 ATOL = 1e-5
 BATCH = 4
@@ -64,7 +64,7 @@ def _datasets(clients):
 
 
 def _train_loop(work, weights, clients, parallel_clients=2, pad_value=0.0):
-    step = KerasClientStep(work.model, work.optimizer)
+    step = KerasClientStep(work.model, work.task)
     fn = tf.function(partial(client_loop_steps, step, parallel_clients=parallel_clients))
     x, y, mask, counts = _padded(clients, pad_value)
     delta, num_examples, metrics = fn(
@@ -160,7 +160,7 @@ def test_masked_rows_inside_a_batch_count_for_nothing():
     x[0, 1, [0, 2, 3]], y[0, 1, [0, 2, 3]] = x[0, 1, [0, 1, 2]].copy(), y[0, 1, [0, 1, 2]].copy()
     x[0, 1, 1], y[0, 1, 1] = 9.0, 2
     mask[0, 1] = [1.0, 0.0, 1.0, 1.0]
-    step = KerasClientStep(work.model, work.optimizer)
+    step = KerasClientStep(work.model, work.task)
     delta, num_examples, metrics = tf.function(partial(client_loop_steps, step))(
         [tf.constant(w) for w in weights.trainable], [tf.constant(w) for w in weights.non_trainable],
         tf.constant(x), tf.constant(y), tf.constant(mask), tf.constant(counts))

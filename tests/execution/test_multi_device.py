@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import fedsim
     from fedsim.execution import MultiDeviceExecutor, SequentialExecutor
-    from fedsim.learning.client_work import ClientWork
+    from fedsim.client import ClientWork
     from tests.execution.helpers import RAGGED_SIZES, model_fn, population
 
     datasets = [tf.data.Dataset.from_tensor_slices(xy).batch(4) for xy in population(RAGGED_SIZES).values()]

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 import fedsim
 from fedsim.execution import SequentialExecutor
-from fedsim.learning.client_work import ClientWork
+from fedsim.client import ClientTask, ClientWork
+from fedsim.learning.faults import FaultPolicy
 
 ray = pytest.importorskip("ray")
 from fedsim.execution.ray_executor import ClientFailure, RayExecutor  # noqa: E402
@@ -108,7 +109,7 @@ def executors(local_ray):
     built = []
 
     def make(model_fn, **options):
-        executor = RayExecutor(model_fn, fedsim.SGD(LR), num_actors=2, **options)
+        executor = RayExecutor(model_fn, ClientTask(fedsim.SGD(LR)), num_actors=2, **options)
         built.append(executor)
         return executor
 
@@ -169,11 +170,9 @@ def test_three_rounds_equal_the_sequential_executor(local_ray):
             np.testing.assert_allclose(evaluated[0][name], value, atol=1e-6)
         # Each actor built its client work once and traced it once, across all rounds.
         assert ray_executor.trace_counts() == [1, 1]
-        assert ray_executor.last_round_stats.measurements() == {
-            "faults/clients_retried": 0.0,
-            "faults/clients_dropped": 0.0,
-            "faults/actor_deaths": 0.0,
-        }
+        stats = ray_executor.last_round_stats
+        assert (stats.clients_retried, stats.failed_positions, stats.actor_deaths) == (0, (), 0)
+        assert want.history[-1]["measurements"]["faults/clients_dropped"] == 0
     finally:
         ray_executor.shutdown()
 
@@ -200,7 +199,7 @@ def test_actor_killed_mid_round_reruns_its_clients(executors, tmp_path):
     assert_outputs_equal(got, want)
     stats = executor.last_round_stats
     assert stats.actor_deaths == 1
-    assert stats.clients_retried >= 1 and stats.clients_dropped == 0
+    assert stats.clients_retried >= 1 and stats.failed_positions == ()
     assert all(isinstance(f.error, ray.exceptions.RayActorError) for f in stats.failures)
     # The next round starts with a replacement actor and runs without faults.
     assert_outputs_equal(executor.train(weights, datasets_of(clients)), want)
@@ -214,62 +213,61 @@ def bad_label_clients():
     return clients
 
 
-def test_failing_client_is_named_and_raised_after_retries(executors):
-    executor = executors(logreg_model_fn, max_retries=1, on_failure="retry")
-    weights = fedsim.ModelWeights.from_model(logreg_model_fn())
-    with pytest.raises(ClientFailure) as raised:
-        executor.train(weights, datasets_of(bad_label_clients()), client_ids=["a", "b", "c", "d"])
-    assert raised.value.client_id == "c" and raised.value.attempts == 2
-    assert isinstance(raised.value.error, tf.errors.InvalidArgumentError)
-    assert "client 'c'" in str(raised.value) and "label" in str(raised.value)
-    # The executor stays usable after a round that raised.
-    good = make_clients(SIZES[:3])
-    assert_outputs_equal(
-        executor.train(weights, datasets_of(good)),
-        sequential_outputs(logreg_model_fn, good, weights)[0],
-    )
-
-
-def test_failing_client_is_dropped_and_counted(executors):
-    executor = executors(logreg_model_fn, max_retries=3, on_failure="drop")
+def test_a_failing_client_yields_a_failure_record_at_once(executors):
+    """The executor does not retry a client whose own work raised: the round's policy decides."""
+    executor = executors(logreg_model_fn, max_retries=3)
     clients = bad_label_clients()
-    good = [c for i, c in enumerate(clients) if i != 2]
-    want, weights = sequential_outputs(logreg_model_fn, good)
+    want, weights = sequential_outputs(logreg_model_fn, [c for i, c in enumerate(clients) if i != 2])
     got = executor.train(weights, datasets_of(clients), client_ids=["a", "b", "c", "d"])
-    assert_outputs_equal(got, want)
+    failure = got[2]
+    assert isinstance(failure, ClientFailure) and failure.client_id == "c" and failure.attempts == 1
+    assert isinstance(failure.error, tf.errors.InvalidArgumentError)
+    assert "client 'c'" in str(failure) and "label" in str(failure)
+    assert_outputs_equal(got[:2] + got[3:], want)
     stats = executor.last_round_stats
-    assert stats.dropped_client_ids == ("c",) and stats.dropped_positions == (2,)
-    assert stats.clients_retried == 0
-    assert [f.client_id for f in stats.failures] == ["c"]  # dropped at once, not retried
-    assert stats.measurements()["faults/clients_dropped"] == 1.0
+    assert stats.failed_client_ids == ("c",) and stats.failed_positions == (2,)
+    assert stats.clients_retried == 0 and [f.client_id for f in stats.failures] == ["c"]
 
 
-def test_fedavg_round_drops_a_failing_client_as_in_process(local_ray):
+@pytest.mark.parametrize("policy", ["drop", "raise"])
+def test_fedavg_round_treats_a_failing_client_as_in_process(local_ray, policy):
+    """The same [faults] settings give the same round on Ray and in process: retried, then dropped
+    (counted) or raised with the client's id."""
     datasets = [tf.data.Dataset.from_tensor_slices(c) for c in bad_label_clients()]
     ids, results = ["a", "b", "c", "d"], {}
+    faults = FaultPolicy(client_retries=1, on_client_failure=policy)
     for name, executor_fn in [
         ("sequential", None),
-        ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2, on_failure="drop")),
+        ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2)),
     ]:
         process = fedsim.build_fedavg(
-            logreg_model_fn, fedsim.SGD(LR), batch_size=BATCH, executor_fn=executor_fn
+            logreg_model_fn, fedsim.SGD(LR), batch_size=BATCH, executor_fn=executor_fn, faults=faults
         )
         try:
-            results[name] = process.next(process.initialize(), datasets, client_ids=ids)
+            if policy == "raise":
+                with pytest.raises(ClientFailure) as raised:
+                    process.next(process.initialize(), datasets, client_ids=ids)
+                results[name] = (raised.value.client_id, raised.value.attempts)
+            else:
+                results[name] = process.next(process.initialize(), datasets, client_ids=ids)
         finally:
             if name == "ray":
                 process.executor.shutdown()
+    if policy == "raise":
+        assert results["ray"] == results["sequential"] == ("c", 2)
+        return
     trainable = {name: r.state.model_weights.trainable for name, r in results.items()}
     for got, want in zip(trainable["ray"], trainable["sequential"]):
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert results["ray"].num_clients == results["sequential"].num_clients == 3
-    assert results["ray"].measurements["faults/clients_dropped"] == 1.0
+    for name in results:
+        assert results[name].measurements["faults/clients_dropped"] == 1.0
+        assert results[name].measurements["faults/clients_retried"] == 1.0
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"on_failure": "skip"}, "on_failure='skip' must be one of"),
         ({"max_retries": -1}, "max_retries=-1 must be an integer >= 0"),
         ({"num_actors": 0}, "num_actors=0 must be a positive integer"),
     ],

@@ -22,25 +22,10 @@ import attrs
 import numpy as np
 import tensorflow as tf
 
+from fedsim.client.task import NO_INPUTS, ClientInputs, ClientOutput, ClientTask, update_weight
 from fedsim.models.legacy import as_variable_model
 from fedsim.models.model_weights import ModelWeights
 from fedsim.optimizers import SGD
-
-
-@attrs.frozen
-class ClientOutput:
-    """What one client sends back: its delta, how much it counts, and its unfinalized metrics.
-
-    ``delta`` is trainable weights after local training minus before, one
-    NumPy array per trainable variable. ``update_weight`` is the example count
-    (weighted) or 1 (unweighted; 0 for a client with no examples, which must not count).
-    """
-
-    delta: list[np.ndarray]
-    update_weight: float
-    metrics: "collections.OrderedDict[str, Any]"
-    num_examples: int
-    num_steps: int = 0  # optimizer steps taken: FedNova and SCAFFOLD normalize by it
 
 
 @attrs.frozen
@@ -61,13 +46,9 @@ class ClientWork:
 
     Args:
       model: a fedsim model (either interface, or enhanced); built once, reused.
-      optimizer: a functional client optimizer (default ``SGD(0.01)``); ignored
-        when the model trains itself with ``train_on_batch``.
-      weighted: update weight is the client's example count (True) or 1 (False).
-      proximal_mu: adds ``mu/2 ||w - w_start||^2`` to the local objective (FedProx); 0 leaves
-        the graph exactly as FedAvg's.
-      freeze_optimizer_state: with ``train(..., optimizer_state=s)``, every local step uses
-        ``s`` and never updates it (Mime applies the server's momentum this way).
+      optimizer, weighted, proximal_mu, freeze_optimizer_state, start_statistics, gradient_offset:
+        the ``ClientTask`` (default optimizer ``SGD(0.01)``); a proximal ``mu`` of 0
+        leaves the graph exactly as FedAvg's.
     """
 
     def __init__(
@@ -77,18 +58,20 @@ class ClientWork:
         weighted: bool = True,
         proximal_mu: float = 0.0,
         freeze_optimizer_state: bool = False,
+        start_statistics: bool = False,
+        gradient_offset: bool = False,
     ):
-        if not proximal_mu >= 0:
-            raise ValueError(
-                f"proximal_mu={proximal_mu!r} must be >= 0 (0 turns the proximal term off)"
-            )
         self.model = as_variable_model(model)
-        self.optimizer = optimizer if optimizer is not None else SGD(0.01)
-        self.weighted = weighted
-        self.proximal_mu = float(proximal_mu)
-        self.freeze_optimizer_state = freeze_optimizer_state
+        self.task = ClientTask(
+            optimizer if optimizer is not None else SGD(0.01),
+            weighted=weighted,
+            proximal_mu=proximal_mu,
+            freeze_optimizer_state=freeze_optimizer_state,
+            start_statistics=start_statistics,
+            gradient_offset=gradient_offset,
+        )
         self.trains_itself = bool(getattr(self.model, "trains_itself", False))
-        if self.trains_itself and (proximal_mu or freeze_optimizer_state):
+        if self.trains_itself and (self.task.proximal_mu or freeze_optimizer_state):
             raise ValueError(
                 "a model that trains itself (train_on_batch) cannot take a proximal term or a "
                 "frozen optimizer state; wrap a model with forward_pass instead"
@@ -99,28 +82,42 @@ class ClientWork:
         self._evaluate = tf.function(self._evaluate_graph)
         self._loss_and_gradient = tf.function(self._loss_and_gradient_graph)
 
+    @classmethod
+    def for_task(cls, model: Any, task: ClientTask) -> "ClientWork":
+        """The client work of ``model`` under ``task``."""
+        return cls(model, **attrs.asdict(task, recurse=False))
+
+    @property
+    def optimizer(self) -> Any:
+        return self.task.optimizer
+
+    @property
+    def weighted(self) -> bool:
+        return self.task.weighted
+
+    @property
+    def proximal_mu(self) -> float:
+        return self.task.proximal_mu
+
+    @property
+    def freeze_optimizer_state(self) -> bool:
+        return self.task.freeze_optimizer_state
+
     # Public ----------------------------------------------------------------
     def train(
-        self,
-        model_weights: ModelWeights,
-        dataset: tf.data.Dataset,
-        *,
-        gradient_offset: Optional[Sequence[np.ndarray]] = None,
-        optimizer_state: Any = None,
+        self, model_weights: ModelWeights, dataset: tf.data.Dataset, inputs: ClientInputs = NO_INPUTS
     ) -> ClientOutput:
         """Trains from ``model_weights`` over the whole dataset and returns the client's output.
 
-        Args:
-          gradient_offset: one array per trainable variable, added to every local
-            gradient (SCAFFOLD's ``c - c_i``).
-          optimizer_state: the local optimizer starts from this state instead of
-            ``optimizer.init`` (frozen when the work was built with ``freeze_optimizer_state``).
+        ``inputs`` carries what the server sent beyond the weights (see ``ClientInputs``).
         """
+        gradient_offset, optimizer_state = inputs.gradient_offset, inputs.optimizer_state
         if self.trains_itself and (gradient_offset is not None or optimizer_state is not None):
             raise ValueError(
                 "a model that trains itself (train_on_batch) takes no gradient_offset or "
                 "optimizer_state; wrap a model with forward_pass instead"
             )
+        start = self.loss_and_gradient(model_weights, dataset) if self.task.start_statistics else None
         if gradient_offset is not None:
             gradient_offset = _as_tensors(gradient_offset)
         if optimizer_state is not None:
@@ -133,16 +130,14 @@ class ClientWork:
             optimizer_state,
         )
         count = int(num_examples)
-        if self.weighted:
-            update_weight = float(count)
-        else:
-            update_weight = 1.0 if count > 0 else 0.0
         return ClientOutput(
             delta=[d.numpy() for d in delta],
-            update_weight=update_weight,
+            update_weight=update_weight(self.task, count),
             metrics=_metrics_to_numpy(metrics),
             num_examples=count,
             num_steps=int(num_steps),
+            start_loss=None if start is None else start.loss,
+            start_gradient=None if start is None else start.gradient,
         )
 
     def loss_and_gradient(
@@ -190,7 +185,7 @@ class ClientWork:
         else:
             optimizer_state = initial_optimizer_state
             if optimizer_state is None:
-                optimizer_state = self.optimizer.init(list(trainable))
+                optimizer_state = self.task.optimizer.init(list(trainable))
             for batch in dataset:
                 output, gradient = self._batch_gradient(batch)
                 current = [v.read_value() for v in variables]

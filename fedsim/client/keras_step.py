@@ -19,6 +19,7 @@ from typing import Any, Optional
 import keras
 import tensorflow as tf
 
+from fedsim.client.task import ClientTask
 from fedsim.models.keras_model import KerasVariableModel
 
 # Reductions whose per-example form we can reproduce exactly. Keras divides
@@ -53,15 +54,16 @@ class KerasClientStep:
 
     Args:
       model: the wrapped Keras model (its variables are never written).
-      optimizer: a functional client optimizer (``init``/``next``).
+      task: the ``ClientTask``: optimizer and objective hooks, applied as ``ClientWork`` applies them.
     """
 
-    def __init__(self, model: KerasVariableModel, optimizer: Any):
+    def __init__(self, model: KerasVariableModel, task: ClientTask):
         self._keras_model = model.keras_model
         self._loss = model._losses[0]  # noqa: SLF001
         self._loss_weight = float(model._loss_weights[0])  # noqa: SLF001
         self._metrics = list(model._named_metrics)  # noqa: SLF001
-        self.optimizer = optimizer
+        self.task = task
+        self.optimizer = task.optimizer
 
     def initial_metric_state(self) -> "collections.OrderedDict[str, list[tf.Tensor]]":
         """Zeroed unfinalized metrics, in the order ``report_local_unfinalized_metrics`` uses."""
@@ -74,8 +76,8 @@ class KerasClientStep:
             state[name] = [tf.zeros(v.shape, v.dtype) for v in metric.variables]
         return state
 
-    def __call__(self, trainable, non_trainable, optimizer_state, metric_state, x, y, mask):
-        """One local step of one client on a (possibly padded) batch."""
+    def loss_and_gradient(self, trainable, non_trainable, x, y, mask):
+        """``(loss, gradient, new non-trainable, predictions, count)`` of one (padded) batch."""
         count = tf.reduce_sum(mask)
         with tf.GradientTape() as tape:
             tape.watch(trainable)
@@ -87,7 +89,24 @@ class KerasClientStep:
                 loss = tf.add_n([loss] + list(regularization))
         gradient = tape.gradient(loss, trainable)
         gradient = [tf.zeros_like(w) if g is None else g for w, g in zip(trainable, gradient)]
-        optimizer_state, trainable = self.optimizer.next(optimizer_state, trainable, gradient)
+        return loss, gradient, list(non_trainable), predictions, count
+
+    def __call__(self, trainable, non_trainable, optimizer_state, metric_state, x, y, mask, start=None, offset=None):
+        """One local step of one client on a (possibly padded) batch.
+
+        ``start``: the weights the client started from (the proximal term's
+        anchor); ``offset``: the client's gradient offset (``ClientInputs``).
+        The hooks apply in ``ClientWork``'s order, so the arithmetic is the same.
+        """
+        loss, gradient, non_trainable, predictions, count = self.loss_and_gradient(
+            trainable, non_trainable, x, y, mask)
+        if self.task.proximal_mu:
+            gradient = [g + self.task.proximal_mu * (w - w0) for g, w, w0 in zip(gradient, trainable, start)]
+        if offset is not None:
+            gradient = [g + c for g, c in zip(gradient, offset)]
+        new_state, trainable = self.optimizer.next(optimizer_state, trainable, gradient)
+        if not self.task.freeze_optimizer_state:
+            optimizer_state = new_state
         metric_state = self._update_metrics(metric_state, loss, count, y, predictions, mask)
         return list(trainable), list(non_trainable), optimizer_state, metric_state
 

@@ -1,0 +1,58 @@
+"""q-FedSGD (Li, Sanjabi, Beirami, Smith, 2020, "Fair Resource Allocation in
+Federated Learning", ICLR), Algorithm 1.
+
+Each client sends ``Delta_k = F_k(w)^q grad F_k(w)`` and
+``h_k = q F_k(w)^(q-1) ||grad F_k(w)||^2 + L F_k(w)^q``; the server steps
+``w <- w - sum_k Delta_k / sum_k h_k``. It is q-FedAvg's message on
+FedSGD's client step: one ``SGD(1/L)`` step on the whole dataset as one
+batch makes q-FedAvg's ``L (w - w_k)`` exactly ``grad F_k(w)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from fedsim.aggregators import Aggregator
+from fedsim.algorithms.fedsgd import one_batch
+from fedsim.algorithms.qffl import check_q, qffl_message, qffl_server_update
+from fedsim.client import ClientTask, ClientWork
+from fedsim.learning.algorithm import Algorithm
+from fedsim.learning.builder import build_process
+from fedsim.learning.faults import FaultPolicy
+from fedsim.learning.process import FederatedProcess
+from fedsim.optimizers import SGD
+
+
+def q_fedsgd(q: float, lipschitz: float) -> Algorithm:
+    """q-FedSGD's blocks, with the Lipschitz estimate ``L`` of the paper (> 0)."""
+    if not lipschitz > 0:
+        raise ValueError(f"lipschitz={lipschitz!r} must be > 0 (the paper's L, e.g. 1 / learning rate)")
+    task = ClientTask(SGD(1.0 / lipschitz), weighted=False, start_statistics=True)
+    return Algorithm("q_fedsgd", task, message=qffl_message(check_q(q), float(lipschitz)),
+                     server_update=qffl_server_update)
+
+
+def build_q_fedsgd(
+    model_fn: Callable[[], Any],
+    q: float,
+    lipschitz: float,
+    server_optimizer: Any = None,
+    aggregator: Optional[Aggregator] = None,
+    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
+    faults: Optional[FaultPolicy] = None,
+) -> FederatedProcess:
+    """Builds a q-FedSGD process over client datasets of single (unbatched) examples.
+
+    Args:
+      model_fn: no-argument callable returning a new fedsim model.
+      q: fairness parameter, >= 0 (0 is FedSGD with step ``1/L``).
+      lipschitz: the paper's ``L``.
+      server_optimizer: applies the step; default ``SGD(1.0)`` (the paper).
+      aggregator: overrides the unweighted mean of ``Delta_k`` and ``h_k``.
+      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
+      faults: how a round treats failing clients and non-finite updates.
+    """
+    return build_process(
+        model_fn, q_fedsgd(q, lipschitz), server_optimizer=server_optimizer or SGD(1.0), aggregator=aggregator,
+        executor_fn=executor_fn, faults=faults, prepare_train=one_batch,
+    )

@@ -1,0 +1,60 @@
+"""One round for every algorithm: each runs under aggregator chains, and the fault policy
+treats a non-finite client the same way for all of them."""
+import numpy as np
+import pytest
+
+from fedsim.aggregators import build_aggregator
+from fedsim.execution import SequentialExecutor
+from tests.algorithms.helpers import initial_params, model_fn
+from tests.conformance.cases import ALGORITHMS, RAGGED_SIZES, flat_state, population, run
+
+CLIENTS = population(RAGGED_SIZES, 6, 3)
+IDS = [f"client-{i}" for i in range(len(CLIENTS))]
+
+CHAINS = {
+    "zeroing_clipping_mean": (
+        [{"name": "zeroing", "norm_bound": 1e3}, {"name": "clipping", "clip_norm": 0.05}, {"name": "mean"}],
+        ("zeroing/num_zeroed", "clip/num_clipped"),
+    ),
+    "dp_fedavg": (
+        [{"name": "dp_fedavg", "clip_norm": 0.05, "noise_multiplier": 0.5, "population_size": 8,
+          "clients_per_round": 4, "sampling": "fixed_size"}],
+        ("dp/epsilon", "dp/noise_std"),
+    ),
+}
+
+
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_algorithm_runs_under_the_chain(algorithm, chain):
+    spec, keys = CHAINS[chain]
+    process = ALGORITHMS[algorithm](model_fn(initial_params()), aggregator=build_aggregator(spec, seed=0),
+                                    executor_fn=SequentialExecutor)
+    state, results = run(process, CLIENTS, rounds=2)
+    for result in results:
+        for key in keys:
+            assert key in result.measurements, (key, sorted(result.measurements))
+    assert all(np.isfinite(leaf).all() for leaf in flat_state(process, state, IDS))
+    # The chain bounds what every client sends, extras included: a clip norm this small clips them all.
+    if chain == "zeroing_clipping_mean":
+        assert results[0].measurements["clip/num_clipped"] == len(CLIENTS)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_a_nan_client_is_zeroed_counted_and_changes_nothing(algorithm):
+    """The round with a NaN client equals the round without it, for every algorithm."""
+    x, y = CLIENTS[1]
+    poisoned = [CLIENTS[0], (np.full_like(x, np.nan), y)] + CLIENTS[2:]
+    with_nan = ALGORITHMS[algorithm](model_fn(initial_params()), executor_fn=SequentialExecutor)
+    without = ALGORITHMS[algorithm](model_fn(initial_params()), executor_fn=SequentialExecutor)
+    kept_ids = [IDS[0]] + IDS[2:]
+    state_nan, results_nan = run(with_nan, poisoned, rounds=2, ids=IDS)
+    state_ref, _ = run(without, [CLIENTS[0]] + CLIENTS[2:], rounds=2, ids=kept_ids)
+    assert [r.measurements["faults/nonfinite_updates"] for r in results_nan] == [1.0, 1.0]
+    assert [r.num_examples for r in results_nan] == [results_nan[0].num_examples] * 2
+    got, expected = flat_state(with_nan, state_nan, kept_ids), flat_state(without, state_ref, kept_ids)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    if with_nan.client_store is not None:  # the zeroed client's state is never kept
+        assert with_nan.client_store.get(IDS[1]) is None
