@@ -5,7 +5,7 @@ client_ids=None)`` and ``evaluate(model_weights, datasets)``, so ``simulate``
 runs any of them.
 """
 
-from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
+from fedsim.learning.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.algorithms.fedavg import build_fedavg
 from fedsim.algorithms.feddyn import build_feddyn
 from fedsim.algorithms.fednova import build_fednova

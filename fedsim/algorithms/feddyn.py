@@ -21,16 +21,13 @@ through the server optimizer (``SGD(1.0)`` is the paper).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
-from fedsim.aggregators import Aggregator
-from fedsim.algorithms.client_state import ClientStore, InMemoryClientStore
-from fedsim.client import ClientInputs, ClientTask, ClientWork
+from fedsim.client import ClientInputs, ClientTask
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep, population_size_check
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -70,18 +67,8 @@ def feddyn(population_size: int, alpha: float = 0.01, client_learning_rate: floa
 
 
 def build_feddyn(
-    model_fn: Callable[[], Any],
-    population_size: int,
-    alpha: float = 0.01,
-    client_learning_rate: float = 0.01,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    client_store: Optional[ClientStore] = None,
-    weighted: bool = False,
-    aggregator: Optional[Aggregator] = None,
-    server_optimizer: Any = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], population_size: int, alpha: float = 0.01, client_learning_rate: float = 0.01,
+    weighted: bool = False, **process_options: Any
 ) -> FederatedProcess:
     """Builds a FedDyn process.
 
@@ -90,17 +77,10 @@ def build_feddyn(
       population_size: m, the number of clients in the population.
       alpha: the dynamic regularizer's strength (the paper tries 0.1, 0.01, 0.001).
       client_learning_rate: local SGD step size.
-      batch_size, local_epochs: the per-client training pipeline.
-      client_store: where each client's ``g_k`` persists; default in memory.
       weighted: average ``theta_k - theta`` by example count (False: the paper).
-      aggregator: overrides the mean of ``theta_k - theta``.
-      server_optimizer: applies ``mean - h/alpha``; default ``SGD(1.0)`` (the paper).
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
+        ``client_store`` keeps each client's ``g_k`` (default in memory).
     """
-    return build_process(
-        model_fn, feddyn(population_size, alpha, client_learning_rate, weighted),
-        server_optimizer=server_optimizer or SGD(1.0), batch_size=batch_size, local_epochs=local_epochs,
-        aggregator=aggregator, executor_fn=executor_fn, faults=faults,
-        client_store=client_store if client_store is not None else InMemoryClientStore(),
-    )
+    return build_process(model_fn, feddyn(population_size, alpha, client_learning_rate, weighted), **process_options)

@@ -16,15 +16,13 @@ the average ``tau``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
-from fedsim.aggregators import Aggregator
-from fedsim.client import ClientTask, ClientWork
+from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -51,15 +49,8 @@ def fednova(client_learning_rate: float = 0.01) -> Algorithm:
 
 
 def build_fednova(
-    model_fn: Callable[[], Any],
-    client_learning_rate: float = 0.01,
-    server_optimizer: Any = None,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    stragglers: Any = None,
-    aggregator: Optional[Aggregator] = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], client_learning_rate: float = 0.01, server_optimizer: Any = None,
+    **process_options: Any
 ) -> FederatedProcess:
     """Builds a FedNova process (vanilla local SGD, clients weighted by example count).
 
@@ -67,15 +58,11 @@ def build_fednova(
       model_fn: no-argument callable returning a new fedsim model.
       client_learning_rate: local SGD step size.
       server_optimizer: applies the normalized update; default ``SGD(1.0)``.
-      batch_size: batch client datasets of single examples; None if already batched.
-      local_epochs: epochs a client that does not straggle runs.
-      stragglers: e.g. ``Stragglers(0.5, seed)``: clients doing fewer epochs, kept.
-      aggregator: overrides the weighted mean of the normalized deltas and step counts.
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
+        Stragglers (``stragglers=Stragglers(0.5, seed)``) keep their partial work.
     """
-    return build_process(
-        model_fn, fednova(client_learning_rate), server_optimizer=server_optimizer or SGD(1.0),
-        batch_size=batch_size, local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn,
-        stragglers=stragglers, keep_partial_work=True, faults=faults,
-    )
+    process_options.setdefault("keep_partial_work", True)
+    return build_process(model_fn, fednova(client_learning_rate), server_optimizer=server_optimizer,
+                         **process_options)

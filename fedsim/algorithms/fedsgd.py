@@ -13,15 +13,13 @@ runs on any executor.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import tensorflow as tf
 
-from fedsim.aggregators import Aggregator
-from fedsim.client import ClientTask, ClientWork
+from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Algorithm
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -40,12 +38,7 @@ def fedsgd(weighted: bool = True) -> Algorithm:
 
 
 def build_fedsgd(
-    model_fn: Callable[[], Any],
-    server_optimizer: Any = None,
-    weighted: bool = True,
-    aggregator: Optional[Aggregator] = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], server_optimizer: Any = None, weighted: bool = True, **process_options: Any
 ) -> FederatedProcess:
     """Builds a FedSGD process over client datasets of single (unbatched) examples.
 
@@ -53,11 +46,9 @@ def build_fedsgd(
       model_fn: no-argument callable returning a new fedsim model.
       server_optimizer: applies the averaged gradient; default ``SGD(0.1)``.
       weighted: weight clients by example count (True, the paper) or equally.
-      aggregator: overrides the mean of the client gradients (as deltas ``-g_k``).
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
     """
-    return build_process(
-        model_fn, fedsgd(weighted), server_optimizer=server_optimizer or SGD(0.1), aggregator=aggregator,
-        executor_fn=executor_fn, faults=faults, prepare_train=one_batch,
-    )
+    return build_process(model_fn, fedsgd(weighted), server_optimizer=server_optimizer or SGD(0.1),
+                         prepare_train=one_batch, **process_options)

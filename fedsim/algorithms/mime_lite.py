@@ -15,15 +15,13 @@ delta (``SGD(server_learning_rate)`` by default; 1.0 is the paper).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
-from fedsim.aggregators import Aggregator
-from fedsim.client import ClientInputs, ClientTask, ClientWork
+from fedsim.client import ClientInputs, ClientTask
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -52,16 +50,8 @@ def mime_lite(base_optimizer: Any = None, weighted: bool = True) -> Algorithm:
 
 
 def build_mime_lite(
-    model_fn: Callable[[], Any],
-    base_optimizer: Any = None,
-    server_learning_rate: float = 1.0,
-    weighted: bool = True,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    aggregator: Optional[Aggregator] = None,
-    server_optimizer: Any = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], base_optimizer: Any = None, server_learning_rate: float = 1.0,
+    weighted: bool = True, **process_options: Any
 ) -> FederatedProcess:
     """Builds a MimeLite process.
 
@@ -70,17 +60,11 @@ def build_mime_lite(
       base_optimizer: the optimizer mimicked, with the clients' learning rate; its state is the
         server's. Default ``SGD(0.01, momentum=0.9)``.
       server_learning_rate: the default server optimizer's step, ``SGD(server_learning_rate)``
-        on the average delta (1: the paper).
+        on the average delta (1: the paper); a ``server_optimizer`` replaces it.
       weighted: weight deltas and full-batch gradients by example count (True) or equally.
-      batch_size: batch client datasets of single examples; None if already batched.
-      local_epochs: passes over each client's data per round.
-      aggregator: overrides the mean of the deltas and gradients.
-      server_optimizer: replaces ``SGD(server_learning_rate)``.
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
     """
-    return build_process(
-        model_fn, mime_lite(base_optimizer, weighted),
-        server_optimizer=server_optimizer or SGD(server_learning_rate), batch_size=batch_size,
-        local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn, faults=faults,
-    )
+    process_options.setdefault("server_optimizer", SGD(server_learning_rate))
+    return build_process(model_fn, mime_lite(base_optimizer, weighted), **process_options)

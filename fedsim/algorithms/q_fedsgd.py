@@ -10,15 +10,13 @@ batch makes q-FedAvg's ``L (w - w_k)`` exactly ``grad F_k(w)``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from fedsim.aggregators import Aggregator
 from fedsim.algorithms.fedsgd import one_batch
 from fedsim.algorithms.qffl import check_q, qffl_message, qffl_server_update
-from fedsim.client import ClientTask, ClientWork
+from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Algorithm
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -32,27 +30,15 @@ def q_fedsgd(q: float, lipschitz: float) -> Algorithm:
                      server_update=qffl_server_update)
 
 
-def build_q_fedsgd(
-    model_fn: Callable[[], Any],
-    q: float,
-    lipschitz: float,
-    server_optimizer: Any = None,
-    aggregator: Optional[Aggregator] = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
-) -> FederatedProcess:
+def build_q_fedsgd(model_fn: Callable[[], Any], q: float, lipschitz: float, **process_options: Any) -> FederatedProcess:
     """Builds a q-FedSGD process over client datasets of single (unbatched) examples.
 
     Args:
       model_fn: no-argument callable returning a new fedsim model.
       q: fairness parameter, >= 0 (0 is FedSGD with step ``1/L``).
       lipschitz: the paper's ``L``.
-      server_optimizer: applies the step; default ``SGD(1.0)`` (the paper).
-      aggregator: overrides the unweighted mean of ``Delta_k`` and ``h_k``.
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
     """
-    return build_process(
-        model_fn, q_fedsgd(q, lipschitz), server_optimizer=server_optimizer or SGD(1.0), aggregator=aggregator,
-        executor_fn=executor_fn, faults=faults, prepare_train=one_batch,
-    )
+    return build_process(model_fn, q_fedsgd(q, lipschitz), prepare_train=one_batch, **process_options)

@@ -22,15 +22,13 @@ cohort (unweighted), and the ratio of the means is the ratio of the sums.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
-from fedsim.aggregators import Aggregator
-from fedsim.client import ClientTask, ClientWork
+from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -76,15 +74,7 @@ def qffl(q: float, client_learning_rate: float = 0.01) -> Algorithm:
 
 
 def build_qffl(
-    model_fn: Callable[[], Any],
-    q: float,
-    client_learning_rate: float = 0.01,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    server_optimizer: Any = None,
-    aggregator: Optional[Aggregator] = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], q: float, client_learning_rate: float = 0.01, **process_options: Any
 ) -> FederatedProcess:
     """Builds a q-FedAvg process.
 
@@ -92,15 +82,8 @@ def build_qffl(
       model_fn: no-argument callable returning a new fedsim model.
       q: fairness parameter, >= 0 (the paper uses 0.001 to 15 depending on the data).
       client_learning_rate: local SGD step size; the Lipschitz estimate is ``L = 1 / lr``.
-      batch_size: batch client datasets of single examples; None if already batched.
-      local_epochs: passes over each client's data per round.
-      server_optimizer: applies the step; default ``SGD(1.0)`` (the paper).
-      aggregator: overrides the unweighted mean of ``Delta_k`` and ``h_k``.
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
     """
-    return build_process(
-        model_fn, qffl(q, client_learning_rate), server_optimizer=server_optimizer or SGD(1.0),
-        batch_size=batch_size, local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn,
-        faults=faults,
-    )
+    return build_process(model_fn, qffl(q, client_learning_rate), **process_options)

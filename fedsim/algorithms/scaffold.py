@@ -14,22 +14,19 @@ gradient offset; the message carries ``c_i+ - c_i`` as the extra
 it) and ``c_i+`` as the client's new state. ``c`` lives in
 ``ServerState.algorithm_state["control_variate"]``; each ``c_i`` in the
 process's client store, keyed by client id and versioned by round
-(``fedsim.algorithms.client_state``), so a round replayed from an older
+(``fedsim.learning.client_state``), so a round replayed from an older
 state reads the control variates it read then.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
-from fedsim.aggregators import Aggregator
-from fedsim.algorithms.client_state import ClientStore, InMemoryClientStore
-from fedsim.client import ClientInputs, ClientTask, ClientWork
+from fedsim.client import ClientInputs, ClientTask
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage, ServerStep, population_size_check
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -113,18 +110,8 @@ def scaffold(population_size: int, client_learning_rate: float = 0.01, weighted:
 
 
 def build_scaffold(
-    model_fn: Callable[[], Any],
-    population_size: int,
-    client_learning_rate: float = 0.01,
-    server_learning_rate: float = 1.0,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    client_store: Optional[ClientStore] = None,
-    weighted: bool = False,
-    aggregator: Optional[Aggregator] = None,
-    server_optimizer: Any = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], population_size: int, client_learning_rate: float = 0.01,
+    server_learning_rate: float = 1.0, weighted: bool = False, **process_options: Any
 ) -> FederatedProcess:
     """Builds a SCAFFOLD (option II) process.
 
@@ -132,20 +119,13 @@ def build_scaffold(
       model_fn: no-argument callable returning a new fedsim model.
       population_size: N, the number of clients in the population (scales the ``c`` update).
       client_learning_rate: local SGD step size (plain SGD, as option II assumes).
-      server_learning_rate: the default server optimizer's step, ``SGD(server_learning_rate)``.
-      batch_size: batch client datasets of single examples; None if already batched.
-      local_epochs: passes over each client's data per round.
-      client_store: where client control variates persist; default in memory
-        (``NpzClientStore(directory)`` for large populations or resumable runs).
+      server_learning_rate: the default server optimizer's step, ``SGD(server_learning_rate)``;
+        a ``server_optimizer`` replaces it.
       weighted: average ``y - x`` and ``c_i+ - c_i`` weighted by example count (False: the paper).
-      aggregator: overrides the mean of ``y - x`` and ``c_i+ - c_i``.
-      server_optimizer: replaces ``SGD(server_learning_rate)``.
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``.
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        ``server_optimizer``, ...).
+        ``client_store`` keeps the client control variates (default in memory).
     """
-    return build_process(
-        model_fn, scaffold(population_size, client_learning_rate, weighted),
-        server_optimizer=server_optimizer or SGD(server_learning_rate), batch_size=batch_size,
-        local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn, faults=faults,
-        client_store=client_store if client_store is not None else InMemoryClientStore(),
-    )
+    process_options.setdefault("server_optimizer", SGD(server_learning_rate))
+    return build_process(model_fn, scaffold(population_size, client_learning_rate, weighted), **process_options)

@@ -11,15 +11,12 @@ cost of one more pass over the client's data. Everything else is
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from fedsim.aggregators import Aggregator
-from fedsim.algorithms.client_state import ClientStore, InMemoryClientStore
 from fedsim.algorithms.scaffold import check_learning_rate, scaffold_algorithm
-from fedsim.client import ClientTask, ClientWork
+from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Algorithm
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -37,23 +34,10 @@ def scaffold_option_i(population_size: int, client_learning_rate: float = 0.01, 
 
 
 def build_scaffold_option_i(
-    model_fn: Callable[[], Any],
-    population_size: int,
-    client_learning_rate: float = 0.01,
-    server_learning_rate: float = 1.0,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    client_store: Optional[ClientStore] = None,
-    weighted: bool = False,
-    aggregator: Optional[Aggregator] = None,
-    server_optimizer: Any = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    faults: Optional[FaultPolicy] = None,
+    model_fn: Callable[[], Any], population_size: int, client_learning_rate: float = 0.01,
+    server_learning_rate: float = 1.0, weighted: bool = False, **process_options: Any
 ) -> FederatedProcess:
     """Builds a SCAFFOLD option I process; the arguments are ``build_scaffold``'s."""
-    return build_process(
-        model_fn, scaffold_option_i(population_size, client_learning_rate, weighted),
-        server_optimizer=server_optimizer or SGD(server_learning_rate), batch_size=batch_size,
-        local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn, faults=faults,
-        client_store=client_store if client_store is not None else InMemoryClientStore(),
-    )
+    process_options.setdefault("server_optimizer", SGD(server_learning_rate))
+    return build_process(model_fn, scaffold_option_i(population_size, client_learning_rate, weighted),
+                         **process_options)

@@ -16,7 +16,7 @@ optional input is fixed per algorithm, so it is still one trace per element spec
 from __future__ import annotations
 
 import collections
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import attrs
 import numpy as np

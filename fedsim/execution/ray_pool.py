@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import attrs
 
 from fedsim.execution.ray_datasets import ExportedDataset, export_dataset
-from fedsim.execution.ray_worker import ClientWorker, TaskResult, WorkRecipe
+from fedsim.execution.ray_worker import ClientWorker, WorkRecipe
 
 # One exception class for a failing client, whichever executor or process saw it.
 from fedsim.client import ClientFailure

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import attrs
 
 from fedsim import algorithms
-from fedsim.algorithms.client_state import InMemoryClientStore, NpzClientStore
+from fedsim.learning.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.execution import make_executor
 from fedsim.experiment import algorithm_blocks as blocks
 from fedsim.learning.faults import FaultPolicy

@@ -15,9 +15,11 @@ from fedsim.aggregators import Aggregator, MeanAggregator
 from fedsim.client import ClientWork
 from fedsim.execution import make_executor
 from fedsim.learning.algorithm import Algorithm
+from fedsim.learning.client_state import InMemoryClientStore
 from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import ClientId, ClientPrep, DatasetPrep, FederatedProcess
 from fedsim.models.model_fn import build_model
+from fedsim.optimizers import SGD
 
 
 def batch_and_repeat(batch_size: Optional[int], local_epochs: int = 1):
@@ -75,7 +77,7 @@ def build_process(
     model_fn: Callable[[], Any],
     algorithm: Algorithm,
     *,
-    server_optimizer: Any,
+    server_optimizer: Any = None,
     batch_size: Optional[int] = None,
     local_epochs: int = 1,
     aggregator: Optional[Aggregator] = None,
@@ -92,14 +94,15 @@ def build_process(
     Args:
       model_fn: no-argument callable returning a new fedsim model; called once.
       algorithm: the algorithm's blocks; its ``task`` builds the client work.
-      server_optimizer: applies the server delta.
+      server_optimizer: applies the server delta; default ``SGD(1.0)`` (each paper's plain step).
       batch_size, local_epochs: the per-client training pipeline (``batch_and_repeat``).
       aggregator: combines the clients' messages; default the (un)weighted mean, as the task weighs.
       executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
         which says in the log when it cannot use a faster executor.
       stragglers, keep_partial_work, dropout: simulated stragglers and dropouts (``client_prep``).
       faults: the fault policy (default ``FaultPolicy()``).
-      client_store: per-client state of algorithms that keep it.
+      client_store: per-client state of algorithms that keep it; default in memory
+        (``NpzClientStore(directory)`` for large populations or resumable runs).
       prepare_train: replaces ``batch_and_repeat`` (FedSGD's one whole-dataset batch).
     """
     client_work = ClientWork.for_task(build_model(model_fn), algorithm.task)
@@ -111,10 +114,11 @@ def build_process(
         algorithm=algorithm,
         executor=executor_fn(client_work) if executor_fn else make_executor("auto", client_work),
         aggregator=aggregator if aggregator is not None else MeanAggregator(weighted=algorithm.task.weighted),
-        server_optimizer=server_optimizer,
+        server_optimizer=server_optimizer if server_optimizer is not None else SGD(1.0),
         prepare_train=prepare_train or batch_and_repeat(batch_size, local_epochs),
         prepare_eval=prepare_train or batch_and_repeat(batch_size, 1),
         prepare_client=prepare_client,
         faults=faults,
-        client_store=client_store,
+        client_store=client_store if client_store is not None or not algorithm.client_state
+        else InMemoryClientStore(),
     )

@@ -98,7 +98,7 @@ class FederatedProcess:
       faults: what to do with clients whose work raises and with non-finite messages
         (default: retry once then drop, zero non-finite messages; both counted).
       client_store: where per-client state lives between rounds (algorithms with
-        ``client_state``; see ``fedsim.algorithms.client_state``).
+        ``client_state``; see ``fedsim.learning.client_state``).
     """
 
     def __init__(

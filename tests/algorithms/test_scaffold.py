@@ -79,7 +79,7 @@ def test_replaying_a_round_from_an_older_state_reads_the_same_control_variates(o
 
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_prune_keeps_the_newest_version_at_or_before_the_round(on_disk, tmp_path):
-    from fedsim.algorithms.client_state import InMemoryClientStore
+    from fedsim.learning.client_state import InMemoryClientStore
 
     store = NpzClientStore(tmp_path / "cv") if on_disk else InMemoryClientStore()
     for round_num in (1, 3, 5):
