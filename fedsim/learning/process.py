@@ -131,8 +131,13 @@ class FederatedProcess:
         self._initial_weights = ModelWeights.from_model(model)
 
     def initialize(self, model_weights: Optional[ModelWeights] = None) -> ServerState:
-        """The state before round 1: the model's weights when the process was built, unless given."""
-        weights = model_weights if model_weights is not None else self._initial_weights
+        """The state before round 1: the model's weights when the process was built, unless given.
+
+        Given weights are checked against the model (count and shapes:
+        ``WeightsMismatchError``; NaN or Inf: ``ProcessError``) and cast to its dtypes.
+        The result depends only on the arguments: calling it again gives the same state.
+        """
+        weights = self._initial_weights if model_weights is None else self._checked(model_weights)
         return ServerState(
             round_num=0,
             model_weights=weights,
@@ -140,6 +145,22 @@ class FederatedProcess:
             aggregator_state=self.aggregator.initialize(),
             algorithm_state=self.algorithm.init_state(weights),
         )
+
+    def _checked(self, model_weights: ModelWeights) -> ModelWeights:
+        if not isinstance(model_weights, ModelWeights):
+            raise ProcessError(
+                f"model_weights must be a ModelWeights, got {type(model_weights).__name__}; build one with "
+                "ModelWeights(trainable, non_trainable) or ModelWeights.from_model(model)"
+            )
+        fitted = model_weights.fitted_to(self.model)
+        for kind, arrays in (("trainable", fitted.trainable), ("non_trainable", fitted.non_trainable)):
+            for index, array in enumerate(arrays):
+                if not np.isfinite(array).all():
+                    raise ProcessError(
+                        f"initial model weights: {kind} array {index} (shape {array.shape}) holds NaN or Inf; "
+                        "start from finite weights"
+                    )
+        return fitted
 
     def next(
         self,

@@ -50,6 +50,21 @@ class ModelWeights:
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
+    def fitted_to(self, model: Any) -> "ModelWeights":
+        """These weights checked against ``model``'s variables (count and shapes) and cast to their dtypes.
+
+        Raises:
+          WeightsMismatchError: naming the first variable that does not fit.
+        """
+        parts = []
+        for kind, values, variables in (
+            ("trainable", self.trainable, list(model.trainable_variables)),
+            ("non_trainable", self.non_trainable, list(model.non_trainable_variables)),
+        ):
+            _check_fits(kind, values, variables)
+            parts.append([np.asarray(v, dtype=np.dtype(_dtype_name(t))) for v, t in zip(values, variables)])
+        return ModelWeights(*parts)
+
     def numpy(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(trainable, non_trainable)`` as lists of NumPy arrays (copies)."""
         return [a.copy() for a in self.trainable], [a.copy() for a in self.non_trainable]
@@ -98,6 +113,11 @@ class ModelWeights:
         )
 
     __hash__ = None  # arrays are mutable underneath; a value equal by content is not hashable
+
+
+def _dtype_name(variable: Any) -> str:
+    dtype = variable.dtype
+    return getattr(dtype, "name", None) or str(dtype)
 
 
 def _check_fits(kind: str, values: Sequence[Any], targets: Sequence[Any]) -> None:

@@ -1,5 +1,6 @@
 """The multi-device executor over two logical CPU devices (in a fresh process: devices are
-configured before TensorFlow starts) matches the sequential executor."""
+configured before TensorFlow starts) matches the sequential executor, alone and through the
+round of algorithms that send clients a gradient offset or an optimizer state."""
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,19 @@ SCRIPT = textwrap.dedent("""
         assert e.num_examples == g.num_examples
         for a, b in zip(e.delta, g.delta):
             np.testing.assert_allclose(b, a, atol=1e-5)
+
+    # Algorithms that send clients more than the weights, through the one round, on both devices.
+    from tests.conformance.cases import ALGORITHMS, RAGGED_SIZES, flat_state, population, run
+    clients = population(RAGGED_SIZES, 6, 3)
+    ids = [f"client-{i}" for i in range(len(clients))]
+    for name in ("scaffold", "mime_lite", "feddyn", "qffl"):
+        reference = ALGORITHMS[name](model_fn(), executor_fn=SequentialExecutor)
+        process = ALGORITHMS[name](model_fn(), executor_fn=MultiDeviceExecutor)
+        assert len(process.executor.devices) == 2, process.executor.devices
+        want, _ = run(reference, clients, 2)
+        state, _ = run(process, clients, 2)
+        for a, b in zip(flat_state(process, state, ids), flat_state(reference, want, ids)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
     print("ok")
 """)
 
