@@ -11,6 +11,11 @@ the machine hits both alike. Prints one JSON line per comparison with both
 medians (over the pairs, of each run's median s/round) and the ratio
 fedsim/peer (below 1: fedsim is faster), then a Markdown table.
 
+``--baseline DIR`` adds another fedsim checkout (e.g. ``git worktree add
+/work/old COMMIT``) as the peer ``baseline``, run from its own folder on the
+same workload: the ratio is then this tree's time over that commit's, the
+A/B check that a change to the engine costs no speed.
+
 Threads: by default every system runs at its own default (fedsim gives each
 op ``cores // 2`` threads, see ``fedsim.runtime``; the peers' TensorFlow one
 per core). ``--intra-op-threads``/``--inter-op-threads`` set the same value
@@ -40,8 +45,8 @@ def _last_json(stdout: str, command: list[str]) -> dict:
     raise RuntimeError(f"no JSON line from {' '.join(command)}; its output ended with:\n{stdout[-2000:]}")
 
 
-def _run(command: list[str], env: dict = ENV) -> dict:
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+def _run(command: list[str], env: dict = ENV, cwd=None) -> dict:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return _last_json(result.stdout, command)
@@ -54,6 +59,8 @@ def fedsim_command(kind, ragged, rounds, cohort, batch, executor):
 
 
 def peer_command(peer, python, kind, ragged, rounds, cohort, batch):
+    if peer == "baseline":  # another fedsim checkout, run from its folder (see --baseline)
+        return fedsim_command(kind, ragged, rounds, cohort, batch, "auto") + ["--workload", str(PEERS_DIR / "workload.py")]
     if peer not in PEER_SCRIPTS:
         raise ValueError(f"unknown peer {peer!r}; choose from {sorted(PEER_SCRIPTS)}")
     command = [python, str(PEERS_DIR / PEER_SCRIPTS[peer]), kind, str(rounds), str(cohort), str(batch)]
@@ -70,7 +77,9 @@ def compare(peers: dict, kinds, pairs, rounds, cohort, batch, executor, env=ENV)
                 ours, theirs = [], []
                 for _ in range(pairs):
                     ours.append(_run(fedsim_command(kind, ragged, rounds, cohort, batch, executor), env)["round_s_median"])
-                    theirs.append(_run(peer_command(peer, python, kind, ragged, rounds, cohort, batch), env)["round_s_median"])
+                    cwd = python if peer == "baseline" else None  # the baseline's folder
+                    theirs.append(_run(peer_command(peer, python, kind, ragged, rounds, cohort, batch), env,
+                                       cwd)["round_s_median"])
                 row = {"kind": kind, "population": "ragged" if ragged else "equal", "peer": peer,
                        "fedsim_s": statistics.median(ours), "peer_s": statistics.median(theirs),
                        "fedsim_runs": ours, "peer_runs": theirs}
@@ -100,6 +109,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON",
                         help="a peer and its venv's python, e.g. pfl=/work/venvs/pfl/bin/python")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="another fedsim checkout to compare against, as the peer 'baseline'")
     parser.add_argument("--kinds", nargs="+", default=["logreg", "mlp", "cnn"])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=10)
@@ -125,8 +136,12 @@ def main(argv=None) -> None:
         if not sep or not python:
             parser.error(f"--peer {item!r}: expected NAME=PYTHON, e.g. pfl=/work/venvs/pfl/bin/python")
         peers[name] = python
+    if args.baseline:
+        if not (Path(args.baseline) / "benchmarks" / "fedavg.py").is_file():
+            parser.error(f"--baseline {args.baseline!r}: no benchmarks/fedavg.py there; give a fedsim checkout")
+        peers["baseline"] = str(Path(args.baseline).resolve())
     if not peers:
-        parser.error("give at least one --peer NAME=PYTHON")
+        parser.error("give at least one --peer NAME=PYTHON or --baseline DIR")
     if args.pairs < 1:
         parser.error(f"--pairs={args.pairs}: need >= 1 (3 or more for a fair ratio)")
     rows = compare(peers, args.kinds, args.pairs, args.rounds, args.cohort, args.batch, args.executor, env)

@@ -65,10 +65,22 @@ def run_clients(
     """Runs the cohort on ``executor`` under ``policy``.
 
     Returns the outputs, the cohort positions they belong to (dropped clients
-    are missing), and the ``faults/...`` measurements. A failing client is run
-    again, alone, up to ``policy.client_retries`` times.
+    are missing), and the ``faults/...`` measurements. The clients that failed
+    run again (together, on the same executor) up to ``policy.client_retries`` times.
     """
-    results = list(executor.train(model_weights, datasets, inputs, client_ids))
+    actor_deaths = 0
+
+    def train(positions: Sequence[int]) -> list:
+        nonlocal actor_deaths
+        results = executor.train(
+            model_weights, [datasets[i] for i in positions], [inputs[i] for i in positions],
+            [client_ids[i] for i in positions],
+        )
+        stats = getattr(executor, "last_round_stats", None)  # executors that count their own faults (Ray)
+        actor_deaths += stats.actor_deaths if stats is not None else 0
+        return list(results)
+
+    results = train(range(len(datasets)))
     retried = set()
     for _ in range(policy.client_retries):
         failed = [i for i, r in enumerate(results) if isinstance(r, ClientFailure)]
@@ -77,10 +89,7 @@ def run_clients(
         for i in failed:
             logger.warning("%s; running it again", results[i])
         retried.update(failed)
-        again = executor.train(
-            model_weights, [datasets[i] for i in failed], [inputs[i] for i in failed], [client_ids[i] for i in failed]
-        )
-        for i, result in zip(failed, again):
+        for i, result in zip(failed, train(failed)):
             if isinstance(result, ClientFailure):
                 result = ClientFailure(client_ids[i], result.error, results[i].attempts + 1)
             results[i] = result
@@ -95,9 +104,8 @@ def run_clients(
         "faults/clients_retried": float(len(retried)),
         "faults/clients_dropped": float(len(failures)),
     }
-    stats = getattr(executor, "last_round_stats", None)  # executors with their own counts (Ray)
-    if stats is not None:
-        measurements["faults/actor_deaths"] = float(stats.actor_deaths)
+    if hasattr(executor, "last_round_stats"):
+        measurements["faults/actor_deaths"] = float(actor_deaths)
     return [results[i] for i in kept], kept, measurements
 
 
