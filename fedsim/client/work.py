@@ -76,6 +76,9 @@ class ClientWork:
                 "a model that trains itself (train_on_batch) cannot take a proximal term or a "
                 "frozen optimizer state; wrap a model with forward_pass instead"
             )
+        # Local variables "are initialized locally on the device" (the seed's words): every
+        # client starts them from these values, whatever reset_metrics covers.
+        self._initial_locals = [np.array(v.numpy()) for v in self.model.local_variables]
         self.trace_count = 0
         self.gradient_trace_count = 0
         self._train = tf.function(self._train_graph)
@@ -167,6 +170,8 @@ class ClientWork:
         for variable, value in zip(self.model.non_trainable_variables, non_trainable):
             variable.assign(value)
         self.model.reset_metrics()
+        for variable, value in zip(self.model.local_variables, self._initial_locals):
+            variable.assign(value)
 
     def _train_graph(
         self, trainable, non_trainable, dataset, gradient_offset, initial_optimizer_state

@@ -1,11 +1,15 @@
 """Client work: traced once, no state carried between clients, empty clients count zero."""
+import collections
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 import fedsim
 from fedsim.learning import ClientWork
+from fedsim.execution import SequentialExecutor
 from tests import logreg_reference as ref
+from tests.models.toy_models import LinearRegression, regression_clients
 
 
 def _model(seed=0):
@@ -85,3 +89,34 @@ def test_every_variable_of_a_multilayer_model_is_federated():
     assert len(new.model_weights.trainable) == 6
     for before, after in zip(state.model_weights.trainable, new.model_weights.trainable):
         assert np.abs(after - before).max() > 0
+
+
+class _CountingModel(LinearRegression):
+    """Adds a local step counter that ``reset_metrics`` does not touch, reported summed."""
+
+    def __init__(self):
+        super().__init__()
+        self._steps = tf.Variable(0.0, trainable=False)
+
+    local_variables = property(lambda self: [self._loss_sum, self._count, self._steps])
+
+    def forward_pass(self, batch, training=True):
+        self._steps.assign_add(1.0)
+        return super().forward_pass(batch, training)
+
+    def report_local_unfinalized_metrics(self):
+        return collections.OrderedDict(loss=[self._loss_sum, self._count], steps=[self._steps])
+
+    def metric_finalizers(self):
+        return collections.OrderedDict(loss=lambda v: v[0] / v[1], steps=lambda v: v[0])
+
+
+def test_every_local_variable_starts_each_client_from_its_initial_value():
+    """3 clients of 3 batches: 9 steps per round, every round (not carried from client to client)."""
+    process = fedsim.build_fedavg(_CountingModel, fedsim.SGD(0.01), batch_size=2, executor_fn=SequentialExecutor)
+    clients = regression_clients([6, 5, 6])
+    state = process.initialize()
+    for _ in range(2):
+        result = process.next(state, [tf.data.Dataset.from_tensor_slices(c) for c in clients])
+        assert result.metrics["steps"] == 9.0
+        state = result.state
