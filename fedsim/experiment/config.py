@@ -51,8 +51,12 @@ def _finite_float(value: Any, _type: type) -> float:
 
 def _named_block(converter: cattrs.Converter, base: type):
     def structure(value: Any, _type: type) -> Block:
+        if isinstance(value, str):  # a bare name (``--set executor=ray``) is the block with its defaults
+            value = {"name": value}
         if not isinstance(value, Mapping):
-            raise TypeError(f"expected a table with a 'name' key, got {type(value).__name__} {value!r}")
+            raise TypeError(
+                f"expected a table with a 'name' key or a bare name, got {type(value).__name__} {value!r}"
+            )
         name = value.get("name", base.default_name)
         options = sorted(base.registry)
         if name is None:

@@ -42,8 +42,12 @@ CASES = {
         ["data: missing 'name'; choose one of ['arrays', 'emnist', 'leaf', 'shakespeare', 'synthetic']"],
     ),
     "data is not a table": (
-        'rounds = 3\ndata = "synthetic"\n[model]\nname = "logreg"\n',
-        ["data: expected a table with a 'name' key, got str 'synthetic'"],
+        'rounds = 3\ndata = 7\n[model]\nname = "logreg"\n',
+        ["data: expected a table with a 'name' key or a bare name, got int 7"],
+    ),
+    "a bare name that is not a block": (
+        'rounds = 3\ndata = "synthetc"\n[model]\nname = "logreg"\n',
+        ["data: unknown name 'synthetc'; did you mean 'synthetic'?"],
     ),
     "zero rounds": (
         BASE.replace("rounds = 3", "rounds = 0"),
@@ -151,3 +155,13 @@ def test_overrides_are_typed_as_toml_values(tmp_path):
     config = load_config(path, ["rounds=7", "model.name=mlp", "model.hidden=[16, 8]", "client_optimizer.nesterov=true"])
     assert (config.rounds, config.model.name, config.model.hidden) == (7, "mlp", [16, 8])
     assert config.client_optimizer.nesterov is True
+
+
+def test_a_bare_name_sets_a_block_with_its_defaults(tmp_path):
+    """``--set executor=ray`` works like ``--set 'executor={name="ray"}'``, for every named block."""
+    path = tmp_path / "config.toml"
+    path.write_text(BASE, encoding="utf-8")
+    config = load_config(path, ["executor=ray", "algorithm=fednova", "server_optimizer=adam"])
+    assert (config.executor.name, config.executor.num_actors) == ("ray", None)
+    assert (config.algorithm.name, config.algorithm.batch_size) == ("fednova", 10)
+    assert (config.server_optimizer.name, config.server_optimizer.learning_rate) == ("adam", 0.001)
