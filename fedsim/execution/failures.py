@@ -1,10 +1,11 @@
-"""Per-client failure records for executors that train a cohort in one call."""
+"""The executor contract's shared pieces: defaults for a cohort's inputs and ids, and
+per-client failure records for executors that train a cohort in one call."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Sequence
 
-from fedsim.client.task import ClientFailure
+from fedsim.client.task import NO_INPUTS, ClientFailure
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +24,10 @@ def isolate_failures(train_cohort: Any, datasets: Sequence[Any], inputs: Sequenc
             return [ClientFailure(client_ids[0], error)]
         logger.warning("cohort training failed (%s); running clients one by one", type(error).__name__)
     return [isolate_failures(train_cohort, [d], [i], [c])[0] for d, i, c in zip(datasets, inputs, client_ids)]
+
+
+def with_defaults(datasets: Sequence[Any], inputs: Any, client_ids: Any) -> tuple[list, list]:
+    """``(inputs, client_ids)`` for a cohort: nothing beyond the weights, and cohort positions, unless given."""
+    inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
+    client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+    return inputs, client_ids

@@ -15,8 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from fedsim.client import NO_INPUTS
-from fedsim.execution.failures import isolate_failures
+from fedsim.execution.failures import isolate_failures, with_defaults
 from fedsim.execution.sequential import SequentialExecutor
 from fedsim.execution.vectorized import CohortTrainer, client_outputs, cohort_inputs_as_arrays
 
@@ -57,8 +56,7 @@ class MultiDeviceExecutor:
         client_ids: Optional[Sequence[Any]] = None,
     ) -> list:
         """Per client, in cohort order, its ``ClientOutput`` or a ``ClientFailure``."""
-        inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
-        client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+        inputs, client_ids = with_defaults(datasets, inputs, client_ids)
         return isolate_failures(partial(self._train, model_weights), datasets, inputs, client_ids)
 
     def _train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset], inputs: Sequence[Any]) -> list:

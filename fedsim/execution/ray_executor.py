@@ -18,7 +18,8 @@ import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from fedsim.client import NO_INPUTS, ClientFailure, ClientTask
+from fedsim.client import ClientFailure, ClientTask
+from fedsim.execution.failures import with_defaults
 from fedsim.execution.ray_pool import ActorPool, RoundStats
 from fedsim.execution.ray_worker import WorkRecipe
 
@@ -157,8 +158,7 @@ class RayExecutor:
         self.shutdown()
 
     def _run(self, method: str, model_weights: Any, datasets: Sequence[Any], inputs, client_ids) -> list:
-        ids = list(range(len(datasets))) if client_ids is None else list(client_ids)
-        inputs = [NO_INPUTS] * len(datasets) if inputs is None else list(inputs)
+        inputs, ids = with_defaults(datasets, inputs, client_ids)
         if len(ids) != len(datasets):
             raise ValueError(
                 f"got {len(datasets)} datasets but {len(ids)} client ids; pass one id per dataset"

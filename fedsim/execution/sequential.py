@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from fedsim.client import NO_INPUTS, ClientFailure, ClientWork
+from fedsim.client import ClientFailure, ClientWork
+from fedsim.execution.failures import with_defaults
 
 
 class SequentialExecutor:
@@ -22,8 +23,7 @@ class SequentialExecutor:
         client_ids: Optional[Sequence[Any]] = None,
     ) -> list:
         """Per client, in order, its ``ClientOutput`` or a ``ClientFailure``."""
-        inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
-        client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+        inputs, client_ids = with_defaults(datasets, inputs, client_ids)
         results = []
         for dataset, client_inputs, client_id in zip(datasets, inputs, client_ids):
             try:

@@ -24,13 +24,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from fedsim.client import NO_INPUTS, ClientOutput
+from fedsim.client import ClientOutput
 from fedsim.client.keras_step import KerasClientStep, vectorization_blocker
 from fedsim.client.task import update_weight
 from fedsim.execution.cohort_data import (
     ClientTensors, array_client_tensors, client_tensors, is_static, stack_clients)
 from fedsim.execution.cohort_steps import client_loop_steps, masked_steps, start_statistics
-from fedsim.execution.failures import isolate_failures
+from fedsim.execution.failures import isolate_failures, with_defaults
 from fedsim.execution.sequential import SequentialExecutor
 
 
@@ -260,8 +260,7 @@ class VectorizedExecutor:
         client_ids: Optional[Sequence[Any]] = None,
     ) -> list:
         """Per client, in order, its ``ClientOutput`` or a ``ClientFailure``."""
-        inputs = list(inputs) if inputs is not None else [NO_INPUTS] * len(datasets)
-        client_ids = list(client_ids) if client_ids is not None else list(range(len(datasets)))
+        inputs, client_ids = with_defaults(datasets, inputs, client_ids)
         trainable, non_trainable = _tensors(model_weights.trainable), _tensors(model_weights.non_trainable)
 
         def train_cohort(cohort, cohort_inputs):
