@@ -58,3 +58,23 @@ def test_a_nan_client_is_zeroed_counted_and_changes_nothing(algorithm):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     if with_nan.client_store is not None:  # the zeroed client's state is never kept
         assert with_nan.client_store.get(IDS[1]) is None
+
+
+@pytest.mark.parametrize("algorithm, state_of", [
+    # SCAFFOLD: c moves by |S|/N times the aggregated control-variate delta.
+    ("scaffold", lambda s: s.algorithm_state["control_variate"]),
+    # MimeLite: the first momentum is the aggregated full-batch gradient.
+    ("mime_lite", lambda s: s.algorithm_state["optimizer_state"]["momentum"]),
+])
+def test_the_chain_bounds_the_extras_too(algorithm, state_of):
+    """Clipping bounds the whole message, so the algorithm state fed by extras stays within the bound."""
+    clip = 1e-3
+    chain = build_aggregator([{"name": "clipping", "clip_norm": clip}, {"name": "mean"}])
+    clipped = ALGORITHMS[algorithm](model_fn(initial_params()), aggregator=chain, executor_fn=SequentialExecutor)
+    free = ALGORITHMS[algorithm](model_fn(initial_params()), executor_fn=SequentialExecutor)
+    norm = {}
+    for name, process in (("clipped", clipped), ("free", free)):
+        state, _ = run(process, CLIENTS, rounds=1)
+        norm[name] = np.sqrt(sum(np.sum(np.square(np.asarray(a, np.float64))) for a in state_of(state)))
+    assert norm["free"] > 100 * clip  # without the chain the state moves far more than the bound
+    assert norm["clipped"] <= clip * (1 + 1e-5)
