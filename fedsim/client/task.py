@@ -49,17 +49,6 @@ class ClientTask:
         if not value >= 0:
             raise ValueError(f"proximal_mu={value!r} must be >= 0 (0 turns the proximal term off)")
 
-    @property
-    def hooks(self) -> tuple[str, ...]:
-        """The objective hooks this task switches on, by name (for error messages)."""
-        on = {
-            "proximal term": self.proximal_mu > 0,
-            "frozen optimizer state": self.freeze_optimizer_state,
-            "start statistics": self.start_statistics,
-            "gradient offset": self.gradient_offset,
-        }
-        return tuple(name for name, used in on.items() if used)
-
 
 @attrs.frozen(eq=False)
 class ClientInputs:
@@ -74,11 +63,6 @@ class ClientInputs:
 
     gradient_offset: Optional[list[np.ndarray]] = None
     optimizer_state: Any = None
-
-    @property
-    def empty(self) -> bool:
-        """True when the client receives nothing beyond the model weights."""
-        return self.gradient_offset is None and self.optimizer_state is None
 
 
 NO_INPUTS = ClientInputs()
