@@ -171,12 +171,12 @@ def test_compare_lists_every_run_with_rounds_to_target(finished_run, tmp_path, c
 def test_sweep_writes_one_row_per_grid_point_with_the_seed_count(tiny_config, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "sweep"
     assert main(["sweep", str(tiny_config), "--grid", "client_optimizer.learning_rate=0.01,0.05",
-                 "--grid", "algorithm.batch_size=20", "--seeds", "2", "--out", str(out), "--quiet",
+                 "--grid", "client.batch_size=20", "--seeds", "2", "--out", str(out), "--quiet",
                  "--set", "rounds=2", "--set", "checkpoint.every=0", "--set", "logging.tensorboard=false"]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["point"] for r in rows] == [
-        {"client_optimizer.learning_rate": "0.01", "algorithm.batch_size": "20"},
-        {"client_optimizer.learning_rate": "0.05", "algorithm.batch_size": "20"}]
+        {"client_optimizer.learning_rate": "0.01", "client.batch_size": "20"},
+        {"client_optimizer.learning_rate": "0.05", "client.batch_size": "20"}]
     assert [r["seeds"] for r in rows] == [2, 2]
     accuracies = [json.loads((Path(d) / "summary.json").read_text())["final_eval"]["accuracy"]
                   for d in rows[0]["run_dirs"]]

@@ -23,8 +23,11 @@ from fedsim.algorithms.q_fedsgd import build_q_fedsgd
 from fedsim.algorithms.qffl import build_qffl
 from fedsim.algorithms.scaffold import build_scaffold
 from fedsim.algorithms.scaffold_option_i import build_scaffold_option_i
+from fedsim.algorithms.registry import ALGORITHMS, AlgorithmBuildError, make_algorithm
 
 __all__ = [
+    "ALGORITHMS",
+    "AlgorithmBuildError",
     "InMemoryClientStore",
     "NpzClientStore",
     "build_fedavg",
@@ -42,4 +45,5 @@ __all__ = [
     "fedadam_server_optimizer",
     "fedavgm_server_optimizer",
     "fedyogi_server_optimizer",
+    "make_algorithm",
 ]

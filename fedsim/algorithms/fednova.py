@@ -44,7 +44,7 @@ def fednova(client_learning_rate: float = 0.01) -> Algorithm:
     """FedNova's blocks: plain local SGD (``a_i = tau_i`` holds only without momentum)."""
     return Algorithm(
         "fednova", ClientTask(SGD(client_learning_rate), weighted=True),
-        message=_message, server_update=_server_update,
+        message=_message, server_update=_server_update, keep_partial_work=True,
     )
 
 
@@ -63,6 +63,5 @@ def build_fednova(
         ``server_optimizer``, ...).
         Stragglers (``stragglers=Stragglers(0.5, seed)``) keep their partial work.
     """
-    process_options.setdefault("keep_partial_work", True)
     return build_process(model_fn, fednova(client_learning_rate), server_optimizer=server_optimizer,
                          **process_options)

@@ -21,7 +21,8 @@ from fedsim.optimizers import SGD
 
 def fedprox(mu: float, client_optimizer: Any = None, weighted: bool = True) -> Algorithm:
     """FedProx's blocks: FedAvg's, with the proximal term ``mu`` in the client step."""
-    return Algorithm("fedprox", ClientTask(client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu))
+    return Algorithm("fedprox", ClientTask(client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu),
+                     keep_partial_work=True)
 
 
 def build_fedprox(
@@ -39,5 +40,4 @@ def build_fedprox(
         ``server_optimizer``, ...).
         Stragglers (``stragglers=Stragglers(0.9, seed)``) keep their partial work.
     """
-    process_options.setdefault("keep_partial_work", True)
     return build_process(model_fn, fedprox(mu, client_optimizer, weighted), **process_options)

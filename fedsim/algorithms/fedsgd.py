@@ -15,26 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import tensorflow as tf
-
 from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Algorithm
 from fedsim.learning.builder import build_process
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
-# Larger than any client; tf.data fills a batch only with the elements there are.
-_WHOLE_DATASET = 2**31 - 1
-
-
-def one_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """The whole client dataset as one batch."""
-    return dataset.batch(_WHOLE_DATASET)
-
-
 def fedsgd(weighted: bool = True) -> Algorithm:
     """FedSGD's blocks: one ``SGD(1.0)`` step on one whole-dataset batch, so the delta is ``-g_k``."""
-    return Algorithm("fedsgd", ClientTask(SGD(1.0), weighted=weighted))
+    return Algorithm("fedsgd", ClientTask(SGD(1.0), weighted=weighted), one_batch=True)
 
 
 def build_fedsgd(
@@ -47,8 +36,8 @@ def build_fedsgd(
       server_optimizer: applies the averaged gradient; default ``SGD(0.1)``.
       weighted: weight clients by example count (True, the paper) or equally.
       process_options: the run's blocks, as for ``fedsim.learning.build_process``
-        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        (``aggregator``, ``executor_fn``, ``faults``,
         ``server_optimizer``, ...).
     """
     return build_process(model_fn, fedsgd(weighted), server_optimizer=server_optimizer or SGD(0.1),
-                         prepare_train=one_batch, **process_options)
+                         **process_options)

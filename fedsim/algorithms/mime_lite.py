@@ -26,9 +26,9 @@ from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
 
-def mime_lite(base_optimizer: Any = None, weighted: bool = True) -> Algorithm:
-    """MimeLite's blocks around ``base_optimizer`` (default ``SGD(0.01, momentum=0.9)``)."""
-    base = base_optimizer or SGD(0.01, momentum=0.9)
+def mime_lite(client_optimizer: Any = None, weighted: bool = True) -> Algorithm:
+    """MimeLite's blocks around the base optimizer ``client_optimizer`` (default ``SGD(0.01, momentum=0.9)``)."""
+    base = client_optimizer or SGD(0.01, momentum=0.9)
 
     def init_state(model_weights):
         return {"optimizer_state": base.init(list(model_weights.trainable))}
@@ -50,14 +50,14 @@ def mime_lite(base_optimizer: Any = None, weighted: bool = True) -> Algorithm:
 
 
 def build_mime_lite(
-    model_fn: Callable[[], Any], base_optimizer: Any = None, server_learning_rate: float = 1.0,
+    model_fn: Callable[[], Any], client_optimizer: Any = None, server_learning_rate: float = 1.0,
     weighted: bool = True, **process_options: Any
 ) -> FederatedProcess:
     """Builds a MimeLite process.
 
     Args:
       model_fn: no-argument callable returning a new fedsim model.
-      base_optimizer: the optimizer mimicked, with the clients' learning rate; its state is the
+      client_optimizer: the base optimizer mimicked, with the clients' learning rate; its state is the
         server's. Default ``SGD(0.01, momentum=0.9)``.
       server_learning_rate: the default server optimizer's step, ``SGD(server_learning_rate)``
         on the average delta (1: the paper); a ``server_optimizer`` replaces it.
@@ -67,4 +67,4 @@ def build_mime_lite(
         ``server_optimizer``, ...).
     """
     process_options.setdefault("server_optimizer", SGD(server_learning_rate))
-    return build_process(model_fn, mime_lite(base_optimizer, weighted), **process_options)
+    return build_process(model_fn, mime_lite(client_optimizer, weighted), **process_options)

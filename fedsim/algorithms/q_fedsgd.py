@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fedsim.algorithms.fedsgd import one_batch
 from fedsim.algorithms.qffl import check_q, qffl_message, qffl_server_update
 from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Algorithm
@@ -27,7 +26,7 @@ def q_fedsgd(q: float, lipschitz: float) -> Algorithm:
         raise ValueError(f"lipschitz={lipschitz!r} must be > 0 (the paper's L, e.g. 1 / learning rate)")
     task = ClientTask(SGD(1.0 / lipschitz), weighted=False, start_statistics=True)
     return Algorithm("q_fedsgd", task, message=qffl_message(check_q(q), float(lipschitz)),
-                     server_update=qffl_server_update)
+                     server_update=qffl_server_update, one_batch=True)
 
 
 def build_q_fedsgd(model_fn: Callable[[], Any], q: float, lipschitz: float, **process_options: Any) -> FederatedProcess:
@@ -38,7 +37,7 @@ def build_q_fedsgd(model_fn: Callable[[], Any], q: float, lipschitz: float, **pr
       q: fairness parameter, >= 0 (0 is FedSGD with step ``1/L``).
       lipschitz: the paper's ``L``.
       process_options: the run's blocks, as for ``fedsim.learning.build_process``
-        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``, ``faults``,
+        (``aggregator``, ``executor_fn``, ``faults``,
         ``server_optimizer``, ...).
     """
-    return build_process(model_fn, q_fedsgd(q, lipschitz), prepare_train=one_batch, **process_options)
+    return build_process(model_fn, q_fedsgd(q, lipschitz), **process_options)

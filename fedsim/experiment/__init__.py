@@ -3,7 +3,7 @@ from fedsim.checkpoint import CheckpointError
 from fedsim.data import ClientDataError
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
-from fedsim.experiment.build_algorithm import AlgorithmBuildError
+from fedsim.algorithms.registry import AlgorithmBuildError
 from fedsim.experiment.build_data import DataBuildError
 from fedsim.experiment.build_model import ModelBuildError
 from fedsim.experiment.config import ConfigError, config_from_dict, config_to_toml, load_config

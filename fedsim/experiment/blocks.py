@@ -1,21 +1,26 @@
 """Config schema: each block of an experiment, chosen by ``name`` with its parameters.
 
-Every block kind (data, partitioner, model, algorithm, optimizer, sampler,
-executor) has a small registry from name to a frozen attrs class. Validation
-happens when the class is built, so a config that loads is a config that runs.
+Blocks that are configuration only (data, partitioner, model, sampler,
+executor) have a small registry from name to a frozen attrs class here.
+Optimizers load straight into the library's classes (``fedsim.optimizers.OPTIMIZERS``)
+and the algorithm into its factory's keyword arguments
+(``fedsim.algorithms.ALGORITHMS``), so no signature or default is copied.
+Validation happens when the config is built, so a config that loads is a config that runs.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Protocol
 
 import attrs
 
 from fedsim.aggregators import build_aggregator
 from fedsim.aggregators.validation import AggregatorConfigError
-from fedsim.experiment.algorithm_blocks import AlgorithmBlock, FedAvgConfig  # noqa: F401 (re-exported)
+from fedsim.experiment.algorithm_blocks import AlgorithmChoice, ClientConfig
+from fedsim.algorithms.registry import takes
+from fedsim.optimizers import SGD
 from fedsim.experiment.block import Block
 from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock, SyntheticData  # noqa: F401 (re-exported)
-from fedsim.experiment.validators import FieldError, fraction, import_path, non_negative, positive, positive_list
+from fedsim.experiment.validators import FieldError, import_path, non_negative, positive, positive_list
 
 
 # Models -------------------------------------------------------------------
@@ -73,63 +78,13 @@ ModelBlock.registry = {
 
 
 # Optimizers ---------------------------------------------------------------
-class OptimizerBlock(Block):
-    registry: ClassVar[dict[str, type]] = {}
-    default_name: ClassVar[Optional[str]] = "sgd"
+class Optimizer(Protocol):
+    """A functional optimizer of ``fedsim.optimizers``: a config table loads straight into one of
+    ``fedsim.optimizers.OPTIMIZERS`` by its ``name`` (its learning rate may be a schedule table)."""
 
+    def init(self, weights: Any) -> Any: ...
 
-@attrs.frozen
-class SgdConfig(OptimizerBlock):
-    """SGD with optional (Nesterov) momentum."""
-
-    name: str = "sgd"
-    learning_rate: float = attrs.field(default=0.01, validator=positive)
-    momentum: float = attrs.field(default=0.0, validator=fraction)
-    nesterov: bool = False
-
-
-def _beta(default: float):
-    return attrs.field(default=default, validator=fraction)
-
-
-@attrs.frozen
-class AdamConfig(OptimizerBlock):
-    """Adam (Kingma and Ba 2015); FedAdam as a server optimizer (Reddi et al. 2021)."""
-
-    name: str = "adam"
-    learning_rate: float = attrs.field(default=0.001, validator=positive)
-    beta_1: float = _beta(0.9)
-    beta_2: float = _beta(0.999)
-    epsilon: float = attrs.field(default=1e-7, validator=non_negative)
-    initial_accumulator: float = attrs.field(default=0.0, validator=non_negative)
-    bias_correction: bool = True
-
-
-@attrs.frozen
-class YogiConfig(OptimizerBlock):
-    """Yogi (Zaheer et al. 2018); FedYogi as a server optimizer."""
-
-    name: str = "yogi"
-    learning_rate: float = attrs.field(default=0.01, validator=positive)
-    beta_1: float = _beta(0.9)
-    beta_2: float = _beta(0.999)
-    epsilon: float = attrs.field(default=1e-3, validator=non_negative)
-    initial_accumulator: float = attrs.field(default=1e-6, validator=non_negative)
-    bias_correction: bool = True
-
-
-@attrs.frozen
-class AdagradConfig(OptimizerBlock):
-    """Adagrad (Duchi et al. 2011), optional ``beta_1`` momentum; FedAdagrad as a server optimizer."""
-
-    name: str = "adagrad"
-    learning_rate: float = attrs.field(default=0.01, validator=positive)
-    beta_1: float = _beta(0.0)
-    epsilon: float = attrs.field(default=1e-7, validator=non_negative)
-    initial_accumulator: float = attrs.field(default=0.1, validator=non_negative)
-
-
-OptimizerBlock.registry = {"sgd": SgdConfig, "adam": AdamConfig, "yogi": YogiConfig, "adagrad": AdagradConfig}
+    def next(self, state: Any, weights: Any, gradient: Any) -> Any: ...
 
 
 # Sampling and execution -----------------------------------------------------
@@ -251,9 +206,10 @@ class RunConfig:
     data: DataBlock
     model: ModelBlock
     seed: int = attrs.field(default=0, validator=non_negative)
-    algorithm: AlgorithmBlock = attrs.field(factory=FedAvgConfig)
-    client_optimizer: OptimizerBlock = attrs.field(factory=SgdConfig)
-    server_optimizer: OptimizerBlock = attrs.field(factory=lambda: SgdConfig(learning_rate=1.0))
+    algorithm: AlgorithmChoice = attrs.field(factory=AlgorithmChoice)
+    client: ClientConfig = attrs.field(factory=ClientConfig)
+    client_optimizer: Optional[Optimizer] = None
+    server_optimizer: Optimizer = attrs.field(factory=lambda: SGD(1.0))
     aggregator: list[dict[str, Any]] = attrs.field(factory=list, validator=_aggregator_chain)
     sampler: SamplerBlock = attrs.field(factory=UniformSamplerConfig)
     evaluation: EvaluationConfig = attrs.field(factory=EvaluationConfig)
@@ -262,5 +218,32 @@ class RunConfig:
     faults: FaultsConfig = attrs.field(factory=FaultsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
 
+    def __attrs_post_init__(self) -> None:
+        # Before any data or TensorFlow: the algorithm must take the client blocks it is given.
+        # The population is not known yet; any valid size stands in for it here.
+        try:
+            algorithm = self.algorithm_record(population_size=1)
+        except ValueError as error:  # AlgorithmBuildError, or a factory's own check of a value
+            raise FieldError("algorithm", str(error)) from None
+        if algorithm.one_batch and self.client.local_epochs != 1:
+            raise FieldError(
+                "client.local_epochs", f"{self.algorithm.name} trains on one whole-dataset batch once per round; "
+                f"remove local_epochs (got {self.client.local_epochs})"
+            )
 
-BLOCK_KINDS = (DataBlock, PartitionerBlock, ModelBlock, AlgorithmBlock, OptimizerBlock, SamplerBlock, ExecutorBlock)
+    def algorithm_record(self, population_size: int) -> Any:
+        """The ``fedsim.learning.Algorithm`` this config runs, for a population of ``population_size``."""
+        return self.algorithm.build(self.client_optimizer, self.client.weighted, population_size)
+
+    def resolved(self) -> "RunConfig":
+        """This config with the algorithm's own defaults written in (client optimizer, weighting)."""
+        name, task = self.algorithm.name, self.algorithm_record(population_size=1).task
+        client_optimizer, client = self.client_optimizer, self.client
+        if client_optimizer is None and (takes(name, "client_optimizer") or takes(name, "client_learning_rate")):
+            client_optimizer = task.optimizer
+        if client.weighted is None and takes(name, "weighted"):
+            client = attrs.evolve(client, weighted=task.weighted)
+        return attrs.evolve(self, client_optimizer=client_optimizer, client=client)
+
+
+BLOCK_KINDS = (DataBlock, PartitionerBlock, ModelBlock, SamplerBlock, ExecutorBlock)

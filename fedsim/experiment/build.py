@@ -16,8 +16,6 @@ from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
 from fedsim.experiment.build_model import model_fn_for
 from fedsim.experiment.build_algorithm import build_process
-from fedsim.learning.faults import FaultPolicy
-from fedsim import optimizers
 from fedsim.simulation import UniformSampler
 
 
@@ -34,32 +32,17 @@ class Experiment:
     def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
         """Client ``client_id``'s training data for round ``round_num``.
 
-        With ``algorithm.shuffle_buffer`` the order is shuffled with a seed
+        With ``client.shuffle_buffer`` the order is shuffled with a seed
         drawn from (run seed, round, client) alone, so a resumed run sees the
         same orders as an uninterrupted one.
         """
         dataset = self.train_data.create_tf_dataset_for_client(client_id)
-        buffer = getattr(self.config.algorithm, "shuffle_buffer", 0)
+        buffer = self.config.client.shuffle_buffer
         if not buffer:
             return dataset
         entropy = [self.config.seed, round_num, zlib.crc32(client_id.encode("utf-8"))]
         seed = int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
         return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-
-
-_OPTIMIZERS = {
-    blocks.SgdConfig: optimizers.SGD,
-    blocks.AdamConfig: optimizers.Adam,
-    blocks.YogiConfig: optimizers.Yogi,
-    blocks.AdagradConfig: optimizers.Adagrad,
-}
-
-
-def build_optimizer(optimizer: blocks.OptimizerBlock) -> Any:
-    """The functional optimizer of an optimizer block (its fields are the optimizer's parameters)."""
-    parameters = attrs.asdict(optimizer)
-    del parameters["name"]
-    return _OPTIMIZERS[type(optimizer)](**parameters)
 
 
 def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None) -> Experiment:
@@ -71,15 +54,11 @@ def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None)
     population = build_population(config.data, config.seed)
     model_fn = model_fn_for(config.model, population.train.element_type_structure, population.num_classes)
     process = build_process(
-        config.algorithm,
+        config,
         model_fn,
-        client_optimizer=build_optimizer(config.client_optimizer),
-        server_optimizer=build_optimizer(config.server_optimizer),
         aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
-        executor=config.executor,
         population_size=len(population.train.client_ids),
         state_dir=state_dir,
-        faults=FaultPolicy(**attrs.asdict(config.faults)),
     )
     sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)
     return Experiment(config, process, population.train, population.test, sampler)

@@ -1,92 +1,25 @@
-"""Algorithm blocks -> federated processes, through one registry of builders.
+"""A run's algorithm, client and executor blocks -> its federated process.
 
-Every algorithm runs on every executor and under every aggregator chain: the
-round is the same for all of them (``fedsim.learning.process``). Where an
+There is one path for every algorithm: the registry makes the ``Algorithm``
+record (``fedsim.algorithms.registry``), and ``fedsim.learning.build_process``
+wires it to the model, executor, aggregator and fault policy. Where an
 executor cannot run an algorithm's client step, ``auto`` says so in the log
 and an explicit choice raises ``VectorizationError``.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import attrs
 
-from fedsim import algorithms
-from fedsim.learning.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.execution import make_executor
-from fedsim.experiment import algorithm_blocks as blocks
+from fedsim.learning.builder import build_process as build_learning_process
+from fedsim.learning.client_state import InMemoryClientStore, NpzClientStore
 from fedsim.learning.faults import FaultPolicy
-from fedsim.optimizers import SGD
 
-
-class AlgorithmBuildError(ValueError):
-    """An algorithm combined with blocks it cannot use (e.g. FedNova with a momentum client optimizer)."""
-
-
-@attrs.frozen
-class BuildContext:
-    """What every builder may draw on besides its own block."""
-
-    model_fn: Callable[[], Any]
-    client_optimizer: Any
-    server_optimizer: Any
-    aggregator: Optional[Any]
-    executor_fn: Callable[[Any], Any]
-    faults: FaultPolicy
-    population_size: int
-    state_dir: Optional[Path]
-
-    def common(self) -> dict[str, Any]:
-        """The keyword arguments every algorithm builder takes."""
-        return dict(aggregator=self.aggregator, executor_fn=self.executor_fn, faults=self.faults)
-
-    def client_store(self) -> Any:
-        """Per-client state on disk in the run directory, else in memory."""
-        return NpzClientStore(self.state_dir / "client_state") if self.state_dir else InMemoryClientStore()
-
-    def plain_sgd_rate(self, name: str) -> float:
-        """The client learning rate, for algorithms whose analysis assumes plain local SGD."""
-        optimizer = self.client_optimizer
-        if not isinstance(optimizer, SGD) or optimizer.momentum or callable(optimizer.learning_rate):
-            raise AlgorithmBuildError(
-                f"algorithm {name!r} runs plain local SGD; set client_optimizer to "
-                f"name = \"sgd\" with momentum = 0 (got {optimizer!r})"
-            )
-        return float(optimizer.learning_rate)
-
-
-def _pipeline(block: Any) -> dict[str, Any]:
-    return dict(batch_size=block.batch_size, local_epochs=block.local_epochs)
-
-
-_BUILDERS: dict[str, Callable[[Any, BuildContext], Any]] = {
-    "fedavg": lambda b, c: algorithms.build_fedavg(
-        c.model_fn, c.client_optimizer, c.server_optimizer, weighted=b.weighted, **_pipeline(b), **c.common()),
-    "fedprox": lambda b, c: algorithms.build_fedprox(
-        c.model_fn, b.mu, c.client_optimizer, c.server_optimizer, weighted=b.weighted, **_pipeline(b), **c.common()),
-    "fedsgd": lambda b, c: algorithms.build_fedsgd(
-        c.model_fn, c.server_optimizer, weighted=b.weighted, **c.common()),
-    "fednova": lambda b, c: algorithms.build_fednova(
-        c.model_fn, c.plain_sgd_rate(b.name), c.server_optimizer, **_pipeline(b), **c.common()),
-    "mime_lite": lambda b, c: algorithms.build_mime_lite(
-        c.model_fn, c.client_optimizer, weighted=b.weighted, server_optimizer=c.server_optimizer,
-        **_pipeline(b), **c.common()),
-    "qffl": lambda b, c: algorithms.build_qffl(
-        c.model_fn, b.q, c.plain_sgd_rate(b.name), server_optimizer=c.server_optimizer, **_pipeline(b),
-        **c.common()),
-    "q_fedsgd": lambda b, c: algorithms.build_q_fedsgd(
-        c.model_fn, b.q, 1.0 / c.plain_sgd_rate(b.name), server_optimizer=c.server_optimizer, **c.common()),
-    "scaffold": lambda b, c: algorithms.build_scaffold(
-        c.model_fn, c.population_size, c.plain_sgd_rate(b.name), client_store=c.client_store(),
-        weighted=b.weighted, server_optimizer=c.server_optimizer, **_pipeline(b), **c.common()),
-    "scaffold_option_i": lambda b, c: algorithms.build_scaffold_option_i(
-        c.model_fn, c.population_size, c.plain_sgd_rate(b.name), client_store=c.client_store(),
-        weighted=b.weighted, server_optimizer=c.server_optimizer, **_pipeline(b), **c.common()),
-    "feddyn": lambda b, c: algorithms.build_feddyn(
-        c.model_fn, c.population_size, b.alpha, c.plain_sgd_rate(b.name), client_store=c.client_store(),
-        weighted=b.weighted, server_optimizer=c.server_optimizer, **_pipeline(b), **c.common()),
-}
+_LOG = logging.getLogger(__name__)
 
 
 def _executor_fn(block: Any, model_fn: Callable[[], Any], faults: FaultPolicy) -> Callable[[Any], Any]:
@@ -101,27 +34,34 @@ def _executor_fn(block: Any, model_fn: Callable[[], Any], faults: FaultPolicy) -
 
 
 def build_process(
-    algorithm: blocks.AlgorithmBlock,
+    config: Any,
     model_fn: Callable[[], Any],
-    client_optimizer: Any,
-    server_optimizer: Any,
     aggregator: Optional[Any],
-    executor: Optional[Any] = None,
-    population_size: int = 0,
+    population_size: int,
     state_dir: Optional[Path] = None,
-    faults: Optional[FaultPolicy] = None,
 ) -> Any:
-    """The process of ``algorithm``; ``aggregator`` None keeps the algorithm's own mean.
+    """The process of ``config`` (a ``RunConfig``); ``aggregator`` None keeps the algorithm's own mean.
 
     ``state_dir`` holds per-client state of stateful algorithms (SCAFFOLD, FedDyn)
     on disk; without it, that state lives in memory.
     """
-    faults = faults if faults is not None else FaultPolicy()
-    context = BuildContext(
-        model_fn, client_optimizer, server_optimizer, aggregator, _executor_fn(executor, model_fn, faults),
-        faults, population_size, state_dir,
+    algorithm = config.algorithm_record(population_size)
+    client = config.client
+    if algorithm.one_batch:
+        _LOG.info("%s trains on each client's whole dataset as one batch: client.batch_size (%d) does not apply",
+                  algorithm.name, client.batch_size)
+    faults = FaultPolicy(**attrs.asdict(config.faults))
+    store = None
+    if algorithm.client_state:
+        store = NpzClientStore(state_dir / "client_state") if state_dir else InMemoryClientStore()
+    return build_learning_process(
+        model_fn,
+        algorithm,
+        server_optimizer=config.server_optimizer,
+        batch_size=None if algorithm.one_batch else client.batch_size,
+        local_epochs=client.local_epochs,
+        aggregator=aggregator,
+        executor_fn=_executor_fn(config.executor, model_fn, faults),
+        faults=faults,
+        client_store=store,
     )
-    builder = _BUILDERS.get(algorithm.name)
-    if builder is None:
-        raise TypeError(f"no builder for algorithm block {algorithm!r}")
-    return builder(algorithm, context)

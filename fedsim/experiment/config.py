@@ -8,17 +8,23 @@ Every problem is reported at once as ``key.path: what is wrong``.
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import attrs
 import cattrs
 import tomli_w
-from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
 
-from fedsim.experiment.blocks import BLOCK_KINDS, Block, RunConfig
+from fedsim.algorithms import registry
+from fedsim.algorithms.registry import ALGORITHMS
+from fedsim.experiment.algorithm_blocks import AlgorithmChoice, ClientConfig
+from fedsim.experiment.blocks import BLOCK_KINDS, Block, Optimizer, RunConfig
+from fedsim.optimizers import OPTIMIZERS, SCHEDULES
+from fedsim.optimizers.schedules import LearningRate, Schedule
 from fedsim.experiment.validators import FieldError
 
 
@@ -49,27 +55,96 @@ def _finite_float(value: Any, _type: type) -> float:
     return number
 
 
-def _named_block(converter: cattrs.Converter, base: type):
-    def structure(value: Any, _type: type) -> Block:
+def _named(converter: cattrs.Converter, registry: Mapping[str, type], default_name: Optional[str]):
+    """Structure hook: a table (or bare name) -> ``registry[name]`` built from the table's other keys."""
+
+    def structure(value: Any, _type: Any) -> Any:
         if isinstance(value, str):  # a bare name (``--set executor=ray``) is the block with its defaults
             value = {"name": value}
         if not isinstance(value, Mapping):
             raise TypeError(
                 f"expected a table with a 'name' key or a bare name, got {type(value).__name__} {value!r}"
             )
-        name = value.get("name", base.default_name)
-        options = sorted(base.registry)
-        if name is None:
-            raise ValueError(f"missing 'name'; choose one of {options}")
-        if not isinstance(name, str):
-            raise ValueError(
-                f"'name' must be a string, got {type(name).__name__} {name!r}; choose one of {options}"
-            )
-        if name not in base.registry:
-            raise ValueError(f"unknown name {name!r}{_suggest(str(name), options)} (allowed: {options})")
-        return converter.structure({**value, "name": name}, base.registry[name])
+        name = _checked_name(value.get("name", default_name), registry)
+        fields = {key: item for key, item in value.items() if key != "name"}
+        if issubclass(registry[name], Block):  # config-only blocks carry their name as a field
+            fields["name"] = name
+        return converter.structure(fields, registry[name])
 
     return structure
+
+
+def _checked_name(name: Any, registry: Mapping[str, Any]) -> str:
+    options = sorted(registry)
+    if name is None:
+        raise ValueError(f"missing 'name'; choose one of {options}")
+    if not isinstance(name, str):
+        raise ValueError(f"'name' must be a string, got {type(name).__name__} {name!r}; choose one of {options}")
+    if name not in registry:
+        raise ValueError(f"unknown name {name!r}{_suggest(name, options)} (allowed: {options})")
+    return name
+
+
+def _named_unstructure(converter: cattrs.Converter, name: str):
+    """Unstructure hook: a library object -> its table, ``name`` first."""
+
+    def unstructure(value: Any) -> dict[str, Any]:
+        return {"name": name, **{f.name: converter.unstructure(getattr(value, f.name)) for f in attrs.fields(type(value))}}
+
+    return unstructure
+
+
+def _learning_rate(converter: cattrs.Converter):
+    schedule = _named(converter, SCHEDULES, None)
+
+    def structure(value: Any, _type: Any) -> Any:
+        return schedule(value, _type) if isinstance(value, Mapping) else _finite_float(value, float)
+
+    return structure
+
+
+_CLIENT_KEYS = {f.name for f in attrs.fields(ClientConfig)}
+
+
+def _algorithm(converter: cattrs.Converter):
+    """Structure hook for ``[algorithm]``: the name, then the factory's keyword arguments by its signature."""
+
+    def structure(value: Any, _type: Any) -> AlgorithmChoice:
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a table with a 'name' key or a bare name, got {type(value).__name__} {value!r}")
+        name = _checked_name(value.get("name", "fedavg"), ALGORITHMS)
+        allowed, types = registry.hyperparameters(name), registry.hyperparameter_types(name)
+        params, problems = {}, []
+        for key, item in value.items():
+            if key == "name":
+                continue
+            if key not in allowed:
+                where = "; it belongs in the [client] table" if key in _CLIENT_KEYS else _suggest(key, allowed)
+                problems.append(_at(key, ValueError(
+                    f"unknown key {key!r} for algorithm {name!r}{where} (allowed: {sorted(allowed)})")))
+                continue
+            try:
+                params[key] = converter.structure(item, types[key])
+            except Exception as error:  # collected, as cattrs does, so every problem is reported at once
+                problems.append(_at(key, error))
+        for key, parameter in allowed.items():
+            if key not in value:
+                if parameter.default is inspect.Parameter.empty:
+                    problems.append(_at(key, KeyError(key)))
+                else:
+                    params[key] = parameter.default
+        if problems:
+            raise cattrs.ClassValidationError(f"While structuring algorithm {name!r}", problems, AlgorithmChoice)
+        return AlgorithmChoice(name, params)
+
+    return structure
+
+
+def _at(key: str, error: Exception) -> Exception:
+    error.__notes__ = [*getattr(error, "__notes__", []), AttributeValidationNote(f"@ {key}", key, Any)]
+    return error
 
 
 def _make_converter() -> cattrs.Converter:
@@ -81,12 +156,23 @@ def _make_converter() -> cattrs.Converter:
     for base in BLOCK_KINDS:
         # Exact match: the concrete blocks subclass ``base`` and must not loop back here.
         converter.register_structure_hook_func(
-            lambda t, base=base: t is base, _named_block(converter, base)
+            lambda t, base=base: t is base, _named(converter, base.registry, base.default_name)
         )
         # Unstructure by the concrete class, not the (fieldless) base.
         converter.register_unstructure_hook_func(
             lambda t, base=base: t is base, lambda block: converter.unstructure(block, type(block))
         )
+    converter.register_structure_hook_func(lambda t: t is Optimizer, _named(converter, OPTIMIZERS, "sgd"))
+    converter.register_structure_hook_func(lambda t: t == LearningRate, _learning_rate(converter))
+    converter.register_structure_hook_func(lambda t: t == Schedule, _named(converter, SCHEDULES, None))
+    for name, cls in {**OPTIMIZERS, **SCHEDULES}.items():
+        converter.register_unstructure_hook(cls, _named_unstructure(converter, name))
+    for kind in (Optimizer, Optional[Optimizer], LearningRate, Schedule):
+        converter.register_unstructure_hook_func(
+            lambda t, kind=kind: t == kind, lambda value: converter.unstructure(value, type(value))
+        )
+    converter.register_structure_hook(AlgorithmChoice, _algorithm(converter))
+    converter.register_unstructure_hook(AlgorithmChoice, lambda choice: {"name": choice.name, **choice.params})
     return converter
 
 
@@ -112,7 +198,7 @@ _FIELD_MARK = "\x00field="
 
 def _structure(raw: Mapping[str, Any], source: str) -> RunConfig:
     try:
-        return CONVERTER.structure(dict(raw), RunConfig)
+        return CONVERTER.structure(dict(raw), RunConfig).resolved()
     except cattrs.BaseValidationError as error:
         problems = cattrs.transform_error(error, path="config", format_exception=_format)
         lines = "\n  ".join(_tidy(p) for p in problems)
@@ -147,6 +233,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         path, value = parse_override(override)
         table = result
         for key in path[:-1]:
+            if isinstance(table.get(key), str):  # a bare name (``algorithm=fedprox``) gains keys
+                table[key] = {"name": table[key]}
             table = table.setdefault(key, {})
             if not isinstance(table, dict):
                 raise ConfigError(f"--set {override!r}: {key!r} is not a table")

@@ -98,6 +98,10 @@ class Algorithm:
       broadcast, message, server_update: the round's hooks (module docstring).
       client_state: the algorithm keeps state per client across rounds
         (the process's client store), so rounds need real client ids.
+      one_batch: clients train on their whole dataset as one batch, once
+        (FedSGD), so batch size and local epochs do not apply.
+      keep_partial_work: a simulated straggler reports the epochs it finished
+        (FedProx's inexact solvers) instead of being dropped.
     """
 
     name: str
@@ -107,6 +111,8 @@ class Algorithm:
     message: Callable[[ClientOutput, ClientInputs, Optional[Arrays]], ClientMessage] = delta_message
     server_update: Callable[[Any, Aggregate], ServerStep] = apply_delta
     client_state: bool = False
+    one_batch: bool = False
+    keep_partial_work: bool = False
 
 
 def population_size_check(name: str, population_size: Any) -> int:

@@ -17,7 +17,7 @@ from fedsim.execution import make_executor
 from fedsim.learning.algorithm import Algorithm
 from fedsim.learning.client_state import InMemoryClientStore
 from fedsim.learning.faults import FaultPolicy
-from fedsim.learning.process import ClientId, ClientPrep, DatasetPrep, FederatedProcess
+from fedsim.learning.process import ClientId, ClientPrep, FederatedProcess
 from fedsim.models.model_fn import build_model
 from fedsim.optimizers import SGD
 
@@ -37,6 +37,15 @@ def batch_and_repeat(batch_size: Optional[int], local_epochs: int = 1):
         return dataset.repeat(local_epochs) if local_epochs > 1 else dataset
 
     return prepare
+
+
+# Larger than any client; tf.data fills a batch only with the elements there are.
+_WHOLE_DATASET = 2**31 - 1
+
+
+def one_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The whole client dataset as one batch (the pipeline of algorithms with ``one_batch``)."""
+    return dataset.batch(_WHOLE_DATASET)
 
 
 def client_prep(
@@ -83,11 +92,10 @@ def build_process(
     aggregator: Optional[Aggregator] = None,
     executor_fn: Optional[Callable[[ClientWork], Any]] = None,
     stragglers: Any = None,
-    keep_partial_work: bool = False,
+    keep_partial_work: Optional[bool] = None,
     dropout: Any = None,
     faults: Optional[FaultPolicy] = None,
     client_store: Any = None,
-    prepare_train: Optional[DatasetPrep] = None,
 ) -> FederatedProcess:
     """The process running ``algorithm``.
 
@@ -95,16 +103,25 @@ def build_process(
       model_fn: no-argument callable returning a new fedsim model; called once.
       algorithm: the algorithm's blocks; its ``task`` builds the client work.
       server_optimizer: applies the server delta; default ``SGD(1.0)`` (each paper's plain step).
-      batch_size, local_epochs: the per-client training pipeline (``batch_and_repeat``).
+      batch_size, local_epochs: the per-client training pipeline (``batch_and_repeat``);
+        an algorithm with ``one_batch`` takes each whole dataset as one batch instead.
       aggregator: combines the clients' messages; default the (un)weighted mean, as the task weighs.
       executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
         which says in the log when it cannot use a faster executor.
-      stragglers, keep_partial_work, dropout: simulated stragglers and dropouts (``client_prep``).
+      stragglers, keep_partial_work, dropout: simulated stragglers and dropouts (``client_prep``);
+        ``keep_partial_work`` None: the algorithm's own rule.
       faults: the fault policy (default ``FaultPolicy()``).
       client_store: per-client state of algorithms that keep it; default in memory
         (``NpzClientStore(directory)`` for large populations or resumable runs).
-      prepare_train: replaces ``batch_and_repeat`` (FedSGD's one whole-dataset batch).
     """
+    if algorithm.one_batch and (batch_size is not None or local_epochs != 1 or stragglers is not None):
+        raise ValueError(
+            f"{algorithm.name} trains on each client's whole dataset as one batch, once: leave out "
+            f"batch_size ({batch_size!r}), local_epochs ({local_epochs!r}) and stragglers"
+        )
+    if keep_partial_work is None:
+        keep_partial_work = algorithm.keep_partial_work
+    prepare_train = one_batch if algorithm.one_batch else None
     client_work = ClientWork.for_task(build_model(model_fn), algorithm.task)
     prepare_client = None
     if stragglers is not None or dropout is not None:

@@ -15,12 +15,25 @@ from fedsim.optimizers.schedules import (
 )
 from fedsim.optimizers.sgd import SGD
 
+# The one registry of optimizer names; a config's optimizer table loads into these classes.
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "yogi": Yogi, "adagrad": Adagrad}
+
+# Learning-rate schedules by name, for a config's ``learning_rate = {name = ..., ...}``.
+SCHEDULES = {
+    "constant": Constant,
+    "exponential_decay": ExponentialDecay,
+    "inverse_sqrt_decay": InverseSqrtDecay,
+    "warmup_then_decay": WarmupThenDecay,
+}
+
 __all__ = [
     "Adagrad",
     "Adam",
     "Constant",
     "ExponentialDecay",
     "InverseSqrtDecay",
+    "OPTIMIZERS",
+    "SCHEDULES",
     "SGD",
     "WarmupThenDecay",
     "Yogi",

@@ -16,6 +16,9 @@ from tests.conformance.cases import ALGORITHMS, MODELS, RAGGED_SIZES, flat_state
 ray = pytest.importorskip("ray")
 from fedsim.execution.ray_executor import RayExecutor  # noqa: E402
 
+# One worker runs every module that starts Ray (pytest-xdist), one module at a time.
+pytestmark = pytest.mark.xdist_group("ray")
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray.cloudpickle.register_pickle_by_value(cases)  # actors build the models without the tests package
 

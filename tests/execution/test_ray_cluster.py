@@ -18,6 +18,9 @@ import tensorflow as tf
 import fedsim
 from fedsim.models import zoo
 
+# One worker runs every module that starts Ray (pytest-xdist), one module at a time.
+pytestmark = pytest.mark.xdist_group("ray")
+
 NUM_FEATURES, NUM_CLASSES, ROUNDS = 5, 3, 2
 
 

@@ -7,6 +7,9 @@ import pytest
 from fedsim.cli import main
 from tests.experiment.conftest import tiny_config  # noqa: F401 (fixture)
 
+# One worker runs every module that starts Ray (pytest-xdist), one module at a time.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

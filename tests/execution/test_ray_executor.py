@@ -25,6 +25,9 @@ from fedsim.learning.faults import FaultPolicy
 ray = pytest.importorskip("ray")
 from fedsim.execution.ray_executor import ClientFailure, RayExecutor  # noqa: E402
 
+# One worker runs every module that starts Ray (pytest-xdist), one module at a time.
+pytestmark = pytest.mark.xdist_group("ray")
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -16,7 +16,7 @@ name = "synthetic"
 num_devices = 6
 [model]
 name = "logreg"
-[algorithm]
+[client]
 shuffle_buffer = 50   # exercises the (seed, round, client)-seeded shuffle on resume
 [sampler]
 cohort_size = 3

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from fedsim.experiment.config import ConfigError, load_config
+import fedsim
+
+from fedsim.experiment.config import ConfigError, config_to_toml, load_config
 
 BASE = '''rounds = 3
 [data]
@@ -59,7 +61,7 @@ CASES = {
     ),
     "momentum out of range": (
         BASE + "[client_optimizer]\nmomentum = 1.5\n",
-        ["client_optimizer.momentum: must be in [0, 1), got 1.5"],
+        ["client_optimizer: momentum=1.5 must be in [0, 1)"],
     ),
     "unknown key in a block": (
         BASE + "[sampler]\ncohort = 5\n",
@@ -104,6 +106,43 @@ CASES = {
     "several problems at once": (
         'rounds = "3"\n[data]\nname = "synthetic"\nalpha = "high"\n[model]\nname = "logreg"\n',
         ["rounds: expected int, got str '3'", "data.alpha: expected float, got str 'high'"],
+    ),
+    "client key in the algorithm table": (
+        BASE + '[algorithm]\nname = "fedprox"\nmu = 0.1\nbatch_size = 20\n',
+        ["algorithm.batch_size: unknown key 'batch_size' for algorithm 'fedprox'; it belongs in the [client] table"],
+    ),
+    "misspelled hyperparameter": (
+        BASE + '[algorithm]\nname = "fedprox"\nmuu = 0.1\n',
+        ["algorithm.muu: unknown key 'muu' for algorithm 'fedprox'; did you mean 'mu'? (allowed: ['mu'])",
+         "algorithm.mu: missing: this key is required"],
+    ),
+    "hyperparameter of the wrong type": (
+        BASE + '[algorithm]\nname = "qffl"\nq = "fair"\n',
+        ["algorithm.q: expected float, got str 'fair'"],
+    ),
+    "hyperparameter out of range": (
+        BASE + '[algorithm]\nname = "feddyn"\nalpha = 0.0\n',
+        ["algorithm: alpha=0.0 must be > 0"],
+    ),
+    "momentum for an algorithm that assumes plain SGD": (
+        BASE + '[algorithm]\nname = "fednova"\n[client_optimizer]\nmomentum = 0.9\n',
+        ["algorithm: algorithm 'fednova' runs plain local SGD"],
+    ),
+    "a client optimizer for FedSGD": (
+        BASE + '[algorithm]\nname = "fedsgd"\n[client_optimizer]\nlearning_rate = 0.1\n',
+        ["algorithm: algorithm 'fedsgd' has no client optimizer (its server optimizer takes the step)"],
+    ),
+    "weighting for an algorithm that fixes it": (
+        BASE + '[algorithm]\nname = "qffl"\nq = 1.0\n[client]\nweighted = true\n',
+        ["algorithm: algorithm 'qffl' fixes how clients are weighted"],
+    ),
+    "local epochs for FedSGD": (
+        BASE + '[algorithm]\nname = "fedsgd"\n[client]\nlocal_epochs = 3\n',
+        ["client.local_epochs: fedsgd trains on one whole-dataset batch once per round"],
+    ),
+    "misspelled schedule": (
+        BASE + '[client_optimizer]\nlearning_rate = { name = "exp_decay", initial = 0.1 }\n',
+        ["client_optimizer.learning_rate: unknown name 'exp_decay'"],
     ),
     "unreadable TOML": (
         BASE + "[evaluation\nevery = 2\n",
@@ -163,5 +202,36 @@ def test_a_bare_name_sets_a_block_with_its_defaults(tmp_path):
     path.write_text(BASE, encoding="utf-8")
     config = load_config(path, ["executor=ray", "algorithm=fednova", "server_optimizer=adam"])
     assert (config.executor.name, config.executor.num_actors) == ("ray", None)
-    assert (config.algorithm.name, config.algorithm.batch_size) == ("fednova", 10)
-    assert (config.server_optimizer.name, config.server_optimizer.learning_rate) == ("adam", 0.001)
+    assert (config.algorithm.name, config.client.batch_size) == ("fednova", 10)
+    assert config.server_optimizer == fedsim.optimizers.Adam()  # the library's class, with its own defaults
+
+
+def test_optimizer_tables_load_into_the_library_classes_with_schedules(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE + """[client_optimizer]
+name = "sgd"
+learning_rate = { name = "warmup_then_decay", warmup_rounds = 5, after_warmup = { name = "inverse_sqrt_decay", initial = 0.1 } }
+[server_optimizer]
+name = "yogi"
+""", encoding="utf-8")
+    config = load_config(path)
+    schedules = fedsim.optimizers
+    assert config.client_optimizer == fedsim.SGD(schedules.WarmupThenDecay(5, schedules.InverseSqrtDecay(0.1)))
+    assert config.server_optimizer == fedsim.optimizers.Yogi()
+    # The resolved config writes the schedule back as tables, and reloads to the same config.
+    again = tmp_path / "again.toml"
+    again.write_text(config_to_toml(config), encoding="utf-8")
+    assert load_config(again) == config
+
+
+def test_unset_client_blocks_resolve_to_the_algorithms_own_defaults(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE + '[algorithm]\nname = "mime_lite"\n', encoding="utf-8")
+    config = load_config(path)
+    assert config.client_optimizer == fedsim.SGD(0.01, momentum=0.9)  # mime_lite's default base optimizer
+    assert config.client.weighted is True
+    path.write_text(BASE + '[algorithm]\nname = "scaffold"\n', encoding="utf-8")
+    config = load_config(path)
+    assert (config.client_optimizer, config.client.weighted) == (fedsim.SGD(0.01), False)
+    path.write_text(BASE + '[algorithm]\nname = "fedsgd"\n', encoding="utf-8")
+    assert load_config(path).client_optimizer is None  # FedSGD has none

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import fedsim.checkpoint.store as checkpoint_store
 from fedsim.checkpoint import list_checkpoints, load_checkpoint

@@ -3,7 +3,6 @@ import attrs
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import fedsim
 from fedsim.models import WeightsMismatchError
