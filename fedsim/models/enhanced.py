@@ -2,50 +2,182 @@
 
 Seed 001 (TFF's ``EnhancedModel`` / ``EnhancedTrainableModel``). Catching a
 malformed model at the door beats a shape error deep inside a traced graph.
+
+At ``enhance()`` time: the variable collections hold only variables, each
+listed once; every variable the model holds is in a collection; the
+``input_spec`` is ``tf.TensorSpec`` fields with a leading batch dimension;
+metric names agree. On every batch: the batch has ``input_spec``'s structure,
+shapes and dtypes; an eager ``forward_pass`` leaves the weights alone (see
+``EnhancedModel.forward_pass``).
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Iterator
 
+import attrs
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fedsim.models.legacy import LegacyModelAdapter, Model, as_variable_model
 from fedsim.models.model_weights import ModelWeights
-from fedsim.models.variable_model import BatchOutput, VariableModel
+from fedsim.models.variable_model import BatchOutput, ModelVariables, VariableModel
+
+_COLLECTIONS = ("trainable_variables", "non_trainable_variables", "local_variables")
 
 
 class ModelCheckError(ValueError):
     """Raised by ``enhance`` when a model breaks the model interface's contract."""
 
 
+@attrs.frozen
+class WeightVariables:
+    """A model's weights as its live variables, in the model's order (TFF's ``ModelWeights``).
+
+    Assigning to one changes the model: ``model.weights.trainable[0].assign(value)``.
+    For a NumPy copy, use ``EnhancedModel.weight_values``.
+    """
+
+    trainable: tuple[Any, ...] = attrs.field(converter=tuple)
+    non_trainable: tuple[Any, ...] = attrs.field(converter=tuple)
+
+
 def _variable_name(variable: Any) -> str:
     return getattr(variable, "path", None) or getattr(variable, "name", repr(variable))
 
 
-def _check_disjoint_collections(model: VariableModel) -> None:
-    seen: dict[Any, str] = {}
-    for collection in ("trainable_variables", "non_trainable_variables", "local_variables"):
-        for variable in getattr(model, collection):
-            key = variable.ref() if hasattr(variable, "ref") else id(variable)
-            if key in seen and seen[key] != collection:
+def _is_variable(value: Any) -> bool:
+    return isinstance(value, (tf.Variable, keras.Variable))
+
+
+def _key(variable: Any) -> Any:
+    # A Keras 3 variable wraps a tf.Variable: both spellings are one variable.
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.ref()
+
+
+# Variable collections ------------------------------------------------------
+def _listed_variables(model: ModelVariables) -> dict[Any, str]:
+    """Each listed variable's key -> its collection; every entry must be a distinct variable."""
+    listed: dict[Any, str] = {}
+    for collection in _COLLECTIONS:
+        for index, entry in enumerate(getattr(model, collection)):
+            if not _is_variable(entry):
                 raise ModelCheckError(
-                    f"variable {_variable_name(variable)!r} appears in both {seen[key]} and "
+                    f"{collection}[{index}] is not a variable (got {type(entry).__name__}); "
+                    "list the tf.Variable itself (e.g. self._w, not self._w.read_value() or "
+                    "tf.identity(self._w)), since training, resets and the server assign to it"
+                )
+            key = _key(entry)
+            if listed.get(key) == collection:
+                raise ModelCheckError(
+                    f"variable {_variable_name(entry)!r} is listed twice in {collection}; "
+                    "list each variable once, or it gets two updates and two entries in the "
+                    "model weights"
+                )
+            if key in listed:
+                raise ModelCheckError(
+                    f"variable {_variable_name(entry)!r} appears in both {listed[key]} and "
                     f"{collection}; each variable must belong to exactly one collection"
                 )
-            seen[key] = collection
+            listed[key] = collection
+    return listed
 
 
-def _check_input_spec(model: VariableModel) -> None:
+def _held_variables(model: Any) -> Iterator[tuple[str, Any]]:
+    """``(where, variable)`` for every variable the model object holds.
+
+    Follows the attributes of the model and of the fedsim models and
+    ``tf.Module`` objects it holds, and lists, tuples and mappings; Keras layers
+    and metrics report their own state (Dropout's seed-generator state included)
+    through ``.variables``. Nothing else is followed: not optimizers (their
+    state is the optimizer's, handled elsewhere), nor e.g. ``tf.function``
+    objects, whose traced graphs capture variables the model does not own.
+    """
+    stack = [(type(model).__name__, model)]
+    seen: set[int] = set()
+    while stack:
+        where, value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if _is_variable(value):
+            yield where, value
+        elif isinstance(value, (keras.Layer, keras.metrics.Metric)):
+            yield from ((where, variable) for variable in value.variables)
+        else:
+            # Reversed onto the stack, so the first attribute is reported first.
+            stack.extend(reversed(list(_attributes(value, where, is_root=value is model))))
+
+
+def _attributes(value: Any, where: str, is_root: bool) -> Iterator[tuple[str, Any]]:
+    """The ``(where, child)`` pairs ``_held_variables`` follows from ``value``."""
+    if isinstance(value, Mapping):
+        yield from ((f"{where}[{key!r}]", child) for key, child in value.items())
+    elif isinstance(value, (list, tuple)):
+        yield from ((f"{where}[{index}]", child) for index, child in enumerate(value))
+    elif is_root or isinstance(value, (ModelVariables, tf.Module)):
+        # tf.Module's bookkeeping lists repeat its attributes under other names.
+        ignored = getattr(value, "_TF_MODULE_IGNORED_PROPERTIES", frozenset())
+        for name, child in getattr(value, "__dict__", {}).items():
+            if name not in ignored:
+                yield f"{where}.{name}", child
+
+
+def _check_every_variable_listed(model: Any, listed: dict[Any, str]) -> None:
+    for where, variable in _held_variables(model):
+        if _key(variable) not in listed:
+            raise ModelCheckError(
+                f"variable {_variable_name(variable)!r} (held by {where}) is in none of "
+                f"{', '.join(_COLLECTIONS)}; it would drift between clients, never be reset and "
+                "never reach the server. List it: model weights in trainable_variables or "
+                "non_trainable_variables, metric state in local_variables"
+            )
+
+
+# input_spec and batches -----------------------------------------------------
+def _field_name(path: tuple) -> str:
+    return "/".join(str(p) for p in path) or "batch"
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, (Mapping, list, tuple))
+
+
+def _children(value: Any) -> Iterator[tuple[Any, Any]]:
+    return iter(value.items()) if isinstance(value, Mapping) else enumerate(value)
+
+
+def _leaves(structure: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """``(path, leaf)`` pairs of a structure of mappings, lists and tuples."""
+    if not _is_container(structure):
+        yield path, structure
+        return
+    for key, child in _children(structure):
+        yield from _leaves(child, path + (key,))
+
+
+def _check_input_spec(model: ModelVariables) -> None:
     spec = model.input_spec
-    leaves = tf.nest.flatten(spec)
-    bad = [leaf for leaf in leaves if not isinstance(leaf, tf.TensorSpec)]
+    leaves = list(_leaves(spec))
+    bad = [leaf for _, leaf in leaves if not isinstance(leaf, tf.TensorSpec)]
     if not leaves or bad:
         raise ModelCheckError(
             f"input_spec must be a nested structure of tf.TensorSpec, but it holds "
             f"{[type(b).__name__ for b in bad] or 'nothing'}: {spec!r}. Use e.g. "
             "(tf.TensorSpec([None, 60], tf.float32), tf.TensorSpec([None], tf.int32))"
         )
+    for path, leaf in leaves:
+        # The seed: "The tensors must include a batch dimension as the first
+        # dimension, but the batch dimension may be undefined" (so a fixed size is allowed).
+        if leaf.shape.rank is None or leaf.shape.rank == 0:
+            raise ModelCheckError(
+                f"input_spec field {_field_name(path)!r} has shape {leaf.shape}, with no batch "
+                "dimension; every field needs the batch dimension first (None or a fixed size), "
+                f"e.g. tf.TensorSpec([None], {leaf.dtype!r}) for one scalar per example"
+            )
 
 
 def _check_metric_names(model: VariableModel) -> None:
@@ -61,24 +193,81 @@ def _check_metric_names(model: VariableModel) -> None:
         )
 
 
-def check_batch(batch_input: Any, input_spec: Any) -> None:
-    """Raises ``ModelCheckError`` naming the field when a batch does not fit ``input_spec``."""
-    try:
-        tf.nest.assert_same_structure(batch_input, input_spec, check_types=False)
-    except (ValueError, TypeError) as error:
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"{type(value).__name__} with keys {list(value)}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def _same_container(batch: Any, spec: Any) -> bool:
+    """A mapping matches a mapping with the same keys; a list or tuple one of the same length."""
+    if isinstance(spec, Mapping):
+        return isinstance(batch, Mapping) and set(batch) == set(spec)
+    if isinstance(spec, (list, tuple)):
+        return isinstance(batch, (list, tuple)) and len(batch) == len(spec)
+    return not _is_container(batch)
+
+
+def _paired_leaves(batch: Any, spec: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any, Any]]:
+    """``(path, batch value, spec)`` for every field of ``spec``, found by key or position."""
+    if not _same_container(batch, spec):
+        where = f" at field {_field_name(path)!r}" if path else ""
         raise ModelCheckError(
-            f"the batch's structure does not match input_spec {input_spec!r}: {error}"
-        ) from None
-    # One flattening order for both (keras.tree), so paths and values line up.
-    for (path, spec), value in zip(keras.tree.flatten_with_path(input_spec), keras.tree.flatten(batch_input)):
-        name = "/".join(str(p) for p in path) or "batch"
+            f"the batch's structure does not match input_spec{where}: the batch has "
+            f"{_describe(batch)}, input_spec has {_describe(spec)}; map the dataset so "
+            "each element has input_spec's structure (a list may stand for a tuple, but a "
+            "mapping needs a mapping with the same keys)"
+        )
+    if not _is_container(spec):
+        yield path, batch, spec
+        return
+    for key, child_spec in _children(spec):
+        yield from _paired_leaves(batch[key], child_spec, path + (key,))
+
+
+def check_batch(batch_input: Any, input_spec: Any) -> None:
+    """Raises ``ModelCheckError`` naming the field when a batch does not fit ``input_spec``.
+
+    Containers must match in kind: a mapping needs a mapping with the same keys
+    (any order or mapping type), a tuple or list a tuple or list of the same
+    length (tf.data yields tuples where a spec may be written as a list).
+    """
+    for path, value, spec in _paired_leaves(batch_input, input_spec):
         tensor = tf.convert_to_tensor(value)
         if tensor.dtype != spec.dtype or not spec.shape.is_compatible_with(tensor.shape):
             raise ModelCheckError(
-                f"batch field {name!r} has shape {tensor.shape} and dtype {tensor.dtype.name}, "
-                f"which does not fit the input_spec {spec}; reshape or cast the dataset "
-                "(e.g. with dataset.map) to match"
+                f"batch field {_field_name(path)!r} has shape {tensor.shape} and dtype "
+                f"{tensor.dtype.name}, which does not fit the input_spec {spec}; reshape or cast "
+                "the dataset (e.g. with dataset.map) to match"
             )
+
+
+# forward_pass and weights ---------------------------------------------------
+def _snapshot(variables: list) -> list[np.ndarray]:
+    # Copied: a read may share the variable's buffer, which an in-place update changes.
+    return [np.array(v.numpy(), copy=True) for v in variables]
+
+
+def _check_unchanged(kind: str, variables: list, before: list[np.ndarray], training: bool) -> None:
+    for variable, value in zip(variables, before):
+        # equal_nan: a NaN weight that stays NaN was not written.
+        if np.array_equal(value, variable.numpy(), equal_nan=True):
+            continue
+        if kind == "trainable":
+            consequence = "it would silently become part of the client's model update"
+        else:
+            consequence = (
+                "it would be silently discarded; only updated statistics such as BatchNorm "
+                "moving averages may change, and only with training=True"
+            )
+        raise ModelCheckError(
+            f"forward_pass(training={training}) changed {kind} variable "
+            f"{_variable_name(variable)!r}: {consequence}. forward_pass must leave the model "
+            "weights to the training loop (or train_on_batch); keep per-batch state such as "
+            "metrics in local_variables"
+        )
 
 
 class EnhancedModel(VariableModel):
@@ -87,7 +276,7 @@ class EnhancedModel(VariableModel):
     def __init__(self, model: Any):
         self._original = model
         self._model = as_variable_model(model)
-        _check_disjoint_collections(self._model)
+        _check_every_variable_listed(model, _listed_variables(self._model))
         _check_input_spec(self._model)
         _check_metric_names(self._model)
 
@@ -97,8 +286,13 @@ class EnhancedModel(VariableModel):
         return self._original
 
     @property
-    def weights(self) -> ModelWeights:
-        """The current model weights as a ``ModelWeights`` value."""
+    def weights(self) -> WeightVariables:
+        """The trainable and non-trainable variables themselves; assigning changes the model."""
+        return WeightVariables(self.trainable_variables, self.non_trainable_variables)
+
+    @property
+    def weight_values(self) -> ModelWeights:
+        """A NumPy copy of the current weights, as a ``ModelWeights`` value."""
         return ModelWeights.from_model(self._model)
 
     @property
@@ -118,8 +312,31 @@ class EnhancedModel(VariableModel):
         return self._model.input_spec
 
     def forward_pass(self, batch_input, training=True):
+        """The wrapped ``forward_pass`` after ``check_batch``; eagerly, it must leave the weights.
+
+        Rule: trainable variables must not change; non-trainable ones must not
+        change with ``training=False``. With ``training=True`` they may, as
+        updated-not-learned statistics (the seed's BatchNorm exception; Keras's
+        Dropout also advances its seed-generator state). Checked only when run
+        eagerly: inside a ``tf.function`` trace the values are symbolic.
+        """
         check_batch(batch_input, self.input_spec)
-        return _check_output(self._model.forward_pass(batch_input, training=training), "forward_pass")
+        if tf.executing_eagerly():
+            output = self._forward_pass_leaving_weights(batch_input, bool(training))
+        else:
+            output = self._model.forward_pass(batch_input, training=training)
+        return _check_output(output, "forward_pass")
+
+    def _forward_pass_leaving_weights(self, batch_input, training: bool):
+        """The wrapped ``forward_pass``, eagerly; raises if it changed a weight the rule guards."""
+        guarded = [("trainable", list(self.trainable_variables))]
+        if not training:
+            guarded.append(("non-trainable", list(self.non_trainable_variables)))
+        before = [_snapshot(variables) for _, variables in guarded]
+        output = self._model.forward_pass(batch_input, training=training)
+        for (kind, variables), values in zip(guarded, before):
+            _check_unchanged(kind, variables, values, training)
+        return output
 
     def predict_on_batch(self, batch_input, training=True):
         return self._model.predict_on_batch(batch_input, training=training)
