@@ -23,7 +23,7 @@ from fedsim.optimizers import SGD
 
 def fedsgd(weighted: bool = True) -> Algorithm:
     """FedSGD's blocks: one ``SGD(1.0)`` step on one whole-dataset batch, so the delta is ``-g_k``."""
-    return Algorithm("fedsgd", ClientTask(SGD(1.0), weighted=weighted), one_batch=True)
+    return Algorithm("fedsgd", ClientTask(SGD(1.0), weighted=weighted, forward_pass_gradients=True), one_batch=True)
 
 
 def build_fedsgd(

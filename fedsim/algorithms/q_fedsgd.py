@@ -24,7 +24,7 @@ def q_fedsgd(q: float, lipschitz: float) -> Algorithm:
     """q-FedSGD's blocks, with the Lipschitz estimate ``L`` of the paper (> 0)."""
     if not lipschitz > 0:
         raise ValueError(f"lipschitz={lipschitz!r} must be > 0 (the paper's L, e.g. 1 / learning rate)")
-    task = ClientTask(SGD(1.0 / lipschitz), weighted=False, start_statistics=True)
+    task = ClientTask(SGD(1.0 / lipschitz), weighted=False, start_statistics=True, forward_pass_gradients=True)
     return Algorithm("q_fedsgd", task, message=qffl_message(check_q(q), float(lipschitz)),
                      server_update=qffl_server_update, one_batch=True)
 

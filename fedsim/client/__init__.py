@@ -5,10 +5,11 @@
 that batch a cohort. ``task`` holds the values that cross the client boundary.
 """
 from fedsim.client.task import ClientFailure, ClientInputs, ClientOutput, ClientTask, NO_INPUTS
-from fedsim.client.work import ClientWork, LossAndGradient
+from fedsim.client.work import ClientOptimizerError, ClientWork, LossAndGradient
 
 __all__ = [
     "ClientFailure",
+    "ClientOptimizerError",
     "ClientInputs",
     "ClientOutput",
     "ClientTask",

@@ -25,8 +25,10 @@ class ClientTask:
     """How every client of a run trains locally.
 
     Attributes:
-      optimizer: a functional client optimizer (``init``/``next``); ignored by
-        a model that trains itself with ``train_on_batch``.
+      optimizer: a functional client optimizer (``init``/``next``); None: the
+        model's own ``train_on_batch`` when it has one (its optimizer is in
+        charge), else ``SGD(0.01)``. A model that trains itself refuses a
+        client optimizer rather than ignore it (``ClientOptimizerError``).
       weighted: the update weight is the client's example count (True) or 1 (False).
       proximal_mu: adds ``mu/2 ||w - w_start||^2`` to the local objective (FedProx, FedDyn).
       freeze_optimizer_state: local steps use the optimizer state the server
@@ -35,14 +37,18 @@ class ClientTask:
         its gradient at the weights the client started from (Mime, q-FFL,
         SCAFFOLD option I), computed before training.
       gradient_offset: clients receive ``ClientInputs.gradient_offset`` (SCAFFOLD, FedDyn).
+      forward_pass_gradients: local steps take gradients of ``forward_pass``
+        with ``optimizer`` even on a model with its own ``train_on_batch``
+        (FedSGD's gradient is the model's, not its optimizer's step).
     """
 
-    optimizer: Any
+    optimizer: Any = None
     weighted: bool = True
     proximal_mu: float = attrs.field(default=0.0, converter=float)
     freeze_optimizer_state: bool = False
     start_statistics: bool = False
     gradient_offset: bool = False
+    forward_pass_gradients: bool = False
 
     @proximal_mu.validator
     def _check_mu(self, attribute, value):

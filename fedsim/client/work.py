@@ -37,6 +37,10 @@ class LossAndGradient:
     num_examples: int
 
 
+class ClientOptimizerError(ValueError):
+    """A client optimizer given to a model that trains itself (its own optimizer is in charge)."""
+
+
 def _batch_size(batch: Any) -> tf.Tensor:
     return tf.shape(tf.nest.flatten(batch)[0])[0]
 
@@ -46,9 +50,10 @@ class ClientWork:
 
     Args:
       model: a fedsim model (either interface, or enhanced); built once, reused.
-      optimizer, weighted, proximal_mu, freeze_optimizer_state, start_statistics, gradient_offset:
-        the ``ClientTask`` (default optimizer ``SGD(0.01)``); a proximal ``mu`` of 0
-        leaves the graph exactly as FedAvg's.
+      optimizer, weighted, proximal_mu, freeze_optimizer_state, start_statistics, gradient_offset,
+      forward_pass_gradients: the ``ClientTask`` (optimizer None: the model's own
+        ``train_on_batch``, or ``SGD(0.01)`` for a model without one); a proximal
+        ``mu`` of 0 leaves the graph exactly as FedAvg's.
     """
 
     def __init__(
@@ -60,17 +65,28 @@ class ClientWork:
         freeze_optimizer_state: bool = False,
         start_statistics: bool = False,
         gradient_offset: bool = False,
+        forward_pass_gradients: bool = False,
     ):
         self.model = as_variable_model(model)
-        self.task = ClientTask(
-            optimizer if optimizer is not None else SGD(0.01),
+        self.trains_itself = bool(getattr(self.model, "trains_itself", False)) and not forward_pass_gradients
+        if self.trains_itself and optimizer is not None:
+            raise ClientOptimizerError(
+                f"this model trains itself with train_on_batch, so its own optimizer is in charge and "
+                f"the client optimizer {optimizer!r} would be ignored: build without a client "
+                "optimizer (client_optimizer=None) to train with train_on_batch, or give a model "
+                "without train_on_batch to train with the client optimizer"
+            )
+        if optimizer is None and not self.trains_itself:
+            optimizer = SGD(0.01)
+        self.task = ClientTask(  # resolved, so a copy of this work (a Ray actor's) is the same
+            optimizer,
             weighted=weighted,
             proximal_mu=proximal_mu,
             freeze_optimizer_state=freeze_optimizer_state,
             start_statistics=start_statistics,
             gradient_offset=gradient_offset,
+            forward_pass_gradients=forward_pass_gradients,
         )
-        self.trains_itself = bool(getattr(self.model, "trains_itself", False))
         if self.trains_itself and (self.task.proximal_mu or freeze_optimizer_state):
             raise ValueError(
                 "a model that trains itself (train_on_batch) cannot take a proximal term or a "

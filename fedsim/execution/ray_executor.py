@@ -46,7 +46,8 @@ class RayExecutor:
       model_fn: no-argument callable building the fedsim model; it must pickle
         (module-level function, closure or ``functools.partial``), since each
         actor builds its own copy.
-      task: the ``ClientTask`` every actor's ``ClientWork`` runs (default: SGD(0.01), weighted).
+      task: the ``ClientTask`` every actor's ``ClientWork`` runs (default: ``ClientTask()``,
+        i.e. SGD(0.01) or the model's own ``train_on_batch``, weighted).
       address: a running cluster to join (``"127.0.0.1:6379"``, ``"auto"``); None starts a
         private local Ray instance with ``num_actors`` CPUs (default: all of them).
       num_actors: actors to run; default one per GPU of the cluster, or one per CPU
@@ -83,11 +84,8 @@ class RayExecutor:
                 f"num_actors={num_actors!r} must be a positive integer or None (one per device)"
             )
         ray = import_ray()
-        if task is None:
-            from fedsim.optimizers import SGD  # ClientWork's default, so both executors agree
-
-            task = ClientTask(SGD(0.01))
-        recipe = WorkRecipe(model_fn, task)
+        # No task: ClientWork's defaults (SGD(0.01), or the model's own train_on_batch).
+        recipe = WorkRecipe(model_fn, task if task is not None else ClientTask())
         _check_picklable(ray, recipe)
         self._ray = ray
         self._owns_ray = _connect(ray, address, num_actors)

@@ -22,8 +22,9 @@ from fedsim.optimizers import SGD
 
 
 def fedavg(client_optimizer: Any = None, weighted: bool = True) -> Algorithm:
-    """FedAvg's blocks: local training with ``client_optimizer`` (default ``SGD(0.01)``)."""
-    return Algorithm("fedavg", ClientTask(client_optimizer or SGD(0.01), weighted=weighted))
+    """FedAvg's blocks: local training with ``client_optimizer`` (None: the model's own
+    ``train_on_batch`` if it has one, else ``SGD(0.01)``)."""
+    return Algorithm("fedavg", ClientTask(client_optimizer, weighted=weighted))
 
 
 def build_fedavg(
@@ -44,7 +45,8 @@ def build_fedavg(
     Args:
       model_fn: no-argument callable returning a new fedsim model (e.g. from
         ``from_keras_model``); called once.
-      client_optimizer: functional client optimizer; default ``SGD(0.01)``.
+      client_optimizer: functional client optimizer; default ``SGD(0.01)``, or for a model
+        that trains itself (``train_on_batch``) its own optimizer, which then refuses another.
       server_optimizer: functional server optimizer; default ``SGD(1.0)``.
       weighted: weight clients by example count (True) or equally (False).
       batch_size: batch client datasets of single examples; ``None`` if already batched.

@@ -4,6 +4,8 @@ import pytest
 import tensorflow as tf
 
 import fedsim
+import fedsim.algorithms
+import fedsim.client
 from tests.models.toy_models import LegacyLinearRegression, regression_clients
 
 LR, BATCH = 0.1, 3
@@ -69,3 +71,30 @@ def test_runs_enhanced_and_in_the_simulation_loop():
     history = fedsim.simulate(process, data, rounds=8, sampler=fedsim.UniformSampler(2, seed=0),
                               progress=False).history
     assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+
+
+def test_fedsgd_takes_the_gradient_of_forward_pass_not_the_models_own_step():
+    """FedSGD's client gradient is the model's, with no optimizer: train_on_batch (a step of the
+    model's own learning rate) would give 0.05 times it."""
+    clients = regression_clients([5, 9, 4], seed=4)
+    process = fedsim.algorithms.build_fedsgd(lambda: LegacyLinearRegression(0.05), server_optimizer=fedsim.SGD(1.0))
+    result = process.next(process.initialize(), [tf.data.Dataset.from_tensor_slices(c) for c in clients])
+
+    grad_w, grad_b, counts = [], [], []
+    for client in clients:  # the MSE's gradient at w = 0, b = 0 over all the client's examples
+        x, y = client["x"].astype(np.float64), client["y"].astype(np.float64)
+        residual = -y
+        grad_w.append(2 * x.T @ residual / len(x))
+        grad_b.append(2 * residual.mean(axis=0))
+        counts.append(len(x))
+    share = np.array(counts) / sum(counts)
+    np.testing.assert_allclose(result.state.model_weights.trainable[0],
+                               -sum(s * g for s, g in zip(share, grad_w)), atol=1e-5)
+    np.testing.assert_allclose(result.state.model_weights.trainable[1],
+                               -sum(s * g for s, g in zip(share, grad_b)), atol=1e-5)
+    assert result.metrics["num_examples"] == 18
+
+
+def test_a_client_optimizer_the_model_would_ignore_is_refused():
+    with pytest.raises(fedsim.client.ClientOptimizerError, match="its own optimizer is in charge"):
+        fedsim.build_fedavg(lambda: LegacyLinearRegression(LR), client_optimizer=fedsim.SGD(0.1))
