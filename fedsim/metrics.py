@@ -24,7 +24,11 @@ class MetricsError(ValueError):
 
 
 def sum_unfinalized(client_metrics: Sequence[UnfinalizedMetrics]) -> "collections.OrderedDict[str, Any]":
-    """Sums each metric's unfinalized values across clients, structure by structure."""
+    """Sums each metric's unfinalized values across clients, leaf by leaf.
+
+    A metric's value may be any nest of lists, tuples and dicts of arrays;
+    every client must report the same nest with the same leaf shapes.
+    """
     if not client_metrics:
         raise MetricsError("no client metrics to sum: the cohort reported nothing")
     names = list(client_metrics[0])
@@ -34,16 +38,49 @@ def sum_unfinalized(client_metrics: Sequence[UnfinalizedMetrics]) -> "collection
                 f"client {index} reported metrics {list(metrics)}, client 0 reported {names}; "
                 "every client must run the same model"
             )
-    summed = collections.OrderedDict()
-    for name in names:
-        values = [m[name] for m in client_metrics]
-        if all(type(v) is list and len(v) == len(values[0]) for v in values):
-            # The common shape (a Keras metric's state variables): skip tf.nest's
-            # per-call cost, which is most of a small model's metric summing.
-            summed[name] = [_sum_leaf(xs) for xs in zip(*values)]
-        else:
-            summed[name] = tf.nest.map_structure(lambda *xs: _sum_leaf(xs), *values)
-    return summed
+    return collections.OrderedDict(
+        (name, _sum_metric(name, [m[name] for m in client_metrics])) for name in names
+    )
+
+
+def _sum_metric(name: str, values: Sequence[Any]) -> Any:
+    if not all(_is_flat_list(v) and len(v) == len(values[0]) for v in values):
+        _check_same_structure(name, values)
+        return tf.nest.map_structure(lambda *xs: _sum_leaf(xs), *values)
+    # The common shape (a Keras metric's state variables): skip tf.nest's
+    # per-call cost, which is most of a small model's metric summing.
+    try:
+        return [_sum_leaf(xs) for xs in zip(*values)]
+    except ValueError:  # np.stack refuses leaves of different shapes: name them
+        _check_same_structure(name, values)
+        raise
+
+
+_NESTS = (list, tuple, Mapping)
+
+
+def _is_flat_list(value: Any) -> bool:
+    if type(value) is not list:
+        return False
+    for x in value:  # a plain loop: a generator costs more than the check
+        if isinstance(x, _NESTS):
+            return False
+    return True
+
+
+def _check_same_structure(name: str, values: Sequence[Any]) -> None:
+    structures = [_structure(v) for v in values]
+    for index, structure in enumerate(structures[1:], start=1):
+        if structure != structures[0]:
+            raise MetricsError(
+                f"metric {name!r}: client 0 reported {structures[0]}, client {index} reported {structure}; "
+                "every client must report the same structure (nesting and leaf shapes) for a metric"
+            )
+
+
+def _structure(value: Any) -> Any:
+    """The value's nesting with each leaf replaced by ``'shape (...)'``."""
+    return tf.nest.map_structure(lambda x: f"shape {np.shape(x)}", value)
 
 
 def _sum_leaf(values: Sequence[Any]) -> np.ndarray:

@@ -52,3 +52,42 @@ def test_mismatched_clients_and_finalizers_are_errors():
         sum_then_finalize({"a": lambda v: v})([{"b": [1]}])
     with pytest.raises(MetricsError, match="cohort reported nothing"):
         sum_unfinalized([])
+
+
+def test_sums_any_nest_of_lists_tuples_and_dicts_leaf_by_leaf():
+    def client(scale):
+        # A list of dicts (the shape that used to fail with dict + dict), a tuple and a nested list inside.
+        return {"m": [{"tp": scale * np.array([1.0, 2.0]), "n": np.int64(scale)},
+                      {"tp": scale * np.array([0.5, 0.0]), "n": np.int64(2 * scale)}],
+                "pair": (np.float32(scale), [np.full((2, 2), scale)])}
+
+    summed = sum_unfinalized([client(1), client(2), client(4)])
+    np.testing.assert_array_equal(summed["m"][0]["tp"], [7.0, 14.0])
+    np.testing.assert_array_equal(summed["m"][1]["tp"], [3.5, 0.0])
+    assert [summed["m"][0]["n"], summed["m"][1]["n"]] == [7, 14]
+    assert summed["pair"][0] == 7.0
+    np.testing.assert_array_equal(summed["pair"][1][0], np.full((2, 2), 7))
+    assert isinstance(summed["m"], list) and isinstance(summed["pair"], tuple)
+
+    finalized = sum_then_finalize({"m": lambda v: sum(d["tp"].sum() / d["n"] for d in v),
+                                   "pair": lambda v: v[0]})([client(1), client(3)])
+    assert finalized["m"] == pytest.approx(12.0 / 4 + 2.0 / 8)
+
+
+@pytest.mark.parametrize("other, shown", [
+    ([{"a": np.zeros(2)}, {"c": np.zeros(1)}], r"\[\{'a': 'shape \(2,\)'\}, \{'c': 'shape \(1,\)'\}\]"),
+    ([{"a": np.zeros(2), "b": np.zeros(1)}], r"\[\{'a': 'shape \(2,\)', 'b': 'shape \(1,\)'\}\]"),
+    ([{"a": np.zeros(3)}, {"b": np.zeros(1)}], r"\[\{'a': 'shape \(3,\)'\}, \{'b': 'shape \(1,\)'\}\]"),
+    (({"a": np.zeros(2)}, {"b": np.zeros(1)}), r"\(\{'a': 'shape \(2,\)'\}, \{'b': 'shape \(1,\)'\}\)"),
+], ids=["keys", "length", "leaf_shape", "tuple_for_list"])
+def test_clients_reporting_different_structures_are_named(other, shown):
+    first = {"m": [{"a": np.zeros(2)}, {"b": np.zeros(1)}]}
+    expected = r"\[\{'a': 'shape \(2,\)'\}, \{'b': 'shape \(1,\)'\}\]"
+    with pytest.raises(MetricsError, match=rf"metric 'm': client 0 reported {expected}, client 2 reported {shown}"):
+        sum_unfinalized([first, first, {"m": other}])
+
+
+def test_flat_lists_with_different_leaf_shapes_are_named():
+    with pytest.raises(MetricsError, match=r"metric 'v': client 0 reported \['shape \(\)', 'shape \(2,\)'\], "
+                                           r"client 1 reported \['shape \(\)', 'shape \(3,\)'\]"):
+        sum_unfinalized([{"v": [np.float32(1), np.zeros(2)]}, {"v": [np.float32(1), np.zeros(3)]}])

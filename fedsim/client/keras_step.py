@@ -17,6 +17,7 @@ import collections
 from typing import Any, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fedsim.client.task import ClientTask
@@ -36,6 +37,8 @@ def vectorization_blocker(client_work: Any) -> Optional[str]:
         return f"the model is a {type(model).__name__}, not a from_keras_model model"
     if client_work.trains_itself:
         return "the model trains itself (train_on_batch)"
+    if model.output_names is not None:
+        return f"the model's outputs are named {model.output_names}; only unnamed outputs are vectorized"
     losses = model._losses  # noqa: SLF001  (KerasVariableModel has no public accessor yet)
     if len(losses) != 1:
         return f"the model has {len(losses)} losses; only single-output models are vectorized"
@@ -43,10 +46,18 @@ def vectorization_blocker(client_work: Any) -> Optional[str]:
     if not isinstance(loss, keras.losses.Loss) or loss.reduction not in _MEAN_REDUCTIONS + _SUM_REDUCTIONS:
         return f"the loss {loss!r} is not a keras.losses.Loss with a mean or sum reduction"
     for name, metric in model._named_metrics:  # noqa: SLF001
-        if not isinstance(metric, (keras.metrics.Mean, keras.metrics.Sum)):
-            # Only Mean/Sum-based metrics are known to treat sample weight 0 as "absent".
-            return f"metric {name!r} ({type(metric).__name__}) is not a keras.metrics.Mean or Sum subclass"
+        # Mean/Sum-based metrics treat sample weight 0 as "absent"; others must show it.
+        if not isinstance(metric, (keras.metrics.Mean, keras.metrics.Sum)) and _counts_padding(metric, model):
+            return (f"metric {name!r} ({type(metric).__name__}) changes its state on a padded example "
+                    "(zero features and label, sample weight 0)")
     return None
+
+
+def _counts_padding(metric: keras.metrics.Metric, model: KerasVariableModel) -> bool:
+    """Whether a padded example, which the batched step feeds with sample weight 0, changes the metric."""
+    start = metric.stateless_reset_state()
+    after = metric.stateless_update_state(start, *model.zero_example, sample_weight=tf.zeros([1]))
+    return any(np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(after, start))
 
 
 class KerasClientStep:
@@ -61,19 +72,26 @@ class KerasClientStep:
         self._keras_model = model.keras_model
         self._loss = model._losses[0]  # noqa: SLF001
         self._loss_weight = float(model._loss_weights[0])  # noqa: SLF001
-        self._metrics = list(model._named_metrics)  # noqa: SLF001
+        # Each metric with its own start state: the values its reset_state() sets, which need not be zero.
+        self._metrics = [
+            (name, metric, [np.asarray(v) for v in metric.stateless_reset_state()])
+            for name, metric in model._named_metrics  # noqa: SLF001
+        ]
         self.task = task
         self.optimizer = task.optimizer
 
     def initial_metric_state(self) -> "collections.OrderedDict[str, list[tf.Tensor]]":
-        """Zeroed unfinalized metrics, in the order ``report_local_unfinalized_metrics`` uses."""
+        """Unfinalized metrics as ``reset_metrics`` leaves them.
+
+        In the order ``report_local_unfinalized_metrics`` uses.
+        """
         state = collections.OrderedDict(
             loss=[tf.zeros([], tf.float32), tf.zeros([], tf.float32)],
             num_examples=[tf.zeros([], tf.int64)],
             num_batches=[tf.zeros([], tf.int64)],
         )
-        for name, metric in self._metrics:
-            state[name] = [tf.zeros(v.shape, v.dtype) for v in metric.variables]
+        for name, _, start in self._metrics:
+            state[name] = [tf.constant(v) for v in start]
         return state
 
     def loss_and_gradient(self, trainable, non_trainable, x, y, mask):
@@ -127,7 +145,7 @@ class KerasClientStep:
         new["loss"] = [loss_sum + tf.cast(loss, tf.float32) * count, loss_count + count]
         new["num_examples"] = [state["num_examples"][0] + tf.cast(count, tf.int64)]
         new["num_batches"] = [state["num_batches"][0] + 1]
-        for name, metric in self._metrics:
+        for name, metric, _ in self._metrics:
             values = metric.stateless_update_state(state[name], y, predictions, sample_weight=mask)
             new[name] = [tf.convert_to_tensor(v) for v in values]
         return new

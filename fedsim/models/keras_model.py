@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import warnings
 from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
@@ -38,16 +39,11 @@ def split_batch(batch_input: Any) -> tuple[Any, Any]:
     )
 
 
-class _KerasMetricFinalizer:
-    """Turns a Keras metric's summed state variables into its result, on the server."""
-
-    def __init__(self, metric: keras.metrics.Metric):
-        self._metric = type(metric).from_config(metric.get_config())
-
-    def __call__(self, unfinalized: Sequence[Any]) -> np.ndarray:
-        for variable, value in zip(self._metric.variables, unfinalized):
-            variable.assign(np.asarray(value, dtype=variable.dtype))
-        return np.asarray(self._metric.result())
+def _keras_result(unfinalized: Sequence[Any], metric: keras.metrics.Metric) -> np.ndarray:
+    # Stateless: the summed values stand in for the metric's variables, which
+    # stay the client's; no copy of the metric is needed (a copy from its
+    # config would be unbuilt, and custom metrics may have no full config).
+    return np.asarray(metric.stateless_result(list(unfinalized)))
 
 
 def _numpy_dtype(metric: keras.metrics.Metric) -> Optional[np.dtype]:
@@ -72,7 +68,7 @@ def _metric_finalizer(metric: keras.metrics.Metric) -> Callable[[Sequence[Any]],
         return partial(_mean_result, dtype=dtype)
     if dtype is not None and result is keras.metrics.Sum.result and len(metric.variables) == 1:
         return partial(_sum_result, dtype=dtype)
-    return _KerasMetricFinalizer(metric)
+    return partial(_keras_result, metric=metric)
 
 
 def _mean_result(unfinalized: Sequence[Any], dtype: np.dtype) -> np.ndarray:
@@ -96,10 +92,27 @@ def _sum_finalizer(unfinalized: Sequence[Any]) -> np.ndarray:
 class KerasVariableModel(VariableModel):
     """A Keras 3 model (TensorFlow backend) seen through the ``VariableModel`` interface.
 
+    Outputs: one tensor, a list of them (losses and metrics given as lists,
+    one per output), or a dict of named outputs (losses, loss weights and
+    metrics given as dicts keyed by output name, as Keras's ``compile`` takes
+    them; labels are then a dict with the same keys). The total loss is the
+    weighted sum of the outputs' losses plus the model's regularization
+    losses, as Keras computes it.
+
     Metrics: ``loss`` (the example-weighted mean loss), ``num_examples``,
     ``num_batches``, then each Keras metric by its name (``output_name/metric``
-    for models with several outputs). Unfinalized values are the metrics'
-    state variables; finalizers run the Keras metric's own ``result()``.
+    for models with several or named outputs). Unfinalized values are the
+    metrics' state variables; finalizers run the Keras metric's own
+    ``result()``. Metrics that create their variables at their first update
+    (``keras.metrics.AUC(multi_label=True)``) are built when the model is
+    wrapped, by one update on a zero example with sample weight 0.
+
+    Each client starts every metric from the metric's own ``reset_state()``,
+    which need not be zero. Across clients, unfinalized values are summed
+    (sum-then-finalize, TFF's contract for Keras metrics) whatever the metric:
+    for a metric whose reset state is not zero (a running minimum starting at
+    +inf) the cohort value is not its value over the pooled examples, so
+    wrapping one warns.
     """
 
     def __init__(
@@ -107,20 +120,36 @@ class KerasVariableModel(VariableModel):
         keras_model: keras.Model,
         loss: Any,
         input_spec: Any,
-        metrics: Optional[Sequence[Any]] = None,
-        loss_weights: Optional[Sequence[float]] = None,
+        metrics: Any = None,
+        loss_weights: Any = None,
     ):
         self._keras_model = keras_model
         self._input_spec = input_spec
-        self._losses, self._loss_weights = _normalize_losses(loss, loss_weights)
-        self._metrics_per_output = _normalize_metrics(metrics, len(self._losses))
-        _ensure_built(keras_model, input_spec)
+        x_spec, y_spec = _batch_specs(input_spec)
+        # One call on a zero example builds the model and shows its output
+        # structure; the example also builds lazily built metrics.
+        predictions = keras_model(_zeros_for(x_spec), training=False)
+        named = isinstance(predictions, collections.abc.Mapping)
+        self._output_names = sorted(predictions) if named else None
+        if self._output_names is None:
+            self._losses, self._loss_weights = _normalize_losses(loss, loss_weights)
+            self._metrics_per_output = _normalize_metrics(metrics, len(self._losses))
+        else:
+            names = self._output_names
+            self._losses = _named_losses(loss, names)
+            self._loss_weights = _named_loss_weights(loss_weights, self._losses, names)
+            self._metrics_per_output = _named_metrics(metrics, names)
+            _check_named_labels(y_spec, names, self._losses, self._metrics_per_output)
+        self._zero_example = (_zeros_for(y_spec), predictions)
 
         self._loss_sum = tf.Variable(0.0, trainable=False, name="loss_sum")
         self._loss_count = tf.Variable(0.0, trainable=False, name="loss_count")
         self._num_examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_examples")
         self._num_batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_batches")
         self._named_metrics = self._name_metrics(keras_model)
+        self._build_metrics()
+        self.reset_metrics()
+        _warn_non_zero_starts(self._named_metrics)
 
     # Variables -------------------------------------------------------------
     @property
@@ -143,6 +172,20 @@ class KerasVariableModel(VariableModel):
     @property
     def input_spec(self):
         return self._input_spec
+
+    @property
+    def output_names(self) -> Optional[list[str]]:
+        """The keys of the model's named (dict) outputs, sorted; ``None`` for unnamed outputs."""
+        return self._output_names
+
+    @property
+    def zero_example(self) -> tuple[Any, Any]:
+        """``(labels, predictions)`` of one example whose features and labels are all zeros.
+
+        It is what a zero-padded example looks like to a metric; with sample
+        weight 0 it builds metrics without changing their state.
+        """
+        return self._zero_example
 
     # Computation -----------------------------------------------------------
     def predict_on_batch(self, batch_input, training=True):
@@ -169,11 +212,14 @@ class KerasVariableModel(VariableModel):
         terms = [
             weight * loss_fn(y_true, y_pred)
             for loss_fn, weight, y_true, y_pred in zip(self._losses, self._loss_weights, ys, outputs)
+            if loss_fn is not None  # a named output may have metrics but no loss
         ]
         regularization = list(self._keras_model.losses)
         return tf.add_n(terms + regularization) if len(terms) + len(regularization) > 1 else terms[0]
 
     def _per_output(self, y, predictions):
+        if self._output_names is not None:
+            return self._named_per_output(y, predictions)
         if len(self._losses) == 1:
             return [y], [predictions]
         ys = tf.nest.flatten(y) if not isinstance(y, (list, tuple)) else list(y)
@@ -185,17 +231,33 @@ class KerasVariableModel(VariableModel):
             )
         return ys, outputs
 
+    def _named_per_output(self, y, predictions):
+        if not isinstance(y, collections.abc.Mapping):
+            raise KerasModelError(
+                f"the model's outputs are named {self._output_names}: labels must be a dict keyed by "
+                f"these names, got {type(y).__name__}"
+            )
+        # Outputs with neither loss nor metrics need no labels (None).
+        names = self._output_names
+        return [y.get(name) for name in names], [predictions[name] for name in names]
+
     # Metrics ---------------------------------------------------------------
     def _name_metrics(self, keras_model):
-        several = len(self._metrics_per_output) > 1
-        output_names = list(getattr(keras_model, "output_names", None) or [])
-        named = []
-        for index, metrics in enumerate(self._metrics_per_output):
-            prefix = ""
-            if several:
-                prefix = (output_names[index] if index < len(output_names) else f"output_{index}") + "/"
-            for metric in metrics:
-                named.append((prefix + metric.name, metric))
+        if self._output_names is not None:
+            prefixes = [name + "/" for name in self._output_names]
+        elif len(self._metrics_per_output) > 1:
+            output_names = list(getattr(keras_model, "output_names", None) or [])
+            prefixes = [
+                (output_names[index] if index < len(output_names) else f"output_{index}") + "/"
+                for index in range(len(self._metrics_per_output))
+            ]
+        else:
+            prefixes = [""]
+        named = [
+            (prefix + metric.name, metric)
+            for prefix, metrics in zip(prefixes, self._metrics_per_output)
+            for metric in metrics
+        ]
         names = [n for n, _ in named]
         clash = {"loss", "num_examples", "num_batches"} & set(names)
         if len(set(names)) != len(names) or clash:
@@ -204,6 +266,14 @@ class KerasVariableModel(VariableModel):
                 f"got {names}. Give each Keras metric a distinct name=..."
             )
         return named
+
+    def _build_metrics(self):
+        """Builds the metrics that create their variables at their first update."""
+        ys, outputs = self._per_output(*self._zero_example)
+        for metrics, y_true, y_pred in zip(self._metrics_per_output, ys, outputs):
+            for metric in metrics:
+                if not metric.variables:
+                    _build_metric(metric, y_true, y_pred)
 
     def report_local_unfinalized_metrics(self):
         result = collections.OrderedDict(
@@ -227,11 +297,44 @@ class KerasVariableModel(VariableModel):
         for variable in (self._loss_sum, self._loss_count, self._num_examples, self._num_batches):
             variable.assign(tf.zeros_like(variable))
         for _, metric in self._named_metrics:
-            for variable in metric.variables:
-                _tf_variable(variable).assign(tf.zeros_like(variable))
+            metric.reset_state()  # the metric's own initial state, not necessarily zeros
+
+
+def _build_metric(metric, y_true, y_pred):
+    try:
+        # Sample weight 0: creates the variables and leaves them in their initial state.
+        metric.update_state(y_true, y_pred, sample_weight=tf.zeros([1]))
+    except Exception as error:  # noqa: BLE001 - any failure of the user's metric, reported with the fix
+        raise KerasModelError(
+            f"metric {metric.name!r} ({type(metric).__name__}) creates its variables at its first update, "
+            f"and that update failed on a zero example (labels shaped {y_true.shape}, predictions "
+            f"{y_pred.shape}, sample weight 0): {error}. Build it before wrapping: update it once on a "
+            "real batch and call its reset_state()"
+        ) from error
+
+
+def _warn_non_zero_starts(named_metrics):
+    for name, metric in named_metrics:
+        non_zero = [v.name for v in metric.variables if np.any(np.asarray(v) != 0)]
+        if non_zero:
+            warnings.warn(
+                f"metric {name!r} ({type(metric).__name__}) does not start from zero: reset_state() "
+                f"sets {non_zero} to non-zero values. fedsim sums unfinalized metric values over the "
+                "cohort (sum-then-finalize), so its cohort value sums every client's state, start "
+                "included, and is not its value over the pooled examples. Give the metric a state that "
+                "sums (zero at reset), or aggregate it with a model's own federated_output_computation "
+                "(fedsim.models.Model)",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def _normalize_losses(loss, loss_weights):
+    if isinstance(loss, collections.abc.Mapping):
+        raise KerasModelError(
+            f"loss is a dict (keys {sorted(loss)}), but the model's outputs are not named: give one "
+            "loss, or a list with one loss per output; or build the model with a dict of outputs"
+        )
     losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
     if not losses or not all(callable(fn) for fn in losses):
         raise KerasModelError(
@@ -250,6 +353,11 @@ def _normalize_losses(loss, loss_weights):
 
 
 def _normalize_metrics(metrics, num_outputs):
+    if isinstance(metrics, collections.abc.Mapping):
+        raise KerasModelError(
+            f"metrics is a dict (keys {sorted(metrics)}), but the model's outputs are not named: give "
+            "a list of metrics, or one list per output; or build the model with a dict of outputs"
+        )
     if not metrics:
         return [[] for _ in range(num_outputs)]
     per_output = metrics if isinstance(metrics[0], (list, tuple)) else [metrics]
@@ -259,50 +367,135 @@ def _normalize_metrics(metrics, num_outputs):
             f"{len(per_output)} metric lists"
         )
     for group in per_output:
-        for metric in group:
-            if not isinstance(metric, keras.metrics.Metric):
-                raise KerasModelError(
-                    f"metrics must be keras.metrics.Metric instances, got {metric!r}; "
-                    "e.g. keras.metrics.SparseCategoricalAccuracy()"
-                )
+        _check_metric_instances(group)
     return [list(group) for group in per_output]
 
 
-def _features_spec(input_spec):
-    """The ``x`` part of an ``input_spec`` given as ``(x, y)`` or ``{'x': ..., 'y': ...}``."""
+def _check_metric_instances(metrics):
+    for metric in metrics:
+        if not isinstance(metric, keras.metrics.Metric):
+            raise KerasModelError(
+                f"metrics must be keras.metrics.Metric instances, got {metric!r}; "
+                "e.g. keras.metrics.SparseCategoricalAccuracy()"
+            )
+
+
+def _by_output_name(argument: str, value: collections.abc.Mapping, names: list[str]) -> list[Any]:
+    """``value``'s entries in the order of ``names``, ``None`` where it has none."""
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise KerasModelError(
+            f"{argument} names {unknown}, which are not outputs of the model; its outputs are {names}"
+        )
+    return [value.get(name) for name in names]
+
+
+def _named_losses(loss, names):
+    """One loss (or ``None``) per named output; a single loss applies to every output, as in Keras."""
+    if callable(loss):
+        return [loss] * len(names)
+    if not isinstance(loss, collections.abc.Mapping):
+        raise KerasModelError(
+            f"the model's outputs are named {names}: give loss as a dict keyed by these names "
+            f"(e.g. {{{names[0]!r}: keras.losses.MeanSquaredError()}}) or one loss for every output; "
+            f"got {loss!r}"
+        )
+    losses = _by_output_name("loss", loss, names)
+    if not any(fn is not None for fn in losses) or not all(fn is None or callable(fn) for fn in losses):
+        raise KerasModelError(
+            f"loss must map output names to Keras losses (callables), at least one; got {loss!r}"
+        )
+    return losses
+
+
+def _named_loss_weights(loss_weights, losses, names):
+    """The weight of each named output's loss: 1 unless ``loss_weights`` (a dict) says otherwise."""
+    if loss_weights is None:
+        return [1.0] * len(names)
+    if not isinstance(loss_weights, collections.abc.Mapping):
+        raise KerasModelError(
+            f"the model's outputs are named {names}: give loss_weights as a dict keyed by these names, "
+            f"got {loss_weights!r}"
+        )
+    weights = _by_output_name("loss_weights", loss_weights, names)
+    without_loss = [n for n, w, fn in zip(names, weights, losses) if w is not None and fn is None]
+    if without_loss:
+        raise KerasModelError(
+            f"loss_weights weighs outputs {without_loss}, which have no loss; give them a loss"
+        )
+    return [1.0 if w is None else float(w) for w in weights]
+
+
+def _named_metrics(metrics, names):
+    """The metrics of each named output, from a dict of metric or list of metrics per output name."""
+    if not metrics:
+        return [[] for _ in names]
+    if not isinstance(metrics, collections.abc.Mapping):
+        raise KerasModelError(
+            f"the model's outputs are named {names}: give metrics as a dict keyed by these names "
+            f"(e.g. {{{names[0]!r}: [keras.metrics.MeanAbsoluteError()]}}), got {metrics!r}"
+        )
+    per_output = [
+        [] if group is None else list(group) if isinstance(group, (list, tuple)) else [group]
+        for group in _by_output_name("metrics", metrics, names)
+    ]
+    for group in per_output:
+        _check_metric_instances(group)
+    return per_output
+
+
+def _check_named_labels(y_spec, names, losses, metrics_per_output):
+    """The labels must be a dict with a spec for every output that has a loss or metrics."""
+    needed = [n for n, fn, ms in zip(names, losses, metrics_per_output) if fn is not None or ms]
+    keys = sorted(y_spec) if isinstance(y_spec, collections.abc.Mapping) else None
+    if keys is None or set(needed) - set(keys) or set(keys) - set(names):
+        raise KerasModelError(
+            f"the model's outputs are named {names}: the labels in input_spec must be a dict with a "
+            f"spec for each output with a loss or metrics ({needed}) and no other keys; got "
+            f"{keys if keys is not None else y_spec!r}"
+        )
+
+
+def _batch_specs(input_spec):
+    """``(x_spec, y_spec)`` of an ``input_spec`` given as ``(x, y)`` or ``{'x': ..., 'y': ...}``."""
     if isinstance(input_spec, (tuple, list)) and len(input_spec) == 2:
-        return input_spec[0]
+        return input_spec[0], input_spec[1]
     if isinstance(input_spec, collections.abc.Mapping) and {"x", "y"} <= set(input_spec):
-        return input_spec["x"]
+        return input_spec["x"], input_spec["y"]
     raise KerasModelError(
         f"input_spec must describe a whole batch, (x_spec, y_spec) or {{'x': ..., 'y': ...}}, got "
         f"{input_spec!r}; e.g. (tf.TensorSpec([None, 60], tf.float32), tf.TensorSpec([None], tf.int32))"
     )
 
 
-def _ensure_built(keras_model, input_spec):
-    x_spec = _features_spec(input_spec)
-    if keras_model.built and keras_model.variables:
-        return
-    keras_model(tf.nest.map_structure(lambda s: tf.zeros([1] + list(s.shape[1:]), s.dtype), x_spec))
+def _zeros_for(spec):
+    """One example of zeros per ``TensorSpec`` (unknown dimensions taken as 1)."""
+    return tf.nest.map_structure(
+        lambda s: tf.zeros([1] + [d or 1 for d in s.shape[1:]], s.dtype), spec
+    )
 
 
 def from_keras_model(
     keras_model: keras.Model,
     loss: Any,
     input_spec: Any,
-    metrics: Optional[Sequence[Any]] = None,
-    loss_weights: Optional[Sequence[float]] = None,
+    metrics: Any = None,
+    loss_weights: Any = None,
 ) -> KerasVariableModel:
     """Wraps an uncompiled Keras 3 model as a fedsim ``VariableModel``.
 
     Args:
       keras_model: a ``keras.Model`` (TensorFlow backend), built or buildable from ``input_spec``.
-      loss: a Keras loss (callable ``(y_true, y_pred)``), or a list, one per output.
+      loss: a Keras loss (callable ``(y_true, y_pred)``), or a list, one per output; for a
+        model with named (dict) outputs, a dict keyed by output name (outputs left out have
+        no loss) or one loss for every output.
       input_spec: the batch structure, ``(x_spec, y_spec)`` or ``{'x': ..., 'y': ...}`` of
-        ``tf.TensorSpec`` with the batch dimension first.
-      metrics: Keras metric instances; for several outputs, one list per output.
-      loss_weights: with several losses, the weight of each in the total loss.
+        ``tf.TensorSpec`` with the batch dimension first; for named outputs, ``y_spec`` is a
+        dict keyed by output name.
+      metrics: Keras metric instances; for several outputs, one list per output; for named
+        outputs, a dict from output name to a metric or a list of metrics.
+      loss_weights: with several losses, the weight of each in the total loss: a list, or for
+        named outputs a dict (outputs it leaves out weigh 1).
     """
     if not isinstance(keras_model, keras.Model):
         raise KerasModelError(f"expected a keras.Model, got {type(keras_model).__name__}")
