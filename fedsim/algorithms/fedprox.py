@@ -21,6 +21,8 @@ from fedsim.optimizers import SGD
 
 def fedprox(mu: float, client_optimizer: Any = None, weighted: bool = True) -> Algorithm:
     """FedProx's blocks: FedAvg's, with the proximal term ``mu`` in the client step."""
+    if not mu >= 0:
+        raise ValueError(f"mu={mu!r} must be >= 0 (0 is FedAvg)")
     return Algorithm("fedprox", ClientTask(client_optimizer or SGD(0.01), weighted=weighted, proximal_mu=mu),
                      keep_partial_work=True)
 

@@ -69,9 +69,28 @@ def _named(converter: cattrs.Converter, registry: Mapping[str, type], default_na
         fields = {key: item for key, item in value.items() if key != "name"}
         if issubclass(registry[name], Block):  # config-only blocks carry their name as a field
             fields["name"] = name
-        return converter.structure(fields, registry[name])
+            return converter.structure(fields, registry[name])
+        try:
+            return converter.structure(fields, registry[name])
+        except cattrs.ClassValidationError as error:  # a library class's own validators, at their keys
+            names = attrs.fields_dict(registry[name])
+            located = [_located(_on_its_field(e, names)) if isinstance(e, ValueError) else e for e in error.exceptions]
+            raise cattrs.ClassValidationError(error.message, located, error.cl) from None
 
     return structure
+
+
+def _on_its_field(error: ValueError, fields: Iterable[str]) -> ValueError:
+    """A library validator's error on the config key it names.
+
+    The library's validators start their message with ``field=value`` (e.g.
+    ``momentum=1.5 must be in [0, 1)``), which puts the error on its key path.
+    """
+    message = str(error)
+    for field in fields:
+        if message.startswith(f"{field}="):
+            return FieldError(field, message)
+    return error
 
 
 def _checked_name(name: Any, registry: Mapping[str, Any]) -> str:
@@ -104,6 +123,7 @@ def _learning_rate(converter: cattrs.Converter):
 
 
 _CLIENT_KEYS = {f.name for f in attrs.fields(ClientConfig)}
+_NAMED_LIBRARY_CLASSES = {*OPTIMIZERS.values(), *SCHEDULES.values()}
 
 
 def _algorithm(converter: cattrs.Converter):
@@ -120,10 +140,10 @@ def _algorithm(converter: cattrs.Converter):
         for key, item in value.items():
             if key == "name":
                 continue
-            if key not in allowed:
+            if key not in allowed:  # reported at the table, as cattrs reports unknown keys
                 where = "; it belongs in the [client] table" if key in _CLIENT_KEYS else _suggest(key, allowed)
-                problems.append(_at(key, ValueError(
-                    f"unknown key {key!r} for algorithm {name!r}{where} (allowed: {sorted(allowed)})")))
+                problems.append(ValueError(
+                    f"unknown key {key!r} for the algorithm named {name!r}{where} (allowed: {sorted(allowed)})"))
                 continue
             try:
                 params[key] = converter.structure(item, types[key])
@@ -135,11 +155,23 @@ def _algorithm(converter: cattrs.Converter):
                     problems.append(_at(key, KeyError(key)))
                 else:
                     params[key] = parameter.default
+        if not problems:
+            try:  # the factory's own checks of its values, before any run input is known
+                registry.make_algorithm(name, params, population_size=1)
+            except registry.AlgorithmBuildError:
+                pass  # about run inputs: RunConfig checks those with the whole config
+            except ValueError as error:
+                problems.append(_located(_on_its_field(error, params)))
         if problems:
             raise cattrs.ClassValidationError(f"While structuring algorithm {name!r}", problems, AlgorithmChoice)
         return AlgorithmChoice(name, params)
 
     return structure
+
+
+def _located(error: Exception) -> Exception:
+    """A ``FieldError`` as a cattrs problem at its key; any other error stays at the table."""
+    return _at(error.field, ValueError(str(error))) if isinstance(error, FieldError) else error
 
 
 def _at(key: str, error: Exception) -> Exception:
@@ -182,6 +214,8 @@ CONVERTER = _make_converter()
 def _format(exc: BaseException, _type: Any) -> str:
     if isinstance(exc, ForbiddenExtraKeysError):
         allowed = [f.name for f in attrs.fields(exc.cl)]
+        if exc.cl in _NAMED_LIBRARY_CLASSES:  # the table's ``name`` chose the class
+            allowed = ["name", *allowed]
         return "; ".join(
             f"unknown key {key!r}{_suggest(key, allowed)} (allowed: {allowed})"
             for key in sorted(exc.extra_fields)

@@ -61,7 +61,7 @@ CASES = {
     ),
     "momentum out of range": (
         BASE + "[client_optimizer]\nmomentum = 1.5\n",
-        ["client_optimizer: momentum=1.5 must be in [0, 1)"],
+        ["client_optimizer.momentum: momentum=1.5 must be in [0, 1)"],
     ),
     "unknown key in a block": (
         BASE + "[sampler]\ncohort = 5\n",
@@ -109,11 +109,11 @@ CASES = {
     ),
     "client key in the algorithm table": (
         BASE + '[algorithm]\nname = "fedprox"\nmu = 0.1\nbatch_size = 20\n',
-        ["algorithm.batch_size: unknown key 'batch_size' for algorithm 'fedprox'; it belongs in the [client] table"],
+        ["algorithm: unknown key 'batch_size' for the algorithm named 'fedprox'; it belongs in the [client] table"],
     ),
     "misspelled hyperparameter": (
         BASE + '[algorithm]\nname = "fedprox"\nmuu = 0.1\n',
-        ["algorithm.muu: unknown key 'muu' for algorithm 'fedprox'; did you mean 'mu'? (allowed: ['mu'])",
+        ["algorithm: unknown key 'muu' for the algorithm named 'fedprox'; did you mean 'mu'? (allowed: ['mu'])",
          "algorithm.mu: missing: this key is required"],
     ),
     "hyperparameter of the wrong type": (
@@ -122,7 +122,7 @@ CASES = {
     ),
     "hyperparameter out of range": (
         BASE + '[algorithm]\nname = "feddyn"\nalpha = 0.0\n',
-        ["algorithm: alpha=0.0 must be > 0"],
+        ["algorithm.alpha: alpha=0.0 must be > 0"],
     ),
     "momentum for an algorithm that assumes plain SGD": (
         BASE + '[algorithm]\nname = "fednova"\n[client_optimizer]\nmomentum = 0.9\n',

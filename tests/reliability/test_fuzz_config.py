@@ -1,8 +1,13 @@
 """Fuzzing the config loader.
 
 Valid documents are drawn from the schema itself (every registered block and
-every field of ``fedsim.experiment.blocks``, read from the attrs classes), so
-a block added later is fuzzed without touching this file. Properties:
+every field of ``fedsim.experiment.blocks``, read from the attrs classes; every
+optimizer and schedule of ``fedsim.optimizers``, read from the library's
+classes; algorithm hyperparameters read from the factories' signatures), so a
+block added later is fuzzed without touching this file. Valid documents draw
+the algorithms that take any client optimizer and weighting (the cross-block
+refusals, such as momentum for FedNova, are ``test_config_errors``'s).
+Properties:
 
 - a valid document loads, and ``config_to_toml`` -> ``load_config`` gives an
   equal ``RunConfig`` (and the same TOML again);
@@ -26,8 +31,13 @@ import tomli_w
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fedsim.algorithms.registry import ALGORITHMS as ALGORITHM_NAMES
+
+from fedsim.algorithms.registry import hyperparameter_types, hyperparameters, takes
 from fedsim.experiment.block import Block
-from fedsim.experiment.blocks import RunConfig
+from fedsim.experiment.blocks import Optimizer, RunConfig
+from fedsim.optimizers import OPTIMIZERS, SCHEDULES
+from fedsim.optimizers.schedules import LearningRate, Schedule
 from fedsim.experiment.config import (
     ConfigError,
     config_from_dict,
@@ -66,10 +76,32 @@ AGGREGATOR_CHAINS = st.sampled_from(
 ).map(
     copy.deepcopy
 )  # tests damage documents in place; never the shared originals
+
+
+def named_tables(registry: dict) -> st.SearchStrategy:
+    """A table choosing one of a library registry's classes by ``name``, with its fields."""
+    return st.one_of([tables(cls).map(lambda t, name=name: {"name": name, **t}) for name, cls in registry.items()])
+
+
+@st.composite
+def algorithm_tables(draw):
+    """An ``[algorithm]`` table: a registered name and values for its hyperparameters."""
+    usable = [n for n in sorted(ALGORITHM_NAMES) if takes(n, "client_optimizer") and takes(n, "weighted")]
+    name = draw(st.sampled_from(usable))
+    table = {"name": name}
+    for key, parameter in hyperparameters(name).items():
+        if parameter.default is parameter.empty or draw(st.booleans()):
+            table[key] = draw(for_type(hyperparameter_types(name)[key]))
+    return table
+
+
 SPECIAL_FIELDS = {
     "function": st.sampled_from(["my_models:build", "lab.models.cnn:make_model"]),
     "aggregator": AGGREGATOR_CHAINS,
+    "algorithm": st.deferred(algorithm_tables),
 }
+# Schedules nest one level (warm-up, then another schedule), which keeps documents small.
+PLAIN_SCHEDULES = {name: cls for name, cls in SCHEDULES.items() if name != "warmup_then_decay"}
 
 
 def for_type(hint: Any) -> st.SearchStrategy:
@@ -83,6 +115,12 @@ def for_type(hint: Any) -> st.SearchStrategy:
         return VALID_FLOAT
     if hint is str:
         return st.text(max_size=12)
+    if hint is Optimizer:
+        return named_tables(OPTIMIZERS)
+    if hint == LearningRate:
+        return VALID_FLOAT | named_tables(SCHEDULES)
+    if hint == Schedule:
+        return named_tables(PLAIN_SCHEDULES)
     if origin is typing.Union:  # Optional[X]: None leaves the key out
         (inner,) = [a for a in args if a is not type(None)]
         return st.none() | for_type(inner)
