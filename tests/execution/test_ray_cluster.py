@@ -5,10 +5,13 @@ script): `ray start --head` turns token authentication on, and Ray reads
 RAY_AUTH_MODE once per process, so the driver must start with it set.
 """
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -70,22 +73,50 @@ def cluster(tmp_path):
     # Ray's CLI through this interpreter: works whether or not its script is on PATH.
     ray_command = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
 
-    def ray_cli(*args):
-        subprocess.run([*ray_command, *args], env=env, check=True, capture_output=True, timeout=180)
+    # Each `ray start` runs in a session of its own, and the node's processes stay in its process
+    # group; stopping those groups stops this cluster only (`ray stop` would stop every Ray
+    # instance on the machine, other tests' and other people's included).
+    groups = []
+
+    def ray_start(*args):
+        process = subprocess.Popen([*ray_command, "start", *args], env=env, start_new_session=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        groups.append(process.pid)
+        output, _ = process.communicate(timeout=180)
+        if process.returncode != 0:  # Ray's own account of why the node did not start
+            pytest.fail(f"ray start {' '.join(args)} failed (exit {process.returncode}):\n{output}")
 
     try:
-        ray_cli(
-            "start",
+        ray_start(
             "--head",
             f"--port={address.split(':')[1]}",
             "--num-cpus=1",
             "--include-dashboard=false",
             "--disable-usage-stats",
         )
-        ray_cli("start", f"--address={address}", "--num-cpus=1")
+        ray_start(f"--address={address}", "--num-cpus=1")
         yield address, env
     finally:
-        subprocess.run([*ray_command, "stop", "--force"], env=env, capture_output=True, timeout=180)
+        stop_process_groups(groups)
+
+
+def stop_process_groups(groups, grace_s=10.0):
+    """SIGTERM to every process of the groups, then SIGKILL to what is left after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_alive(group) for group in groups):
+            time.sleep(0.2)
+
+
+def _alive(group):
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_simulation_on_a_two_node_cluster_equals_in_process(cluster, tmp_path):
