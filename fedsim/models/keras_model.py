@@ -10,11 +10,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fedsim.models.keras_outputs import (
+    KerasModelError,
+    check_named_labels,
+    named_loss_weights,
+    named_losses,
+    named_metrics,
+    normalize_losses,
+    normalize_metrics,
+)
 from fedsim.models.variable_model import BatchOutput, VariableModel
-
-
-class KerasModelError(ValueError):
-    """Raised when a Keras model, its losses or metrics cannot be wrapped."""
 
 
 def _tf_variable(variable: Any) -> tf.Variable:
@@ -132,14 +137,14 @@ class KerasVariableModel(VariableModel):
         named = isinstance(predictions, collections.abc.Mapping)
         self._output_names = sorted(predictions) if named else None
         if self._output_names is None:
-            self._losses, self._loss_weights = _normalize_losses(loss, loss_weights)
-            self._metrics_per_output = _normalize_metrics(metrics, len(self._losses))
+            self._losses, self._loss_weights = normalize_losses(loss, loss_weights)
+            self._metrics_per_output = normalize_metrics(metrics, len(self._losses))
         else:
             names = self._output_names
-            self._losses = _named_losses(loss, names)
-            self._loss_weights = _named_loss_weights(loss_weights, self._losses, names)
-            self._metrics_per_output = _named_metrics(metrics, names)
-            _check_named_labels(y_spec, names, self._losses, self._metrics_per_output)
+            self._losses = named_losses(loss, names)
+            self._loss_weights = named_loss_weights(loss_weights, self._losses, names)
+            self._metrics_per_output = named_metrics(metrics, names)
+            check_named_labels(y_spec, names, self._losses, self._metrics_per_output)
         self._zero_example = (_zeros_for(y_spec), predictions)
 
         self._loss_sum = tf.Variable(0.0, trainable=False, name="loss_sum")
@@ -327,133 +332,6 @@ def _warn_non_zero_starts(named_metrics):
                 UserWarning,
                 stacklevel=4,
             )
-
-
-def _normalize_losses(loss, loss_weights):
-    if isinstance(loss, collections.abc.Mapping):
-        raise KerasModelError(
-            f"loss is a dict (keys {sorted(loss)}), but the model's outputs are not named: give one "
-            "loss, or a list with one loss per output; or build the model with a dict of outputs"
-        )
-    losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
-    if not losses or not all(callable(fn) for fn in losses):
-        raise KerasModelError(
-            f"loss must be a callable (e.g. keras.losses.SparseCategoricalCrossentropy()) or a "
-            f"list of them, one per output; got {loss!r}"
-        )
-    if loss_weights is None:
-        weights = [1.0] * len(losses)
-    else:
-        weights = [float(w) for w in loss_weights]
-        if len(weights) != len(losses):
-            raise KerasModelError(
-                f"loss_weights has {len(weights)} entries but there are {len(losses)} losses"
-            )
-    return losses, weights
-
-
-def _normalize_metrics(metrics, num_outputs):
-    if isinstance(metrics, collections.abc.Mapping):
-        raise KerasModelError(
-            f"metrics is a dict (keys {sorted(metrics)}), but the model's outputs are not named: give "
-            "a list of metrics, or one list per output; or build the model with a dict of outputs"
-        )
-    if not metrics:
-        return [[] for _ in range(num_outputs)]
-    per_output = metrics if isinstance(metrics[0], (list, tuple)) else [metrics]
-    if len(per_output) != num_outputs:
-        raise KerasModelError(
-            f"give metrics as one list per output: {num_outputs} outputs, "
-            f"{len(per_output)} metric lists"
-        )
-    for group in per_output:
-        _check_metric_instances(group)
-    return [list(group) for group in per_output]
-
-
-def _check_metric_instances(metrics):
-    for metric in metrics:
-        if not isinstance(metric, keras.metrics.Metric):
-            raise KerasModelError(
-                f"metrics must be keras.metrics.Metric instances, got {metric!r}; "
-                "e.g. keras.metrics.SparseCategoricalAccuracy()"
-            )
-
-
-def _by_output_name(argument: str, value: collections.abc.Mapping, names: list[str]) -> list[Any]:
-    """``value``'s entries in the order of ``names``, ``None`` where it has none."""
-    unknown = sorted(set(value) - set(names))
-    if unknown:
-        raise KerasModelError(
-            f"{argument} names {unknown}, which are not outputs of the model; its outputs are {names}"
-        )
-    return [value.get(name) for name in names]
-
-
-def _named_losses(loss, names):
-    """One loss (or ``None``) per named output; a single loss applies to every output, as in Keras."""
-    if callable(loss):
-        return [loss] * len(names)
-    if not isinstance(loss, collections.abc.Mapping):
-        raise KerasModelError(
-            f"the model's outputs are named {names}: give loss as a dict keyed by these names "
-            f"(e.g. {{{names[0]!r}: keras.losses.MeanSquaredError()}}) or one loss for every output; "
-            f"got {loss!r}"
-        )
-    losses = _by_output_name("loss", loss, names)
-    if not any(fn is not None for fn in losses) or not all(fn is None or callable(fn) for fn in losses):
-        raise KerasModelError(
-            f"loss must map output names to Keras losses (callables), at least one; got {loss!r}"
-        )
-    return losses
-
-
-def _named_loss_weights(loss_weights, losses, names):
-    """The weight of each named output's loss: 1 unless ``loss_weights`` (a dict) says otherwise."""
-    if loss_weights is None:
-        return [1.0] * len(names)
-    if not isinstance(loss_weights, collections.abc.Mapping):
-        raise KerasModelError(
-            f"the model's outputs are named {names}: give loss_weights as a dict keyed by these names, "
-            f"got {loss_weights!r}"
-        )
-    weights = _by_output_name("loss_weights", loss_weights, names)
-    without_loss = [n for n, w, fn in zip(names, weights, losses) if w is not None and fn is None]
-    if without_loss:
-        raise KerasModelError(
-            f"loss_weights weighs outputs {without_loss}, which have no loss; give them a loss"
-        )
-    return [1.0 if w is None else float(w) for w in weights]
-
-
-def _named_metrics(metrics, names):
-    """The metrics of each named output, from a dict of metric or list of metrics per output name."""
-    if not metrics:
-        return [[] for _ in names]
-    if not isinstance(metrics, collections.abc.Mapping):
-        raise KerasModelError(
-            f"the model's outputs are named {names}: give metrics as a dict keyed by these names "
-            f"(e.g. {{{names[0]!r}: [keras.metrics.MeanAbsoluteError()]}}), got {metrics!r}"
-        )
-    per_output = [
-        [] if group is None else list(group) if isinstance(group, (list, tuple)) else [group]
-        for group in _by_output_name("metrics", metrics, names)
-    ]
-    for group in per_output:
-        _check_metric_instances(group)
-    return per_output
-
-
-def _check_named_labels(y_spec, names, losses, metrics_per_output):
-    """The labels must be a dict with a spec for every output that has a loss or metrics."""
-    needed = [n for n, fn, ms in zip(names, losses, metrics_per_output) if fn is not None or ms]
-    keys = sorted(y_spec) if isinstance(y_spec, collections.abc.Mapping) else None
-    if keys is None or set(needed) - set(keys) or set(keys) - set(names):
-        raise KerasModelError(
-            f"the model's outputs are named {names}: the labels in input_spec must be a dict with a "
-            f"spec for each output with a loss or metrics ({needed}) and no other keys; got "
-            f"{keys if keys is not None else y_spec!r}"
-        )
 
 
 def _batch_specs(input_spec):
