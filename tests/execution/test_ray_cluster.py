@@ -7,6 +7,7 @@ RAY_AUTH_MODE once per process, so the driver must start with it set.
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -66,8 +67,11 @@ def cluster(tmp_path):
     """(address, env) of a head node and one worker node, 1 CPU each; stopped afterwards."""
     pytest.importorskip("ray")
     address = f"127.0.0.1:{free_port()}"
+    # The cluster's own token, in the environment: the test never depends on a token file
+    # this machine may or may not have (~/.ray/auth_token).
     env = dict(
-        os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="2"
+        os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+        RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="2",
     )
 
     # Ray's CLI through this interpreter: works whether or not its script is on PATH.
