@@ -69,6 +69,7 @@ class KerasClientStep:
     """
 
     def __init__(self, model: KerasVariableModel, task: ClientTask):
+        self._model = model
         self._keras_model = model.keras_model
         self._loss = model._losses[0]  # noqa: SLF001
         self._loss_weight = float(model._loss_weights[0])  # noqa: SLF001
@@ -79,6 +80,14 @@ class KerasClientStep:
         ]
         self.task = task
         self.optimizer = task.optimizer
+
+    def start_non_trainable(self, non_trainable, rng_states=()) -> list:
+        """The non-trainable list the step carries: model weights and one client's RNG states, in Keras's order."""
+        return self._model.join_non_trainable(list(non_trainable), list(rng_states))
+
+    def model_non_trainable(self, values) -> list:
+        """The model weights among the non-trainable list the step carries (its RNG states left out)."""
+        return self._model.split_non_trainable(list(values))[0]
 
     def initial_metric_state(self) -> "collections.OrderedDict[str, list[tf.Tensor]]":
         """Unfinalized metrics as ``reset_metrics`` leaves them.

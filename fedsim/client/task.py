@@ -3,7 +3,7 @@
 - ``ClientTask``: the fixed recipe of local training for a whole run (the
   optimizer, the weighting, and the objective hooks an algorithm switches on).
 - ``ClientInputs``: what the server sends one client beyond the model weights
-  (a gradient offset, a frozen optimizer state).
+  (its random seed, a gradient offset, a frozen optimizer state).
 - ``ClientOutput``: what one client's training returns.
 - ``ClientFailure``: what a client whose work raised yields instead.
 
@@ -65,10 +65,17 @@ class ClientInputs:
         gradient (SCAFFOLD's ``c - c_i``, FedDyn's linear term).
       optimizer_state: the local optimizer starts from this state instead of
         ``optimizer.init`` (frozen under ``ClientTask.freeze_optimizer_state``).
+      seed: the client's seed for this round (``fedsim.client.seeds.client_seed``):
+        the model's random generators (Dropout masks, noise) start from states
+        derived from it; None: from their initial states.
+      non_trainable: the client's own non-trainable weights, which it starts
+        from instead of the server's (FedBN, ``fedsim.learning.non_trainable``).
     """
 
     gradient_offset: Optional[list[np.ndarray]] = None
     optimizer_state: Any = None
+    seed: Optional[int] = None
+    non_trainable: Optional[list[np.ndarray]] = None
 
 
 NO_INPUTS = ClientInputs()
@@ -89,6 +96,8 @@ class ClientOutput:
     NumPy array per trainable variable. ``update_weight`` is the example count
     (weighted) or 1 (unweighted; 0 for a client with no examples, which must not count).
     ``start_loss`` and ``start_gradient`` are set when the task asks for start statistics.
+    ``non_trainable`` holds the client's non-trainable weights after training (BatchNorm
+    statistics), one array per non-trainable variable.
     """
 
     delta: list[np.ndarray]
@@ -98,6 +107,7 @@ class ClientOutput:
     num_steps: int = 0  # optimizer steps taken: FedNova and SCAFFOLD normalize by it
     start_loss: Optional[float] = None
     start_gradient: Optional[list[np.ndarray]] = None
+    non_trainable: list[np.ndarray] = attrs.field(factory=list)
 
 
 def brief(error: BaseException) -> str:

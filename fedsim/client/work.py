@@ -4,7 +4,8 @@ The whole local loop, every batch of the client's dataset, runs inside one
 ``tf.function``: there is no Python between batches. The function is traced
 once per dataset element spec and reused for every client, and it keeps no
 state between clients (weights, optimizer state and metrics are reset at the
-start), so any executor can run it anywhere and get the same answer.
+start; random generators start from the client's seed, ``fedsim.client.seeds``),
+so any executor can run it anywhere and get the same answer.
 
 Algorithms beyond FedAvg add to the local objective without new hidden state:
 a proximal term (FedProx), a per-client gradient offset (SCAFFOLD's control
@@ -16,12 +17,14 @@ optional input is fixed per algorithm, so it is still one trace per element spec
 from __future__ import annotations
 
 import collections
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import attrs
 import numpy as np
 import tensorflow as tf
 
+from fedsim.client.retrace import ClientFunction
+from fedsim.client.seeds import rng_state_variables, rng_states
 from fedsim.client.task import NO_INPUTS, ClientInputs, ClientOutput, ClientTask, update_weight
 from fedsim.models.legacy import as_variable_model
 from fedsim.models.model_weights import ModelWeights
@@ -95,11 +98,17 @@ class ClientWork:
         # Local variables "are initialized locally on the device" (the seed's words): every
         # client starts them from these values, whatever reset_metrics covers.
         self._initial_locals = [np.array(v.numpy()) for v in self.model.local_variables]
+        # Random-generator states (a subset of the local variables) start each client from its seed.
+        self._rng_variables = rng_state_variables(self.model)
+        self._initial_rng = [np.array(v.numpy()) for v in self._rng_variables]
         self.trace_count = 0
         self.gradient_trace_count = 0
-        self._train = tf.function(self._train_graph)
-        self._evaluate = tf.function(self._evaluate_graph)
-        self._loss_and_gradient = tf.function(self._loss_and_gradient_graph)
+        # tf.functions that trace afresh after a first trace that raised: TensorFlow would
+        # leave them (or the model's own) a silent no-op, and a retried client would
+        # "succeed" without training (see fedsim.client.retrace).
+        self._train = ClientFunction(self._train_graph, self.model)
+        self._evaluate = ClientFunction(self._evaluate_graph, self.model)
+        self._loss_and_gradient = ClientFunction(self._loss_and_gradient_graph, self.model)
 
     @classmethod
     def for_task(cls, model: Any, task: ClientTask) -> "ClientWork":
@@ -130,23 +139,28 @@ class ClientWork:
 
         ``inputs`` carries what the server sent beyond the weights (see ``ClientInputs``).
         """
+        if inputs.non_trainable is not None:  # the client's own (FedBN), not the server's
+            model_weights = model_weights.with_non_trainable(inputs.non_trainable)
         gradient_offset, optimizer_state = inputs.gradient_offset, inputs.optimizer_state
         if self.trains_itself and (gradient_offset is not None or optimizer_state is not None):
             raise ValueError(
                 "a model that trains itself (train_on_batch) takes no gradient_offset or "
                 "optimizer_state; wrap a model with forward_pass instead"
             )
-        start = self.loss_and_gradient(model_weights, dataset) if self.task.start_statistics else None
+        start = (
+            self.loss_and_gradient(model_weights, dataset, inputs.seed) if self.task.start_statistics else None
+        )
         if gradient_offset is not None:
             gradient_offset = _as_tensors(gradient_offset)
         if optimizer_state is not None:
             optimizer_state = tf.nest.map_structure(tf.convert_to_tensor, optimizer_state)
-        delta, num_examples, num_steps, metrics = self._train(
+        delta, num_examples, num_steps, metrics, non_trainable = self._train(
             _as_tensors(model_weights.trainable),
             _as_tensors(model_weights.non_trainable),
             dataset,
             gradient_offset,
             optimizer_state,
+            self._client_rng(inputs.seed),
         )
         count = int(num_examples)
         return ClientOutput(
@@ -157,18 +171,23 @@ class ClientWork:
             num_steps=int(num_steps),
             start_loss=None if start is None else start.loss,
             start_gradient=None if start is None else start.gradient,
+            non_trainable=[v.numpy() for v in non_trainable],
         )
 
     def loss_and_gradient(
-        self, model_weights: ModelWeights, dataset: tf.data.Dataset
+        self, model_weights: ModelWeights, dataset: tf.data.Dataset, seed: Optional[int] = None
     ) -> LossAndGradient:
         """Mean loss over all the dataset's examples and its gradient at ``model_weights``.
 
         Batches are weighted by their example count, so the result does not
         depend on how the dataset is batched (for losses that are batch means).
+        ``seed``: the client's seed (``ClientInputs.seed``), for models that draw random numbers.
         """
         loss, gradient, num_examples = self._loss_and_gradient(
-            _as_tensors(model_weights.trainable), _as_tensors(model_weights.non_trainable), dataset
+            _as_tensors(model_weights.trainable),
+            _as_tensors(model_weights.non_trainable),
+            dataset,
+            self._client_rng(seed),
         )
         return LossAndGradient(float(loss), [g.numpy() for g in gradient], int(num_examples))
 
@@ -179,8 +198,15 @@ class ClientWork:
         )
         return _metrics_to_numpy(metrics)
 
+    def rng_states(self, seed: Optional[int]) -> list[np.ndarray]:
+        """The states a client with ``seed`` starts the model's random generators from (none: no generators)."""
+        return rng_states(seed, self._rng_variables, self._initial_rng)
+
+    def _client_rng(self, seed: Optional[int]) -> list[tf.Tensor]:
+        return _as_tensors(self.rng_states(seed))
+
     # Graphs ----------------------------------------------------------------
-    def _start_client(self, trainable: Sequence[tf.Tensor], non_trainable: Sequence[tf.Tensor]):
+    def _start_client(self, trainable: Sequence[tf.Tensor], non_trainable: Sequence[tf.Tensor], rng=()):
         for variable, value in zip(self.model.trainable_variables, trainable):
             variable.assign(value)
         for variable, value in zip(self.model.non_trainable_variables, non_trainable):
@@ -188,13 +214,15 @@ class ClientWork:
         self.model.reset_metrics()
         for variable, value in zip(self.model.local_variables, self._initial_locals):
             variable.assign(value)
+        for variable, value in zip(self._rng_variables, rng):
+            variable.assign(value)
 
     def _train_graph(
-        self, trainable, non_trainable, dataset, gradient_offset, initial_optimizer_state
+        self, trainable, non_trainable, dataset, gradient_offset, initial_optimizer_state, rng
     ):
         # Runs once per trace, not per call: this counts traces.
         self.trace_count += 1
-        self._start_client(trainable, non_trainable)
+        self._start_client(trainable, non_trainable, rng)
         variables = self.model.trainable_variables
         num_examples = tf.constant(0, tf.int64)
         num_steps = tf.constant(0, tf.int64)
@@ -226,11 +254,12 @@ class ClientWork:
                 num_examples += self._count(output, batch)
                 num_steps += 1
         delta = [v.read_value() - w for v, w in zip(variables, trainable)]
-        return delta, num_examples, num_steps, self.model.report_local_unfinalized_metrics()
+        non_trainable = [v.read_value() for v in self.model.non_trainable_variables]
+        return delta, num_examples, num_steps, self.model.report_local_unfinalized_metrics(), non_trainable
 
-    def _loss_and_gradient_graph(self, trainable, non_trainable, dataset):
+    def _loss_and_gradient_graph(self, trainable, non_trainable, dataset, rng):
         self.gradient_trace_count += 1
-        self._start_client(trainable, non_trainable)
+        self._start_client(trainable, non_trainable, rng)
         variables = self.model.trainable_variables
         # Sums of batch means times batch sizes, divided once at the end.
         loss_sum = tf.constant(0.0, tf.float64)

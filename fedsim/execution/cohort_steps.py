@@ -2,11 +2,18 @@
 
 Both give the sequential executor's results and the same contract:
 ``(step, trainable, non_trainable, x, y, mask, num_batches, offsets,
-optimizer_state) -> (delta, num_examples, metrics)``, leaves with a leading
-client axis, in cohort order. ``offsets`` (one ``[clients, ...]`` tensor per
+optimizer_state, rng) -> (delta, num_examples, metrics, non_trainable)``,
+leaves with a leading client axis, in cohort order. ``non_trainable`` (in and
+out) has one ``[clients, ...]`` tensor per non-trainable weight: each client
+starts from its own row (the server's values, or its own under FedBN) and
+returns its values after training (BatchNorm statistics). ``offsets`` (one ``[clients, ...]`` tensor per
 trainable weight, or ``()``) are the clients' gradient offsets;
 ``optimizer_state`` (or ``()``) is the optimizer state the server sent, which
-every client starts from instead of ``optimizer.init`` (see ``ClientInputs``).
+every client starts from instead of ``optimizer.init`` (see ``ClientInputs``);
+``rng`` (one ``[clients, ...]`` tensor per random-generator state, or ``()``)
+are the states each client's generators start from (``fedsim.client.seeds``).
+``non_trainable`` holds model weights only; the step carries them joined
+with the client's generator states (``KerasClientStep.start_non_trainable``).
 ``start_statistics`` gives each client's mean loss and gradient at the
 starting weights, as ``ClientWork.loss_and_gradient`` computes them.
 
@@ -45,7 +52,10 @@ def start_optimizer_state(step: Any, trainable, optimizer_state):
 
 
 def initial_state(step: Any, trainable, non_trainable, clients: tf.Tensor, optimizer_state=()):
-    """(weights, non-trainable, optimizer state, metric state), each with a leading client axis."""
+    """(weights, non-trainable, optimizer state, metric state), each with a leading client axis.
+
+    ``non_trainable`` already has one (the client's own start values).
+    """
 
     def per_client(value):
         return tf.tile(value[tf.newaxis], tf.concat([[clients], tf.ones_like(tf.shape(value))], 0))
@@ -54,18 +64,20 @@ def initial_state(step: Any, trainable, non_trainable, clients: tf.Tensor, optim
     # from them is the same too: build it once and copy it per client.
     return (
         [per_client(w) for w in trainable],
-        [per_client(w) for w in non_trainable],
+        step.start_non_trainable(non_trainable),  # no RNG states under XLA
         tf.nest.map_structure(per_client, start_optimizer_state(step, trainable, optimizer_state)),
         tf.nest.map_structure(per_client, step.initial_metric_state()),
     )
 
 
-def _results(trainable, state, order=None):
-    final, _, _, metrics = state
+def _results(step, trainable, state, order=None):
+    final, other, _, metrics = state
+    non_trainable = step.model_non_trainable(other)
     if order is not None:  # back to cohort order (only what is returned)
-        final, metrics = tf.nest.map_structure(lambda t: tf.gather(t, order), (final, metrics))
+        final, metrics, non_trainable = tf.nest.map_structure(
+            lambda t: tf.gather(t, order), (final, metrics, non_trainable))
     delta = [w - w0[tf.newaxis] for w, w0 in zip(final, trainable)]
-    return delta, metrics["num_examples"][0], metrics
+    return delta, metrics["num_examples"][0], metrics, non_trainable
 
 
 def stage_widths(clients: int) -> list[int]:
@@ -76,7 +88,8 @@ def stage_widths(clients: int) -> list[int]:
     return widths
 
 
-def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, offsets=(), optimizer_state=()):
+def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, offsets=(), optimizer_state=(),
+                 rng=()):
     """Every step of the longest clients, in stages of halving width (XLA-compilable; see module docstring).
 
     ``x``, ``y`` and ``mask`` have shape ``[clients, max_batches, batch_size, ...]``
@@ -91,9 +104,13 @@ def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, o
     more than twice the width that is training, so a ragged cohort costs at
     most twice its real steps, not ``clients x longest``.
     """
+    if rng:
+        # Padded batches would change the shape of every random draw (see vectorized.xla_blocker).
+        raise ValueError("masked_steps cannot train a model that draws random numbers; use client_loop_steps")
     clients = int(mask.shape[0])  # static under XLA: padded cohorts compile once per shape
     order = tf.argsort(num_batches, direction="DESCENDING", stable=True)
-    x, y, mask, offsets = (tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (x, y, mask, offsets))
+    x, y, mask, offsets, non_trainable = (
+        tf.nest.map_structure(lambda t: tf.gather(t, order), v) for v in (x, y, mask, offsets, non_trainable))
     num_batches = tf.gather(num_batches, order)
     state = initial_state(step, trainable, non_trainable, clients, optimizer_state)
     widths = stage_widths(clients)
@@ -105,7 +122,7 @@ def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, o
         end = num_batches[next_width] if next_width else num_batches[0]
         k, head = _masked_stage(step, state, x, y, mask, num_batches, k, end, width, trainable, offsets)
         state = tf.nest.map_structure(lambda new, old: tf.concat([new, old[width:]], 0), head, state)
-    return _results(trainable, state, order=tf.argsort(order))
+    return _results(step, trainable, state, order=tf.argsort(order))
 
 
 def _masked_stage(step, state, x, y, mask, num_batches, k, end, width, trainable, offsets):
@@ -150,7 +167,7 @@ def real_batch(x, y, mask, c, k):
     return tf.nest.map_structure(lambda t: t[c, k, :real], (x, y, mask))
 
 
-def start_statistics(step: Any, trainable, non_trainable, x, y, mask, num_batches):
+def start_statistics(step: Any, trainable, non_trainable, x, y, mask, num_batches, rng=()):
     """Each client's mean loss over its examples and its gradient, at the starting weights.
 
     As ``ClientWork.loss_and_gradient``: batch losses and gradients times the
@@ -173,7 +190,8 @@ def start_statistics(step: Any, trainable, non_trainable, x, y, mask, num_batche
         zeros = tuple(tf.zeros(w.shape, tf.float64) for w in trainable)
         _, _, loss_sum, gradient_sum, count = tf.while_loop(
             lambda k, *_: k < num_batches[c], batch_step,
-            (tf.constant(0, tf.int32), non_trainable, tf.constant(0.0, tf.float64), zeros,
+            (tf.constant(0, tf.int32), step.start_non_trainable([n[c] for n in non_trainable], [r[c] for r in rng]),
+             tf.constant(0.0, tf.float64), zeros,
              tf.constant(0.0, tf.float64)))
         total = tf.maximum(count, 1.0)
         losses = losses.write(c, loss_sum / total)
@@ -188,26 +206,27 @@ def start_statistics(step: Any, trainable, non_trainable, x, y, mask, num_batche
 
 
 def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, offsets=(),
-                      optimizer_state=(), parallel_clients: int = CLIENTS_IN_FLIGHT):
+                      optimizer_state=(), rng=(), parallel_clients: int = CLIENTS_IN_FLIGHT):
     """Trains every client of the cohort on its own batches; same contract as ``masked_steps``.
 
     Args:
       step: a ``KerasClientStep`` (or anything with its ``__call__``,
         ``optimizer.init`` and ``initial_metric_state``).
-      trainable, non_trainable: the model's weights (lists of tensors), the
-        same start for every client.
+      trainable: the model's trainable weights (a list of tensors), the same start for every client.
+      non_trainable: one ``[clients, ...]`` tensor per non-trainable weight, each client's start.
       x, y, mask: leaves shaped ``[clients, max_batches, batch_size, ...]``;
         client ``c``'s batches past ``num_batches[c]`` are never read.
       num_batches: int ``[clients]``, the number of batches of each client.
-      offsets, optimizer_state: see the module docstring.
+      offsets, optimizer_state, rng: see the module docstring.
       parallel_clients: how many clients train at the same time (the
         while_loop's ``parallel_iterations``); results do not depend on it.
 
     Returns:
-      ``(delta, num_examples, metrics)``: ``delta`` a list with one
+      ``(delta, num_examples, metrics, non_trainable)``: ``delta`` a list with one
       ``[clients, ...]`` tensor per trainable weight (final minus start),
-      ``num_examples`` int64 ``[clients]``, and ``metrics`` the step's metric
-      state with a leading client axis, all in cohort order.
+      ``num_examples`` int64 ``[clients]``, ``metrics`` the step's metric
+      state and ``non_trainable`` the final non-trainable weights, with a
+      leading client axis, all in cohort order.
     """
     trainable, non_trainable = list(trainable), list(non_trainable)
     num_batches = tf.cast(num_batches, tf.int32)
@@ -218,7 +237,7 @@ def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batch
     # Longest first: with several clients in flight, the longest does not finish the round alone.
     order = tf.argsort(num_batches, direction="DESCENDING", stable=True)
 
-    def train_client(i, deltas, metrics):
+    def train_client(i, deltas, metrics, finals):
         c = order[i]
         offset = [o[c] for o in offsets] or None
 
@@ -227,25 +246,29 @@ def client_loop_steps(step: Any, trainable, non_trainable, x, y, mask, num_batch
             weights, other, opt, met = step(weights, other, opt, met, *batch, start=trainable, offset=offset)
             return k + 1, list(weights), list(other), opt, met
 
-        _, final, _, _, met = tf.while_loop(
+        _, final, other, _, met = tf.while_loop(
             lambda k, *_: k < num_batches[c],
             local_step,
-            (tf.constant(0, tf.int32), trainable, non_trainable, optimizer_state, metric_state),
+            (tf.constant(0, tf.int32), trainable,
+             step.start_non_trainable([n[c] for n in non_trainable], [r[c] for r in rng]),
+             optimizer_state, metric_state),
         )
         deltas = [d.write(c, w - w0) for d, w, w0 in zip(deltas, final, trainable)]
         metrics = tf.nest.map_structure(lambda a, v: a.write(c, v), metrics, met)
-        return i + 1, deltas, metrics
+        finals = [a.write(c, v) for a, v in zip(finals, step.model_non_trainable(other))]
+        return i + 1, deltas, metrics, finals
 
     # Written at index c (cohort order), so no gather is needed afterwards.
     deltas = [tf.TensorArray(w.dtype, size=clients, element_shape=w.shape) for w in trainable]
     metrics = tf.nest.map_structure(
         lambda v: tf.TensorArray(v.dtype, size=clients, element_shape=v.shape), metric_state)
-    _, deltas, metrics = tf.while_loop(
+    finals = [tf.TensorArray(n.dtype, size=clients, element_shape=n.shape[1:]) for n in non_trainable]
+    _, deltas, metrics, finals = tf.while_loop(
         lambda i, *_: i < clients,
         train_client,
-        (tf.constant(0, tf.int32), deltas, metrics),
+        (tf.constant(0, tf.int32), deltas, metrics, finals),
         parallel_iterations=parallel_clients,
     )
     delta = [d.stack() for d in deltas]
     metrics = tf.nest.map_structure(lambda a: a.stack(), metrics)
-    return delta, metrics["num_examples"][0], metrics
+    return delta, metrics["num_examples"][0], metrics, [f.stack() for f in finals]

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from fedsim.execution.failures import isolate_failures, with_defaults
 from fedsim.execution.sequential import SequentialExecutor
-from fedsim.execution.vectorized import CohortTrainer, client_outputs, cohort_inputs_as_arrays
+from fedsim.execution.vectorized import (
+    CohortTrainer, client_outputs, cohort_inputs_as_arrays, cohort_non_trainable, cohort_rng_states)
 
 
 def visible_devices() -> list[str]:
@@ -62,14 +63,15 @@ class MultiDeviceExecutor:
     def _train(self, model_weights: Any, datasets: Sequence[tf.data.Dataset], inputs: Sequence[Any]) -> list:
         shards = [s for s in np.array_split(np.arange(len(datasets)), len(self.devices)) if len(s)]
         offsets, optimizer_state = cohort_inputs_as_arrays(self.client_work.task, inputs)
+        rng = cohort_rng_states(self.client_work, inputs)
+        non_trainable = cohort_non_trainable(model_weights, inputs)
 
         def run(device: str, shard: np.ndarray):
             with tf.device(device):
                 trainable = [tf.convert_to_tensor(a) for a in model_weights.trainable]
-                non_trainable = [tf.convert_to_tensor(a) for a in model_weights.non_trainable]
                 shard_offsets = None if offsets is None else [o[shard] for o in offsets]
-                results = self.trainer(trainable, non_trainable, [datasets[i] for i in shard], shard_offsets,
-                                       optimizer_state)
+                results = self.trainer(trainable, [n[shard] for n in non_trainable], [datasets[i] for i in shard],
+                                       shard_offsets, optimizer_state, [r[shard] for r in rng])
             return client_outputs(self.client_work, results)
 
         futures = [self._threads.submit(run, d, s) for d, s in zip(self.devices, shards)]

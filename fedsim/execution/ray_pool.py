@@ -7,11 +7,12 @@ current one), and results are put back in cohort order. Two kinds of fault:
 - the actor dies (killed, out of memory, node lost): not the client's fault, so
   the client is re-run on a surviving actor, up to ``max_retries`` times; the dead
   actor is replaced before the next round (or at once, when none survives);
-- the client's work raises: re-run up to ``max_retries`` times (``"retry"``) or
-  dropped from the round at once (``"drop"``).
+- the client's work raises: the client yields a ``ClientFailure`` (its id and the
+  original error, unwrapped from Ray's) at once, never an output, and the round's
+  fault policy (``fedsim.learning.faults``) retries, drops or raises, as for every executor.
 
-A client that runs out of retries raises ``ClientFailure`` under ``"retry"`` and is
-dropped under ``"drop"``; either way it is logged and counted, never lost silently.
+A client whose actor died more than ``max_retries`` times yields a ``ClientFailure`` too;
+either way it is logged and counted, never lost silently.
 """
 
 from __future__ import annotations

@@ -46,6 +46,22 @@ def cohort_blocker(client_work: Any):
 XLA_MAX_PARAMETERS_ON_CPU = 10_000
 
 
+def xla_result_blocker(model: Any):
+    """Why XLA would not give the sequential executor's result for this model, or ``None``.
+
+    XLA trains every batch padded to one size: padded rows would enter batch
+    statistics (BatchNorm), and random draws (Dropout's masks) would take the
+    padded shape and differ from the sequential draws. The client loop trains
+    each batch at its real size, as the sequential executor does.
+    """
+    for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
+        if any("BatchNormalization" in cls.__name__ for cls in type(layer).__mro__):
+            return f"layer {layer.name!r} takes batch statistics ({type(layer).__name__})"
+        if getattr(layer, "_seed_generators", None):
+            return f"layer {layer.name!r} draws random numbers ({type(layer).__name__})"
+    return None
+
+
 def xla_blocker(model: Any):
     """Why the cohort of this ``KerasVariableModel`` should not train under XLA, or ``None``.
 
@@ -61,19 +77,14 @@ def xla_blocker(model: Any):
     XLA (on GPUs, batching clients fills the device, so every dense model
     does). Convolutions never do: pfor turns a convolution with per-client
     filters into a loop over clients, which XLA runs about 20x slower. Nor do
-    layers whose result depends on the batch's size (batch normalization,
-    random draws such as Dropout's): XLA pads every batch to one size.
+    models whose results XLA would change (``xla_result_blocker``).
     """
+    reason = xla_result_blocker(model)
+    if reason is not None:
+        return reason
     for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
         if any("Conv" in cls.__name__ for cls in type(layer).__mro__):
             return f"layer {layer.name!r} is a convolution ({type(layer).__name__})"
-        # XLA trains every batch padded to one size: padded rows would enter batch
-        # statistics, and random draws would take the padded shape. The client loop
-        # trains each batch at its real size, as the sequential executor does.
-        if any("BatchNormalization" in cls.__name__ for cls in type(layer).__mro__):
-            return f"layer {layer.name!r} takes batch statistics ({type(layer).__name__})"
-        if getattr(layer, "seed_generator", None) is not None:
-            return f"layer {layer.name!r} draws random numbers ({type(layer).__name__})"
     parameters = sum(int(np.prod(v.shape)) for v in model.keras_model.trainable_variables)
     if parameters > XLA_MAX_PARAMETERS_ON_CPU and not tf.config.list_logical_devices("GPU"):
         return (f"{parameters:,} trainable parameters, more than {XLA_MAX_PARAMETERS_ON_CPU:,}: on CPU the "
@@ -101,7 +112,8 @@ class CohortTrainer:
       client_work: a client work ``cohort_blocker`` accepts.
       xla: train with ``cohort_steps.masked_steps`` under XLA (True) or with
         ``client_loop_steps`` as a plain graph (False); default: XLA unless
-        ``xla_blocker`` objects.
+        ``xla_blocker`` objects. True for a model whose results XLA would
+        change (``xla_result_blocker``) raises ``VectorizationError``.
       max_chunk: the most clients trained in one compiled call (see ``__call__``).
 
     Tracing: the graph path is traced once (cohort size, batch counts and
@@ -121,6 +133,11 @@ class CohortTrainer:
         self.step = KerasClientStep(client_work.model, client_work.task)
         # Start statistics run in the client loop (a graph), so they match the sequential pass exactly.
         self.xla = xla_blocker(client_work.model) is None if xla is None else bool(xla)
+        changed = xla_result_blocker(client_work.model)
+        if self.xla and changed is not None:
+            raise VectorizationError(
+                f"xla=True would not give the sequential executor's results: {changed}; leave xla unset "
+                "(the graph client loop trains this model with the sequential results)")
         self.start_statistics = client_work.task.start_statistics
         self._statistics = tf.function(partial(start_statistics, self.step), reduce_retracing=True)
         self.trace_count = 0
@@ -137,11 +154,15 @@ class CohortTrainer:
         self._padded = (0, 0, 0)  # clients, batches, batch size: the largest seen (XLA only)
         self._padded_lock = threading.Lock()
 
-    def __call__(self, trainable, non_trainable, datasets, offsets=None, optimizer_state=()):
-        """Returns ``(delta, num_examples, metrics, statistics)`` as NumPy, leaves with a leading client axis.
+    def __call__(self, trainable, non_trainable, datasets, offsets=None, optimizer_state=(), rng=()):
+        """Returns ``(delta, num_examples, metrics, non_trainable, statistics)`` as NumPy, leaves with a leading client axis.
 
-        ``offsets`` (one ``[clients, ...]`` array per trainable weight) and
-        ``optimizer_state`` are the clients' inputs (see ``cohort_steps``);
+        ``non_trainable`` has one ``[clients, ...]`` array per non-trainable
+        weight (each client's start; ``cohort_non_trainable``), and so has the
+        result's ``non_trainable`` (each client's values after training).
+        ``offsets`` (one ``[clients, ...]`` array per trainable weight),
+        ``optimizer_state`` and ``rng`` (one ``[clients, ...]`` array per
+        random-generator state) are the clients' inputs (see ``cohort_steps``);
         ``statistics`` is ``(start loss, start gradient)`` when the task asks
         for them, else ``()``.
 
@@ -152,49 +173,54 @@ class CohortTrainer:
         """
         clients = self.read(datasets)
         offsets = [np.asarray(o) for o in offsets] if offsets is not None else []
+        rng = [np.asarray(r) for r in rng]
+        non_trainable = [np.asarray(n) for n in non_trainable]
         if len(clients) <= self.max_chunk:
-            return self._train_chunk(trainable, non_trainable, clients, offsets, optimizer_state)
+            return self._train_chunk(trainable, non_trainable, clients, offsets, optimizer_state, rng)
         order = sorted(range(len(clients)), key=lambda c: -clients[c].mask.shape[0])
         chunks = np.array_split(np.array(order), -(-len(clients) // self.max_chunk))
         parts = [
-            self._train_chunk(trainable, non_trainable, [clients[c] for c in chunk], [o[chunk] for o in offsets],
-                              optimizer_state)
+            self._train_chunk(trainable, [n[chunk] for n in non_trainable], [clients[c] for c in chunk],
+                              [o[chunk] for o in offsets], optimizer_state, [r[chunk] for r in rng])
             for chunk in chunks
         ]
         back = np.argsort(np.concatenate(chunks))  # chunk order -> cohort order
         return tf.nest.map_structure(lambda *leaves: np.concatenate(leaves)[back], *parts)
 
-    def _train_chunk(self, trainable, non_trainable, clients, offsets, optimizer_state):
-        results = self._run(self.xla, trainable, non_trainable, clients, offsets, optimizer_state)
+    def _train_chunk(self, trainable, non_trainable, clients, offsets, optimizer_state, rng):
+        results = self._run(self.xla, trainable, non_trainable, clients, offsets, optimizer_state, rng)
         if self.xla and not all(np.isfinite(d).all() for d in results[0]):
             # XLA raises nothing on invalid input (an out-of-range label gives
             # NaN where the graph kernel raises), so a non-finite cohort is
             # rerun as a graph: it raises what the sequential executor raises,
             # or gives the same non-finite values (a diverged client).
-            results = self._run(False, trainable, non_trainable, clients, offsets, optimizer_state)
+            results = self._run(False, trainable, non_trainable, clients, offsets, optimizer_state, rng)
         return results
 
-    def _run(self, xla: bool, trainable, non_trainable, clients, offsets, optimizer_state):
+    def _run(self, xla: bool, trainable, non_trainable, clients, offsets, optimizer_state, rng):
         data = stack_clients(clients, *self._padded_shape(clients)) if xla else stack_clients(clients)
         padding = data.mask.shape[0] - len(clients)  # XLA pads the cohort: padding clients get zero offsets
-        offsets = [np.concatenate([o, np.zeros((padding,) + o.shape[1:], o.dtype)]) if padding else o for o in offsets]
-        args = (list(trainable), list(non_trainable), data.x, data.y, data.mask, data.num_batches, offsets,
-                optimizer_state)
+        offsets, non_trainable = ([_pad(a, padding) for a in arrays] for arrays in (offsets, non_trainable))
+        args = (list(trainable), non_trainable, data.x, data.y, data.mask, data.num_batches, offsets,
+                optimizer_state, rng)
         if xla:
             results = self._xla_steps(*args)
         else:
             if self._graph_steps is None:
                 # Client, batch and batch-size axes open: one trace serves every cohort.
-                weights = tf.nest.map_structure(tf.TensorSpec.from_tensor, args[:2])
+                weights = ([tf.TensorSpec.from_tensor(w) for w in args[0]],
+                           [tf.TensorSpec((None,) + n.shape[1:], tf.as_dtype(n.dtype)) for n in args[1]])
                 data_specs = tf.nest.map_structure(
                     lambda a: tf.TensorSpec((None,) * min(a.ndim, 3) + a.shape[3:], tf.as_dtype(a.dtype)), args[2:6])
                 offset_specs = [tf.TensorSpec((None,) + o.shape[1:], tf.as_dtype(o.dtype)) for o in offsets]
                 state_specs = tf.nest.map_structure(lambda a: tf.TensorSpec.from_tensor(tf.convert_to_tensor(a)),
                                                     optimizer_state)
+                rng_specs = [tf.TensorSpec((None,) + r.shape[1:], tf.as_dtype(r.dtype)) for r in rng]
                 self._graph_steps = tf.function(partial(self._traced, client_loop_steps),
-                                                input_signature=(*weights, *data_specs, offset_specs, state_specs))
+                                                input_signature=(*weights, *data_specs, offset_specs, state_specs,
+                                                                 rng_specs))
             results = self._graph_steps(*args)
-        statistics = self._statistics(*args[:6]) if self.start_statistics else ()
+        statistics = self._statistics(*args[:6], rng) if self.start_statistics else ()
         # To NumPy, then drop the padding clients (XLA path): slicing in NumPy
         # costs microseconds, an eager slice per result leaf ~0.1 ms.
         return tf.nest.map_structure(lambda t: t.numpy()[:len(clients)], (*results, statistics))
@@ -261,17 +287,24 @@ class VectorizedExecutor:
     ) -> list:
         """Per client, in order, its ``ClientOutput`` or a ``ClientFailure``."""
         inputs, client_ids = with_defaults(datasets, inputs, client_ids)
-        trainable, non_trainable = _tensors(model_weights.trainable), _tensors(model_weights.non_trainable)
+        trainable = _tensors(model_weights.trainable)
 
         def train_cohort(cohort, cohort_inputs):
             offsets, optimizer_state = cohort_inputs_as_arrays(self.client_work.task, cohort_inputs)
-            results = self.trainer(trainable, non_trainable, cohort, offsets, optimizer_state)
+            rng = cohort_rng_states(self.client_work, cohort_inputs)
+            non_trainable = cohort_non_trainable(model_weights, cohort_inputs)
+            results = self.trainer(trainable, non_trainable, cohort, offsets, optimizer_state, rng)
             return client_outputs(self.client_work, results)
 
         return isolate_failures(train_cohort, datasets, inputs, client_ids)
 
     def evaluate(self, model_weights: Any, datasets: Sequence[tf.data.Dataset]) -> list:
         return self._sequential.evaluate(model_weights, datasets)
+
+
+def _pad(array: np.ndarray, padding: int) -> np.ndarray:
+    """``array`` with ``padding`` rows of zeros after its clients (the padding clients of an XLA cohort)."""
+    return np.concatenate([array, np.zeros((padding,) + array.shape[1:], array.dtype)]) if padding else array
 
 
 def _tensors(arrays) -> list[tf.Tensor]:
@@ -303,9 +336,24 @@ def cohort_inputs_as_arrays(task: Any, inputs: Sequence[Any]):
     return offsets, optimizer_state
 
 
+def cohort_rng_states(client_work: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
+    """Each client's random-generator states (from its seed), stacked per state variable: ``[clients, ...]``."""
+    return [np.stack(states) for states in zip(*(client_work.rng_states(i.seed) for i in inputs))]
+
+
+def cohort_non_trainable(model_weights: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
+    """The non-trainable weights each client starts from, stacked per weight: ``[clients, ...]``.
+
+    The server's for every client, except a client sent its own (``ClientInputs.non_trainable``, FedBN).
+    """
+    server = [np.asarray(a) for a in model_weights.non_trainable]
+    starts = [server if i.non_trainable is None else [np.asarray(a) for a in i.non_trainable] for i in inputs]
+    return [np.stack([s[k] for s in starts]).astype(w.dtype, copy=False) for k, w in enumerate(server)]
+
+
 def client_outputs(client_work: Any, results) -> list:
     """Splits a cohort's stacked results into one ``ClientOutput`` per client."""
-    delta, num_examples, metrics, statistics = results  # NumPy, one array per leaf for the whole cohort
+    delta, num_examples, metrics, non_trainable, statistics = results  # NumPy, one array per leaf, whole cohort
     outputs = []
     for c, count in enumerate(num_examples.tolist()):
         client_metrics = type(metrics)((k, [v[c] for v in vs]) for k, vs in metrics.items())
@@ -315,6 +363,6 @@ def client_outputs(client_work: Any, results) -> list:
         outputs.append(ClientOutput(
             delta=[d[c] for d in delta], update_weight=update_weight(client_work.task, count),
             metrics=client_metrics, num_examples=int(count), num_steps=int(client_metrics["num_batches"][0]),
-            **start,
+            non_trainable=[n[c] for n in non_trainable], **start,
         ))
     return outputs

@@ -20,6 +20,7 @@ from fedsim.algorithms.registry import takes
 from fedsim.optimizers import SGD
 from fedsim.experiment.block import Block
 from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock, SyntheticData  # noqa: F401 (re-exported)
+from fedsim.learning.non_trainable import NON_TRAINABLE_RULES
 from fedsim.experiment.validators import FieldError, import_path, non_negative, positive, positive_list
 
 
@@ -134,7 +135,8 @@ class AutoExecutorConfig(ExecutorBlock):
 class RayExecutorConfig(ExecutorBlock):
     """Client work in Ray actors (``pip install 'fedsim[ray]'``): a local instance, or the
     cluster at ``address``; ``num_actors`` defaults to one per CPU (or GPU) slot. Failing
-    clients follow the ``[faults]`` block (retries, then drop or stop)."""
+    clients follow the ``[faults]`` block (retries, then drop; or stop at the first failure);
+    a client whose actor died runs again elsewhere, up to ``faults.client_retries`` times."""
 
     name: str = "ray"
     address: Optional[str] = None
@@ -175,8 +177,11 @@ def _one_of(*allowed: str):
 
 @attrs.frozen
 class FaultsConfig:
-    """Failing clients: retried ``client_retries`` times, then dropped (counted) or the run stops;
-    non-finite updates: zeroed (counted) or the run stops."""
+    """Failing clients: ``on_client_failure = "drop"`` retries one ``client_retries`` times,
+    then drops it (counted; a round where every client fails stops the run), ``"raise"``
+    stops the run at the first failure, without retries, naming the client and its error;
+    non-finite updates: zeroed (counted) or the run stops. A failed client never counts
+    as a success."""
 
     client_retries: int = attrs.field(default=1, validator=non_negative)
     on_client_failure: str = attrs.field(default="drop", validator=_one_of("drop", "raise"))
@@ -206,6 +211,8 @@ class RunConfig:
     data: DataBlock
     model: ModelBlock
     seed: int = attrs.field(default=0, validator=non_negative)
+    # What becomes of clients' non-trainable weights (BatchNorm statistics): fedsim.learning.non_trainable.
+    non_trainable: str = attrs.field(default="keep", validator=_one_of(*NON_TRAINABLE_RULES))
     algorithm: AlgorithmChoice = attrs.field(factory=AlgorithmChoice)
     client: ClientConfig = attrs.field(factory=ClientConfig)
     client_optimizer: Optional[Optimizer] = None

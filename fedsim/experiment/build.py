@@ -1,16 +1,15 @@
 """From a validated ``RunConfig`` to the blocks of a run: population, process, sampler."""
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any, Optional
 
 import attrs
 import keras
-import numpy as np
 import tensorflow as tf
 
 from fedsim.aggregators import build_aggregator
+from fedsim.client.seeds import client_seed
 from fedsim.data import ClientData
 from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
@@ -40,8 +39,7 @@ class Experiment:
         buffer = self.config.client.shuffle_buffer
         if not buffer:
             return dataset
-        entropy = [self.config.seed, round_num, zlib.crc32(client_id.encode("utf-8"))]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+        seed = client_seed(self.config.seed, round_num, client_id)
         return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
 

@@ -64,4 +64,10 @@ def build_process(
         executor_fn=_executor_fn(config.executor, model_fn, faults),
         faults=faults,
         client_store=store,
+        seed=config.seed,
+        non_trainable=config.non_trainable,
+        non_trainable_store=(
+            NpzClientStore(state_dir / "client_non_trainable")
+            if state_dir and config.non_trainable == "per_client" else None
+        ),
     )

@@ -96,12 +96,12 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
 def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress: bool) -> dict:
     config = experiment.config
     callbacks = []
-    client_store = getattr(experiment.process, "client_store", None)
+    client_stores = getattr(experiment.process, "client_stores", [])
     if config.checkpoint.every:
-        callbacks.append(_checkpointer(run_dir / "checkpoints", config, client_store))
-    elif client_store is not None:
+        callbacks.append(_checkpointer(run_dir / "checkpoints", config, client_stores))
+    elif client_stores:
         # No checkpoint to resume from: only each client's newest state is needed.
-        callbacks.append(lambda state, record: client_store.prune(state.round_num))
+        callbacks.append(lambda state, record: [store.prune(state.round_num) for store in client_stores])
     tensorboard = TensorBoardWriter(run_dir / "tensorboard") if config.logging.tensorboard else None
     if tensorboard:
         callbacks.append(tensorboard)
@@ -126,7 +126,7 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
             tensorboard.close()
     interrupted = result.state.round_num < config.rounds
     if interrupted and result.state.round_num > 0:
-        _save(run_dir / "checkpoints", result.state, config, client_store)
+        _save(run_dir / "checkpoints", result.state, config, client_stores)
     summary = summarize(read_metrics(run_dir / "metrics.jsonl"))
     summary["run_dir"] = str(run_dir)
     summary["interrupted"] = interrupted
@@ -186,21 +186,21 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _checkpointer(directory: Path, config: RunConfig, client_store=None):
+def _checkpointer(directory: Path, config: RunConfig, client_stores=()):
     def save(state: ServerState, record: dict) -> None:
         round_num = state.round_num
         if round_num % config.checkpoint.every == 0 or round_num == config.rounds:
-            _save(directory, state, config, client_store)
+            _save(directory, state, config, client_stores)
 
     return save
 
 
-def _save(directory: Path, state: ServerState, config: RunConfig, client_store=None) -> None:
+def _save(directory: Path, state: ServerState, config: RunConfig, client_stores=()) -> None:
     path = save_checkpoint(directory, state.round_num, {"server_state": state}, keep=config.checkpoint.keep)
     logger.info("checkpoint %s", path)
-    if client_store is not None:
+    for store in client_stores:
         # Per-client state older than the oldest kept checkpoint can never be read again.
-        client_store.prune(min(r for r, _ in list_checkpoints(directory)))
+        store.prune(min(r for r, _ in list_checkpoints(directory)))
 
 
 @contextlib.contextmanager

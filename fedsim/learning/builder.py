@@ -96,6 +96,9 @@ def build_process(
     dropout: Any = None,
     faults: Optional[FaultPolicy] = None,
     client_store: Any = None,
+    seed: int = 0,
+    non_trainable: str = "keep",
+    non_trainable_store: Any = None,
 ) -> FederatedProcess:
     """The process running ``algorithm``.
 
@@ -113,6 +116,9 @@ def build_process(
       faults: the fault policy (default ``FaultPolicy()``).
       client_store: per-client state of algorithms that keep it; default in memory
         (``NpzClientStore(directory)`` for large populations or resumable runs).
+      seed: the run's seed, from which each client's random draws derive (``FederatedProcess``).
+      non_trainable, non_trainable_store: what becomes of clients' non-trainable weights
+        (``"keep"``, ``"average"``, ``"per_client"``; ``fedsim.learning.non_trainable``).
     """
     if algorithm.one_batch and (batch_size is not None or local_epochs != 1 or stragglers is not None):
         raise ValueError(
@@ -138,4 +144,7 @@ def build_process(
         faults=faults,
         client_store=client_store if client_store is not None or not algorithm.client_state
         else InMemoryClientStore(),
+        seed=seed,
+        non_trainable=non_trainable,
+        non_trainable_store=non_trainable_store,
     )

@@ -41,10 +41,17 @@ def _choice(allowed: tuple[str, ...]):
 class FaultPolicy:
     """How a round treats failing clients and non-finite updates.
 
+    A failed client is never counted as a success: it yields no output, so it
+    contributes no update, no examples and no metrics.
+
     Attributes:
-      client_retries: further attempts for a client whose work raises.
-      on_client_failure: after the retries, ``"drop"`` the client from the round
-        (logged, counted in ``faults/clients_dropped``) or ``"raise"`` a ``ClientFailure``.
+      client_retries: under ``"drop"``, further attempts for a client whose work raises
+        (counted in ``faults/clients_retried``); unused under ``"raise"``.
+      on_client_failure: ``"drop"`` a client whose retries all failed from the round
+        (logged, counted in ``faults/clients_dropped``; a round where every client
+        fails still stops the run), or ``"raise"``: the first failure, in cohort order,
+        stops the run at once, without retries, with a ``ClientFailure`` that names the
+        client and the original error's type and message (the error is its ``__cause__``).
       on_nonfinite_update: ``"zero"`` a delta holding NaN/Inf (the client then counts
         nothing, ``faults/nonfinite_updates``) or ``"raise"`` a ``NonFiniteUpdateError``.
     """
@@ -65,8 +72,9 @@ def run_clients(
     """Runs the cohort on ``executor`` under ``policy``.
 
     Returns the outputs, the cohort positions they belong to (dropped clients
-    are missing), and the ``faults/...`` measurements. The clients that failed
-    run again (together, on the same executor) up to ``policy.client_retries`` times.
+    are missing), and the ``faults/...`` measurements. Under ``"drop"``, the
+    clients that failed run again (together, on the same executor) up to
+    ``policy.client_retries`` times; under ``"raise"``, the first failure raises.
     """
     actor_deaths = 0
 
@@ -81,6 +89,8 @@ def run_clients(
         return list(results)
 
     results = train(range(len(datasets)))
+    if policy.on_client_failure == "raise":
+        _raise_first_failure(results)
     retried = set()
     for _ in range(policy.client_retries):
         failed = [i for i, r in enumerate(results) if isinstance(r, ClientFailure)]
@@ -94,9 +104,8 @@ def run_clients(
                 result = ClientFailure(client_ids[i], result.error, results[i].attempts + 1)
             results[i] = result
     failures = [r for r in results if isinstance(r, ClientFailure)]
-    if failures and (policy.on_client_failure == "raise" or len(failures) == len(results)):
-        first = failures[0]
-        raise first from first.error
+    if failures and len(failures) == len(results):
+        _raise_first_failure(results)
     for failure in failures:
         logger.warning("%s; dropped from this round", failure)
     kept = [i for i, r in enumerate(results) if not isinstance(r, ClientFailure)]
@@ -107,6 +116,13 @@ def run_clients(
     if hasattr(executor, "last_round_stats"):
         measurements["faults/actor_deaths"] = float(actor_deaths)
     return [results[i] for i in kept], kept, measurements
+
+
+def _raise_first_failure(results: Sequence[Any]) -> None:
+    """Raises the first ``ClientFailure`` among ``results`` (cohort order), from its original error."""
+    for result in results:
+        if isinstance(result, ClientFailure):
+            raise result from result.error
 
 
 def zero_nonfinite_messages(

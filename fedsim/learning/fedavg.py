@@ -10,13 +10,11 @@ record with every default: clients send their delta, the server applies the mean
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from fedsim.aggregators import Aggregator
-from fedsim.client import ClientTask, ClientWork
+from fedsim.client import ClientTask
 from fedsim.learning.algorithm import Algorithm
 from fedsim.learning.builder import build_process
-from fedsim.learning.faults import FaultPolicy
 from fedsim.learning.process import FederatedProcess
 from fedsim.optimizers import SGD
 
@@ -32,13 +30,7 @@ def build_fedavg(
     client_optimizer: Any = None,
     server_optimizer: Any = None,
     weighted: bool = True,
-    batch_size: Optional[int] = None,
-    local_epochs: int = 1,
-    aggregator: Optional[Aggregator] = None,
-    executor_fn: Optional[Callable[[ClientWork], Any]] = None,
-    stragglers: Any = None,
-    dropout: Any = None,
-    faults: Optional[FaultPolicy] = None,
+    **process_options: Any,
 ) -> FederatedProcess:
     """Builds a FedAvg process.
 
@@ -49,18 +41,12 @@ def build_fedavg(
         that trains itself (``train_on_batch``) its own optimizer, which then refuses another.
       server_optimizer: functional server optimizer; default ``SGD(1.0)``.
       weighted: weight clients by example count (True) or equally (False).
-      batch_size: batch client datasets of single examples; ``None`` if already batched.
-      local_epochs: passes over each client's data per round.
-      aggregator: overrides the mean (e.g. a robust or private aggregator chain).
-      executor_fn: builds the executor from the client work; default ``make_executor("auto", ...)``,
-        the fastest executor that applies (vectorized for Keras models, else sequential).
-      stragglers: simulated stragglers (``fedsim.simulation.sampling.Stragglers``); FedAvg
-        drops them from the round, as in the FedProx paper's comparison.
-      dropout: simulated clients that fail to report (``fedsim.simulation.sampling.Dropout``).
-      faults: how a round treats failing clients and non-finite updates.
+      process_options: the run's blocks, as for ``fedsim.learning.build_process``
+        (``batch_size``, ``local_epochs``, ``aggregator``, ``executor_fn``,
+        ``stragglers``, ``dropout``, ``faults``, ``seed``, ...); FedAvg drops
+        stragglers from the round, as in the FedProx paper's comparison.
     """
     return build_process(
         model_fn, fedavg(client_optimizer, weighted), server_optimizer=server_optimizer or SGD(1.0),
-        batch_size=batch_size, local_epochs=local_epochs, aggregator=aggregator, executor_fn=executor_fn,
-        stragglers=stragglers, dropout=dropout, faults=faults,
+        **process_options,
     )

@@ -20,8 +20,11 @@ import numpy as np
 import tensorflow as tf
 
 from fedsim.aggregators import Aggregator
+from fedsim.client.seeds import client_seed
 from fedsim.client.task import ClientOutput
+from fedsim.learning import non_trainable as nt_rule
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage
+from fedsim.learning.client_state import InMemoryClientStore
 from fedsim.learning.faults import FaultPolicy, run_clients, zero_nonfinite_messages
 from fedsim.learning.validation import check_element_spec
 from fedsim.metrics import metrics_aggregator_for
@@ -99,6 +102,16 @@ class FederatedProcess:
         (default: retry once then drop, zero non-finite messages; both counted).
       client_store: where per-client state lives between rounds (algorithms with
         ``client_state``; see ``fedsim.learning.client_state``).
+      seed: the run's seed (an int >= 0); each client's random draws in a round
+        (Dropout masks, noise layers) derive from (seed, round, client id)
+        alone (``fedsim.client.seeds``), so they differ between clients and
+        rounds and a rerun reproduces them.
+      non_trainable: what becomes of the clients' non-trainable weights (BatchNorm
+        statistics): ``"keep"`` the server's (default, TFF's behaviour),
+        ``"average"`` them over the cohort like deltas, or keep them
+        ``"per_client"`` (FedBN); see ``fedsim.learning.non_trainable``.
+      non_trainable_store: where ``"per_client"`` keeps each client's values
+        (default in memory; ``NpzClientStore(directory)`` for resumable runs).
     """
 
     def __init__(
@@ -113,7 +126,13 @@ class FederatedProcess:
         prepare_client: Optional[ClientPrep] = None,
         faults: Optional[FaultPolicy] = None,
         client_store: Any = None,
+        seed: int = 0,
+        non_trainable: str = "keep",
+        non_trainable_store: Any = None,
     ):
+        nt_rule.check_rule(non_trainable)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ProcessError(f"seed={seed!r} must be an int >= 0 (the run's seed)")
         if algorithm.client_state and client_store is None:
             raise ProcessError(f"algorithm {algorithm.name!r} keeps per-client state: pass a client_store")
         self.model = model
@@ -126,6 +145,12 @@ class FederatedProcess:
         self.prepare_eval = prepare_eval or _unchanged
         self.prepare_client = prepare_client
         self.client_store = client_store
+        self.seed = int(seed)
+        self.non_trainable = non_trainable
+        self.non_trainable_store = None
+        if non_trainable == "per_client":
+            self.non_trainable_store = non_trainable_store if non_trainable_store is not None else InMemoryClientStore()
+        nt_rule.warn_if_statistics_are_kept(model, non_trainable)
         self._aggregate_metrics = metrics_aggregator_for(model)
         # Captured now: executors write the live variables while they train.
         self._initial_weights = ModelWeights.from_model(model)
@@ -184,26 +209,61 @@ class FederatedProcess:
             return self.empty_round(state)
         round_num = state.round_num + 1
         client_states = [self._client_state(c, round_num) for c in cohort.client_ids]
-        inputs = [self.algorithm.broadcast(state, c) for c in client_states]
+        inputs = [
+            attrs.evolve(
+                self.algorithm.broadcast(state, c),
+                seed=client_seed(self.seed, round_num, client_id),
+                non_trainable=self._own_non_trainable(client_id, round_num),
+            )
+            for c, client_id in zip(client_states, cohort.client_ids)
+        ]
         outputs, kept, measurements = run_clients(
             self.executor, state.model_weights, cohort.datasets, inputs, cohort.client_ids, self.faults
         )
         cohort = _keep(cohort, kept)
         inputs, client_states = [inputs[i] for i in kept], [client_states[i] for i in kept]
         messages = [self.algorithm.message(o, i, c) for o, i, c in zip(outputs, inputs, client_states)]
+        if self.non_trainable == "average":  # the change travels beside the delta, through the chain
+            start = state.model_weights.non_trainable
+            messages = [
+                attrs.evolve(m, extras={**m.extras, nt_rule.EXTRA: nt_rule.change(o.non_trainable, start)})
+                for m, o in zip(messages, outputs)
+            ]
         weights = self.update_weights(outputs, cohort)
         outputs, messages, weights, nonfinite = zero_nonfinite_messages(
             outputs, messages, weights, cohort.client_ids, self.faults
         )
         aggregate, aggregator_state, aggregator_measurements = self._aggregate(state, messages, weights, cohort)
+        non_trainable_change = aggregate.extras.pop(nt_rule.EXTRA, None)
         step = self.algorithm.server_update(state, aggregate)
         for client_id, message in zip(cohort.client_ids, messages):
             if message.client_state is not None:
                 self.client_store.put(client_id, message.client_state, round_num)
-        return self._apply(
+        if self.non_trainable_store is not None:
+            for client_id, output, weight in zip(cohort.client_ids, outputs, weights):
+                if weight > 0:  # a zeroed (non-finite) or empty client keeps what it had
+                    self.non_trainable_store.put(client_id, output.non_trainable, round_num)
+        result = self._apply(
             state, step, aggregator_state, outputs,
             {**aggregator_measurements, **step.measurements, **measurements, **nonfinite},
         )
+        if non_trainable_change is None:
+            return result
+        weights_now = result.state.model_weights
+        new_non_trainable = nt_rule.add_change(weights_now.non_trainable, non_trainable_change)
+        return attrs.evolve(result, state=attrs.evolve(
+            result.state, model_weights=weights_now.with_non_trainable(new_non_trainable)))
+
+    def _own_non_trainable(self, client_id: ClientId, round_num: int) -> Optional[list]:
+        """Rule ``"per_client"``: the client's own non-trainable weights, once it has trained."""
+        if self.non_trainable_store is None:
+            return None
+        return nt_rule.start_values(self.non_trainable_store, client_id, round_num)
+
+    @property
+    def client_stores(self) -> list:
+        """Every per-client store the process writes (algorithm state, FedBN's weights), for pruning."""
+        return [s for s in (self.client_store, self.non_trainable_store) if s is not None]
 
     def _client_state(self, client_id: ClientId, round_num: int) -> Optional[list]:
         if not self.algorithm.client_state:
@@ -335,10 +395,28 @@ class FederatedProcess:
             num_examples=0,
         )
 
-    def evaluate(self, model_weights: ModelWeights, client_datasets: Sequence[tf.data.Dataset]):
-        """Sum-then-finalize metrics of ``model_weights`` over the given (prepared) datasets."""
+    def evaluate(
+        self,
+        model_weights: ModelWeights,
+        client_datasets: Sequence[tf.data.Dataset],
+        client_ids: Optional[Sequence[ClientId]] = None,
+    ):
+        """Sum-then-finalize metrics of ``model_weights`` over the given (prepared) datasets.
+
+        Under ``non_trainable="per_client"`` (FedBN), a client (by ``client_ids``)
+        with non-trainable weights of its own is evaluated with them; the others
+        with the server's.
+        """
         datasets = [self.prepare_eval(d) for d in client_datasets]
-        return self._aggregate_metrics(self.executor.evaluate(model_weights, datasets))
+        own = [None] * len(datasets)
+        if self.non_trainable_store is not None and client_ids is not None:
+            own = [nt_rule.start_values(self.non_trainable_store, c, None) for c in client_ids]
+        shared = [d for d, o in zip(datasets, own) if o is None]
+        metrics = list(self.executor.evaluate(model_weights, shared)) if shared else []
+        for dataset, values in zip(datasets, own):
+            if values is not None:
+                metrics += self.executor.evaluate(model_weights.with_non_trainable(values), [dataset])
+        return self._aggregate_metrics(metrics)
 
 
 def _keep(cohort: Cohort, kept: Sequence[int]) -> Cohort:

@@ -9,12 +9,14 @@ from fedsim.models.enhanced import (
 from fedsim.models.keras_model import KerasModelError, KerasVariableModel, from_keras_model
 from fedsim.models.legacy import LegacyModelAdapter, Model, TrainableModel, as_variable_model
 from fedsim.models.model_weights import ModelWeights, WeightsMismatchError
+from fedsim.models.own_optimizers import HiddenStateError
 from fedsim.models.variable_model import BatchOutput, VariableModel
 
 __all__ = [
     "BatchOutput",
     "EnhancedModel",
     "EnhancedTrainableModel",
+    "HiddenStateError",
     "KerasModelError",
     "KerasVariableModel",
     "LegacyModelAdapter",

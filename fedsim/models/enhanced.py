@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fedsim.client.seeds import rng_state_variables
 from fedsim.models.legacy import LegacyModelAdapter, Model, as_variable_model
 from fedsim.models.model_weights import ModelWeights
 from fedsim.models.variable_model import BatchOutput, ModelVariables, VariableModel
@@ -86,30 +87,37 @@ def _listed_variables(model: ModelVariables) -> dict[Any, str]:
     return listed
 
 
-def _held_variables(model: Any) -> Iterator[tuple[str, Any]]:
-    """``(where, variable)`` for every variable the model object holds.
+def reached_objects(root: Any) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for ``root`` and every object reached from it.
 
-    Follows the attributes of the model and of the fedsim models and
-    ``tf.Module`` objects it holds, and lists, tuples and mappings; Keras layers
-    and metrics report their own state (Dropout's seed-generator state included)
-    through ``.variables``. Nothing else is followed: not optimizers (their
-    state is the optimizer's, handled elsewhere), nor e.g. ``tf.function``
+    Follows the attributes of the root and of the fedsim models and
+    ``tf.Module`` objects it holds, and lists, tuples and mappings (see
+    ``_attributes``). Variables, Keras layers and metrics are reached but not
+    entered (their state is their ``.variables``, Dropout's seed-generator
+    state included); nothing else is entered: not optimizers (their state is
+    the optimizer's, see ``own_optimizers``), nor e.g. ``tf.function``
     objects, whose traced graphs capture variables the model does not own.
     """
-    stack = [(type(model).__name__, model)]
+    stack = [(type(root).__name__, root)]
     seen: set[int] = set()
     while stack:
         where, value = stack.pop()
         if id(value) in seen:
             continue
         seen.add(id(value))
+        yield where, value
+        if not _is_variable(value) and not isinstance(value, (keras.Layer, keras.metrics.Metric)):
+            # Reversed onto the stack, so the first attribute is reported first.
+            stack.extend(reversed(list(_attributes(value, where, is_root=value is root))))
+
+
+def _held_variables(model: Any) -> Iterator[tuple[str, Any]]:
+    """``(where, variable)`` for every variable the model object holds (see ``reached_objects``)."""
+    for where, value in reached_objects(model):
         if _is_variable(value):
             yield where, value
         elif isinstance(value, (keras.Layer, keras.metrics.Metric)):
             yield from ((where, variable) for variable in value.variables)
-        else:
-            # Reversed onto the stack, so the first attribute is reported first.
-            stack.extend(reversed(list(_attributes(value, where, is_root=value is model))))
 
 
 def _attributes(value: Any, where: str, is_root: bool) -> Iterator[tuple[str, Any]]:
@@ -134,6 +142,17 @@ def _check_every_variable_listed(model: Any, listed: dict[Any, str]) -> None:
                 f"{', '.join(_COLLECTIONS)}; it would drift between clients, never be reset and "
                 "never reach the server. List it: model weights in trainable_variables or "
                 "non_trainable_variables, metric state in local_variables"
+            )
+
+
+def _check_rng_states_are_local(model: ModelVariables, listed: dict[Any, str]) -> None:
+    for variable in rng_state_variables(model):
+        if listed.get(_key(variable)) != "local_variables" or not tf.as_dtype(variable.dtype).is_integer:
+            raise ModelCheckError(
+                f"rng_state_variables holds {_variable_name(variable)!r} ({tf.as_dtype(variable.dtype).name}, in "
+                f"{listed.get(_key(variable), 'no collection')}); random-generator states must be integer "
+                "variables listed in local_variables: each client starts them from its own seed, and "
+                "they never reach the server"
             )
 
 
@@ -250,24 +269,42 @@ def _snapshot(variables: list) -> list[np.ndarray]:
     return [np.array(v.numpy(), copy=True) for v in variables]
 
 
+def _write_message(kind: str, variable: Any, training: Any) -> str:
+    """Why ``forward_pass`` must not have written ``variable``, and what to do instead."""
+    if kind == "trainable":
+        consequence = "it would silently become part of the client's model update"
+    else:
+        consequence = (
+            "it would be silently discarded; only updated statistics such as BatchNorm "
+            "moving averages may change, and only with training=True"
+        )
+    return (
+        f"forward_pass(training={training}) changed {kind} variable "
+        f"{_variable_name(variable)!r}: {consequence}. forward_pass must leave the model "
+        "weights to the training loop (or train_on_batch); keep per-batch state such as "
+        "metrics in local_variables"
+    )
+
+
 def _check_unchanged(kind: str, variables: list, before: list[np.ndarray], training: bool) -> None:
     for variable, value in zip(variables, before):
         # equal_nan: a NaN weight that stays NaN was not written.
-        if np.array_equal(value, variable.numpy(), equal_nan=True):
-            continue
-        if kind == "trainable":
-            consequence = "it would silently become part of the client's model update"
-        else:
-            consequence = (
-                "it would be silently discarded; only updated statistics such as BatchNorm "
-                "moving averages may change, and only with training=True"
-            )
-        raise ModelCheckError(
-            f"forward_pass(training={training}) changed {kind} variable "
-            f"{_variable_name(variable)!r}: {consequence}. forward_pass must leave the model "
-            "weights to the training loop (or train_on_batch); keep per-batch state such as "
-            "metrics in local_variables"
-        )
+        if not np.array_equal(value, variable.numpy(), equal_nan=True):
+            raise ModelCheckError(_write_message(kind, variable, training))
+
+
+def _assert_unchanged(kind: str, variables: list, before: list, training: Any) -> None:
+    """``_check_unchanged`` inside a traced function: an assertion op per variable, run with the graph.
+
+    The reads before and after ``forward_pass`` touch the same resources as
+    its writes, so automatic control dependencies keep them in program order.
+    """
+    for variable, value in zip(variables, before):
+        after = variable.read_value()
+        same = tf.equal(after, value)
+        if after.dtype.is_floating:  # a NaN weight that stays NaN was not written
+            same = same | (tf.math.is_nan(after) & tf.math.is_nan(value))
+        tf.debugging.Assert(tf.reduce_all(same), [_write_message(kind, variable, training)])
 
 
 class EnhancedModel(VariableModel):
@@ -276,7 +313,9 @@ class EnhancedModel(VariableModel):
     def __init__(self, model: Any):
         self._original = model
         self._model = as_variable_model(model)
-        _check_every_variable_listed(model, _listed_variables(self._model))
+        listed = _listed_variables(self._model)
+        _check_every_variable_listed(model, listed)
+        _check_rng_states_are_local(self._model, listed)
         _check_input_spec(self._model)
         _check_metric_names(self._model)
 
@@ -308,6 +347,10 @@ class EnhancedModel(VariableModel):
         return self._model.local_variables
 
     @property
+    def rng_state_variables(self):
+        return rng_state_variables(self._model)
+
+    @property
     def input_spec(self):
         return self._model.input_spec
 
@@ -316,27 +359,25 @@ class EnhancedModel(VariableModel):
 
         Rule: trainable variables must not change; non-trainable ones must not
         change with ``training=False``. With ``training=True`` they may, as
-        updated-not-learned statistics (the seed's BatchNorm exception; Keras's
-        Dropout also advances its seed-generator state). Checked only when run
-        eagerly: inside a ``tf.function`` trace the values are symbolic.
+        updated-not-learned statistics (the seed's BatchNorm exception).
+        Eagerly, a write raises ``ModelCheckError``; inside a ``tf.function``
+        (the client loop), an assertion in the graph fails the client with the
+        same message (an ``InvalidArgumentError``, reported as the client's failure).
         """
         check_batch(batch_input, self.input_spec)
-        if tf.executing_eagerly():
-            output = self._forward_pass_leaving_weights(batch_input, bool(training))
-        else:
-            output = self._model.forward_pass(batch_input, training=training)
-        return _check_output(output, "forward_pass")
-
-    def _forward_pass_leaving_weights(self, batch_input, training: bool):
-        """The wrapped ``forward_pass``, eagerly; raises if it changed a weight the rule guards."""
         guarded = [("trainable", list(self.trainable_variables))]
-        if not training:
+        if training is False:  # a tensor-valued training flag guards the trainable ones only
             guarded.append(("non-trainable", list(self.non_trainable_variables)))
-        before = [_snapshot(variables) for _, variables in guarded]
+        eager = tf.executing_eagerly()
+        before = [
+            _snapshot(variables) if eager else [tf.identity(v.read_value()) for v in variables]
+            for _, variables in guarded
+        ]
         output = self._model.forward_pass(batch_input, training=training)
+        check = _check_unchanged if eager else _assert_unchanged
         for (kind, variables), values in zip(guarded, before):
-            _check_unchanged(kind, variables, values, training)
-        return output
+            check(kind, variables, values, training)
+        return _check_output(output, "forward_pass")
 
     def predict_on_batch(self, batch_input, training=True):
         return self._model.predict_on_batch(batch_input, training=training)

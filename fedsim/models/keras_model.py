@@ -112,6 +112,11 @@ class KerasVariableModel(VariableModel):
     (``keras.metrics.AUC(multi_label=True)``) are built when the model is
     wrapped, by one update on a zero example with sample weight 0.
 
+    Random generators: the seed-generator states of layers that draw random
+    numbers (Dropout, GaussianNoise, random augmentation) are local variables
+    (``rng_state_variables``), not model weights: the server never sends them,
+    and every client starts them from its own seed (``fedsim.client.seeds``).
+
     Each client starts every metric from the metric's own ``reset_state()``,
     which need not be zero. Across clients, unfinalized values are summed
     (sum-then-finalize, TFF's contract for Keras metrics) whatever the metric:
@@ -152,6 +157,7 @@ class KerasVariableModel(VariableModel):
         self._num_examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_examples")
         self._num_batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_batches")
         self._named_metrics = self._name_metrics(keras_model)
+        self._rng_positions = _seed_state_positions(keras_model)
         self._build_metrics()
         self.reset_metrics()
         _warn_non_zero_starts(self._named_metrics)
@@ -167,12 +173,34 @@ class KerasVariableModel(VariableModel):
 
     @property
     def non_trainable_variables(self):
-        return [_tf_variable(v) for v in self._keras_model.non_trainable_variables]
+        weights, _ = self.split_non_trainable(self._keras_model.non_trainable_variables)
+        return [_tf_variable(v) for v in weights]
 
     @property
     def local_variables(self):
         own = [self._loss_sum, self._loss_count, self._num_examples, self._num_batches]
-        return own + [_tf_variable(v) for _, m in self._named_metrics for v in m.variables]
+        metrics = [_tf_variable(v) for _, m in self._named_metrics for v in m.variables]
+        return own + metrics + self.rng_state_variables
+
+    @property
+    def rng_state_variables(self) -> list[tf.Variable]:
+        """The seed-generator states of the layers that draw random numbers, in Keras's order."""
+        _, states = self.split_non_trainable(self._keras_model.non_trainable_variables)
+        return [_tf_variable(v) for v in states]
+
+    def split_non_trainable(self, values: Sequence[Any]) -> tuple[list, list]:
+        """Keras's non-trainable list (as ``stateless_call`` takes it) -> (model weights, RNG states)."""
+        rng = set(self._rng_positions)
+        return (
+            [v for i, v in enumerate(values) if i not in rng],
+            [v for i, v in enumerate(values) if i in rng],
+        )
+
+    def join_non_trainable(self, weights: Sequence[Any], rng_states: Sequence[Any]) -> list:
+        """The inverse of ``split_non_trainable``: Keras's non-trainable list."""
+        weights, rng_states, rng = iter(weights), iter(rng_states), set(self._rng_positions)
+        total = len(self._keras_model.non_trainable_variables)
+        return [next(rng_states) if i in rng else next(weights) for i in range(total)]
 
     @property
     def input_spec(self):
@@ -303,6 +331,16 @@ class KerasVariableModel(VariableModel):
             variable.assign(tf.zeros_like(variable))
         for _, metric in self._named_metrics:
             metric.reset_state()  # the metric's own initial state, not necessarily zeros
+
+
+def _seed_state_positions(keras_model: keras.Model) -> list[int]:
+    """Where the layers' seed-generator states sit in the model's non-trainable variables."""
+    states = {
+        id(generator.state)
+        for layer in keras_model._flatten_layers()  # noqa: SLF001  (Keras's own layer walk)
+        for generator in getattr(layer, "_seed_generators", ())
+    }
+    return [i for i, v in enumerate(keras_model.non_trainable_variables) if id(v) in states]
 
 
 def _build_metric(metric, y_true, y_pred):

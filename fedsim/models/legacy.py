@@ -50,6 +50,11 @@ class TrainableModel(Model):
 class LegacyModelAdapter(VariableModel):
     """Presents a ``Model`` through the ``VariableModel`` interface.
 
+    A model that trains itself gets its own Keras optimizers' state listed among
+    ``local_variables`` (built first, so it exists before tracing), so it is
+    reset for every client; state it could carry otherwise is refused with a
+    ``HiddenStateError`` (see :mod:`fedsim.models.own_optimizers`).
+
     ``report_local_unfinalized_metrics`` returns the model's local outputs under
     one key; the server does not sum-and-finalize them but hands the cohort's
     local outputs to the model's ``federated_output_computation`` (see
@@ -65,6 +70,9 @@ class LegacyModelAdapter(VariableModel):
         self.model = model
         # Captured eagerly once: the reset target for local variables.
         self._initial_local_values = [tf.identity(v) for v in model.local_variables]
+        # A model that trains itself may step its own Keras optimizers: their state is
+        # listed as local, so every client starts it afresh like any local variable.
+        self._own_optimizer_state = _own_optimizers().own_optimizer_state(model) if self.trains_itself else []
 
     @property
     def trainable_variables(self):
@@ -76,7 +84,13 @@ class LegacyModelAdapter(VariableModel):
 
     @property
     def local_variables(self):
-        return list(self.model.local_variables)
+        """The model's local variables, then the state of the Keras optimizers it trains itself with."""
+        return list(self.model.local_variables) + self._own_optimizer_state
+
+    @property
+    def rng_state_variables(self):
+        """The wrapped model's random-generator states, if it declares any (see ``fedsim.client.seeds``)."""
+        return list(getattr(self.model, "rng_state_variables", ()))
 
     @property
     def input_spec(self):
@@ -90,7 +104,9 @@ class LegacyModelAdapter(VariableModel):
         )
 
     def train_on_batch(self, batch_input):
-        return self.model.train_on_batch(batch_input)
+        # A variable made here would escape every reset (e.g. an optimizer built in train_on_batch).
+        with _own_optimizers().no_new_variables(self.model):
+            return self.model.train_on_batch(batch_input)
 
     def forward_pass(self, batch_input, training=True):
         return self.model.forward_pass(batch_input, training=training)
@@ -118,6 +134,13 @@ class LegacyModelAdapter(VariableModel):
     @property
     def federated_output_computation(self) -> Optional[FederatedOutputComputation]:
         return self.model.federated_output_computation
+
+
+def _own_optimizers():
+    # Imported when first needed: it reuses enhanced.py's walk, and enhanced.py imports this module.
+    from fedsim.models import own_optimizers
+
+    return own_optimizers
 
 
 def as_variable_model(model: Any) -> VariableModel:

@@ -77,6 +77,14 @@ class ModelWeights:
             self.non_trainable,
         )
 
+    def with_non_trainable(self, non_trainable: Sequence[np.ndarray]) -> "ModelWeights":
+        """A copy with new non-trainable arrays (same count and shapes)."""
+        _check_fits("non_trainable", non_trainable, self.non_trainable)
+        return ModelWeights(
+            self.trainable,
+            [np.asarray(t, dtype=r.dtype) for t, r in zip(non_trainable, self.non_trainable)],
+        )
+
     def __add__(self, other: "ModelWeights") -> "ModelWeights":
         return self._combine(other, np.add)
 

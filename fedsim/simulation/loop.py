@@ -30,9 +30,13 @@ class SimulationResult:
 
 
 def evaluate_population(process: FederatedProcess, model_weights, client_data: ClientData) -> dict:
-    """Sum-then-finalize metrics of ``model_weights`` over every client of ``client_data``."""
-    datasets = [client_data.create_tf_dataset_for_client(c) for c in client_data.client_ids]
-    return to_python(dict(process.evaluate(model_weights, datasets)))
+    """Sum-then-finalize metrics of ``model_weights`` over every client of ``client_data``.
+
+    Client ids go along, so under FedBN (``non_trainable="per_client"``) a client evaluates with its own weights.
+    """
+    ids = list(client_data.client_ids)
+    datasets = [client_data.create_tf_dataset_for_client(c) for c in ids]
+    return to_python(dict(process.evaluate(model_weights, datasets, ids)))
 
 
 def simulate(

@@ -30,9 +30,14 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
-def test_ray_equals_sequential(local_ray, algorithm):
-    model_fn, features = MODELS["logreg"]
+# Every algorithm on the logistic regression; FedAvg and SCAFFOLD also on the model with
+# BatchNormalization and Dropout, whose masks each actor draws from the client's seed.
+CASES = [(a, "logreg") for a in sorted(ALGORITHMS)] + [("fedavg", "mlp_bn_dropout"), ("scaffold", "mlp_bn_dropout")]
+
+
+@pytest.mark.parametrize("algorithm, model", CASES)
+def test_ray_equals_sequential(local_ray, algorithm, model):
+    model_fn, features = MODELS[model]
     clients = population(RAGGED_SIZES, features, 3)
     ids = [f"client-{i}" for i in range(len(clients))]
     reference = ALGORITHMS[algorithm](model_fn, executor_fn=SequentialExecutor)

@@ -67,8 +67,9 @@ def _train_loop(work, weights, clients, parallel_clients=2, pad_value=0.0):
     step = KerasClientStep(work.model, work.task)
     fn = tf.function(partial(client_loop_steps, step, parallel_clients=parallel_clients))
     x, y, mask, counts = _padded(clients, pad_value)
-    delta, num_examples, metrics = fn(
-        [tf.constant(w) for w in weights.trainable], [tf.constant(w) for w in weights.non_trainable],
+    assert not weights.non_trainable  # else: one [clients, ...] start per non-trainable weight
+    delta, num_examples, metrics, _ = fn(
+        [tf.constant(w) for w in weights.trainable], [],
         tf.constant(x), tf.constant(y), tf.constant(mask), tf.constant(counts))
     return [d.numpy() for d in delta], num_examples.numpy(), tf.nest.map_structure(lambda t: t.numpy(), metrics)
 
@@ -161,8 +162,8 @@ def test_masked_rows_inside_a_batch_count_for_nothing():
     x[0, 1, 1], y[0, 1, 1] = 9.0, 2
     mask[0, 1] = [1.0, 0.0, 1.0, 1.0]
     step = KerasClientStep(work.model, work.task)
-    delta, num_examples, metrics = tf.function(partial(client_loop_steps, step))(
-        [tf.constant(w) for w in weights.trainable], [tf.constant(w) for w in weights.non_trainable],
+    delta, num_examples, metrics, _ = tf.function(partial(client_loop_steps, step))(
+        [tf.constant(w) for w in weights.trainable], [],
         tf.constant(x), tf.constant(y), tf.constant(mask), tf.constant(counts))
     assert num_examples.numpy().tolist() == [7, 5]
     for got, want in zip(delta, expected[0]):

@@ -15,7 +15,8 @@ from fedsim.models import (
     check_batch,
 )
 from fedsim.models.enhanced import WeightVariables
-from tests.models.toy_models import SPEC, LegacyLinearRegression, LinearRegression
+from fedsim.client import ClientWork
+from tests.models.toy_models import SPEC, LegacyLinearRegression, LinearRegression, regression_clients
 
 KERAS_SPEC = (tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None, 2], tf.float32))
 
@@ -83,7 +84,7 @@ class ForgetsMetricState(KerasVariableModel):
     """Lists its own loss counters but not its Keras metrics' state."""
 
     local_variables = property(lambda self: [
-        self._loss_sum, self._loss_count, self._num_examples, self._num_batches])
+        self._loss_sum, self._loss_count, self._num_examples, self._num_batches] + self.rng_state_variables)
 
 
 class ForwardPassTrains(LinearRegression):
@@ -233,6 +234,43 @@ def test_forward_pass_that_changes_a_non_trainable_variable_outside_training():
                "it would be silently discarded")
     with pytest.raises(ModelCheckError, match=message):
         model.forward_pass(_batch(x_value=5.0), training=False)
+
+
+class WritesOnlyWhenTraced(LinearRegression):
+    """Writes its bias only inside a traced function, where an eager check cannot see it."""
+
+    def forward_pass(self, batch, training=True):
+        output = super().forward_pass(batch, training)
+        if not tf.executing_eagerly():
+            self._b.assign_add([0.5])
+        return output
+
+
+def _one_client():
+    (data,) = regression_clients([4])
+    return tf.data.Dataset.from_tensor_slices(data).batch(2)
+
+
+def test_forward_pass_that_writes_weights_inside_the_client_loop_fails_the_client():
+    work = ClientWork(fedsim.enhance(WritesOnlyWhenTraced()), fedsim.SGD(0.1))
+    weights = fedsim.ModelWeights.from_model(work.model)
+    message = r"forward_pass\(training=True\) changed trainable variable .*b:0.*: it would silently become part"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        work.train(weights, _one_client())
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"forward_pass\(training=False\) changed trainable"):
+        work.evaluate(weights, _one_client())
+    # Unenhanced, the write goes unnoticed: the bias delta holds the two writes (2 batches x 0.5) too.
+    plain = ClientWork(WritesOnlyWhenTraced(), fedsim.SGD(0.0))
+    np.testing.assert_allclose(plain.train(weights, _one_client()).delta[1], [1.0])
+
+
+def test_traced_checks_let_statistics_change_in_training_only():
+    work = ClientWork(fedsim.enhance(ForwardPassTracksMax()), fedsim.SGD(0.1))
+    weights = fedsim.ModelWeights.from_model(work.model)
+    output = work.train(weights, _one_client())  # x_max may change with training=True
+    assert output.num_examples == 4
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"changed non-trainable variable .*x_max:0"):
+        work.evaluate(weights, _one_client())
 
 
 def test_keras_batch_norm_and_dropout_update_only_in_training():
