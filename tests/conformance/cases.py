@@ -65,9 +65,9 @@ def flat_state(process, state, ids):
     leaves += [np.asarray(a, np.float64) for a in state.model_weights.non_trainable]
     for nest in (state.optimizer_state, state.algorithm_state):
         leaves += [np.asarray(a, np.float64) for a in tf.nest.flatten(nest) if a is not None]
-    if process.client_store is not None:
+    for store in process.client_stores:  # algorithm state, FedBN's non-trainable weights
         for client_id in ids:
-            stored = process.client_store.get(client_id)
+            stored = store.get(client_id)
             leaves += [np.asarray(a, np.float64) for a in stored or []]
     return leaves
 

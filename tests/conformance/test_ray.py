@@ -31,18 +31,24 @@ def local_ray():
 
 
 # Every algorithm on the logistic regression; FedAvg and SCAFFOLD also on the model with
-# BatchNormalization and Dropout, whose masks each actor draws from the client's seed.
-CASES = [(a, "logreg") for a in sorted(ALGORITHMS)] + [("fedavg", "mlp_bn_dropout"), ("scaffold", "mlp_bn_dropout")]
+# BatchNormalization and Dropout, whose masks each actor draws from the client's seed, and
+# FedAvg under each rule for its BatchNorm statistics.
+CASES = [(a, "logreg", "keep") for a in sorted(ALGORITHMS)] + [
+    ("fedavg", "mlp_bn_dropout", "keep"), ("scaffold", "mlp_bn_dropout", "keep"),
+    ("fedavg", "mlp_bn_dropout", "average"), ("fedavg", "mlp_bn_dropout", "per_client"),
+]
 
 
-@pytest.mark.parametrize("algorithm, model", CASES)
-def test_ray_equals_sequential(local_ray, algorithm, model):
+@pytest.mark.filterwarnings("ignore:layers .* keep batch statistics")
+@pytest.mark.parametrize("algorithm, model, non_trainable", CASES)
+def test_ray_equals_sequential(local_ray, algorithm, model, non_trainable):
     model_fn, features = MODELS[model]
     clients = population(RAGGED_SIZES, features, 3)
     ids = [f"client-{i}" for i in range(len(clients))]
-    reference = ALGORITHMS[algorithm](model_fn, executor_fn=SequentialExecutor)
+    reference = ALGORITHMS[algorithm](model_fn, executor_fn=SequentialExecutor, non_trainable=non_trainable)
     expected_state, expected = run(reference, clients, 3)
-    process = ALGORITHMS[algorithm](model_fn, executor_fn=RayExecutor.factory(model_fn, num_actors=2))
+    process = ALGORITHMS[algorithm](model_fn, executor_fn=RayExecutor.factory(model_fn, num_actors=2),
+                                    non_trainable=non_trainable)
     try:
         state, results = run(process, clients, 3)
     finally:
