@@ -60,7 +60,7 @@ def rng_states(seed: Optional[int], variables: Sequence[Any], initial: Sequence[
     draw independent masks). Without one (a client trained outside a round):
     the ``initial`` values.
     """
-    if seed is None:
+    if seed is None or not variables:
         return [np.array(value) for value in initial]
     sizes = [int(np.prod(v.shape)) for v in variables]
     words = np.random.SeedSequence(int(seed)).generate_state(max(sum(sizes), 1), np.uint64) % _STATE_BOUND
