@@ -105,7 +105,7 @@ def simulate(
             if metrics_file:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
-            bar.set_postfix(_postfix(record), refresh=False)
+            bar.set_postfix(_postfix(history), refresh=False)
             bar.update()
             for callback in callbacks:
                 callback(state, record)
@@ -119,14 +119,23 @@ def simulate(
     return SimulationResult(state=state, history=history)
 
 
-def _postfix(record: dict) -> dict:
-    postfix = {}
+def _postfix(history: list[dict]) -> dict:
+    """The progress bar's figures, each named for what it measures.
+
+    This round's train loss and accuracy, and the latest test accuracy with
+    the round it was measured in (it is not measured every round).
+    """
+    record, postfix = history[-1], {}
     loss = record["train"].get("loss")
     if isinstance(loss, (int, float)):
-        postfix["loss"] = f"{loss:.4f}"
-    accuracy = _first_accuracy(record.get("eval") or record["train"])
+        postfix["train_loss"] = f"{loss:.4f}"
+    accuracy = _first_accuracy(record["train"])
     if accuracy is not None:
-        postfix["acc"] = f"{accuracy:.4f}"
+        postfix["train_acc"] = f"{accuracy:.4f}"
+    evaluated = next((r for r in reversed(history) if r.get("eval")), None)
+    accuracy = _first_accuracy(evaluated["eval"]) if evaluated else None
+    if accuracy is not None:
+        postfix["test_acc"] = f"{accuracy:.4f} (round {evaluated['round']})"
     return postfix
 
 
