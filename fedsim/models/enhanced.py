@@ -16,16 +16,15 @@ from collections.abc import Mapping
 from typing import Any, Iterator
 
 import attrs
-import keras
 import numpy as np
 import tensorflow as tf
 
 from fedsim.client.seeds import rng_state_variables
+from fedsim.models.held_variables import COLLECTIONS, held_variables, is_variable, variable_key, variable_name
 from fedsim.models.legacy import LegacyModelAdapter, Model, as_variable_model
 from fedsim.models.model_weights import ModelWeights
 from fedsim.models.variable_model import BatchOutput, ModelVariables, VariableModel
 
-_COLLECTIONS = ("trainable_variables", "non_trainable_variables", "local_variables")
 
 
 class ModelCheckError(ValueError):
@@ -44,102 +43,40 @@ class WeightVariables:
     non_trainable: tuple[Any, ...] = attrs.field(converter=tuple)
 
 
-def _variable_name(variable: Any) -> str:
-    return getattr(variable, "path", None) or getattr(variable, "name", repr(variable))
-
-
-def _is_variable(value: Any) -> bool:
-    return isinstance(value, (tf.Variable, keras.Variable))
-
-
-def _key(variable: Any) -> Any:
-    # A Keras 3 variable wraps a tf.Variable: both spellings are one variable.
-    if isinstance(variable, keras.Variable):
-        variable = variable.value
-    return variable.ref()
-
-
 # Variable collections ------------------------------------------------------
 def _listed_variables(model: ModelVariables) -> dict[Any, str]:
     """Each listed variable's key -> its collection; every entry must be a distinct variable."""
     listed: dict[Any, str] = {}
-    for collection in _COLLECTIONS:
+    for collection in COLLECTIONS:
         for index, entry in enumerate(getattr(model, collection)):
-            if not _is_variable(entry):
+            if not is_variable(entry):
                 raise ModelCheckError(
                     f"{collection}[{index}] is not a variable (got {type(entry).__name__}); "
                     "list the tf.Variable itself (e.g. self._w, not self._w.read_value() or "
                     "tf.identity(self._w)), since training, resets and the server assign to it"
                 )
-            key = _key(entry)
+            key = variable_key(entry)
             if listed.get(key) == collection:
                 raise ModelCheckError(
-                    f"variable {_variable_name(entry)!r} is listed twice in {collection}; "
+                    f"variable {variable_name(entry)!r} is listed twice in {collection}; "
                     "list each variable once, or it gets two updates and two entries in the "
                     "model weights"
                 )
             if key in listed:
                 raise ModelCheckError(
-                    f"variable {_variable_name(entry)!r} appears in both {listed[key]} and "
+                    f"variable {variable_name(entry)!r} appears in both {listed[key]} and "
                     f"{collection}; each variable must belong to exactly one collection"
                 )
             listed[key] = collection
     return listed
 
 
-def reached_objects(root: Any) -> Iterator[tuple[str, Any]]:
-    """``(where, value)`` for ``root`` and every object reached from it.
-
-    Follows the attributes of the root and of the fedsim models and
-    ``tf.Module`` objects it holds, and lists, tuples and mappings (see
-    ``_attributes``). Variables, Keras layers and metrics are reached but not
-    entered (their state is their ``.variables``, Dropout's seed-generator
-    state included); nothing else is entered: not optimizers (their state is
-    the optimizer's, see ``own_optimizers``), nor e.g. ``tf.function``
-    objects, whose traced graphs capture variables the model does not own.
-    """
-    stack = [(type(root).__name__, root)]
-    seen: set[int] = set()
-    while stack:
-        where, value = stack.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        yield where, value
-        if not _is_variable(value) and not isinstance(value, (keras.Layer, keras.metrics.Metric)):
-            # Reversed onto the stack, so the first attribute is reported first.
-            stack.extend(reversed(list(_attributes(value, where, is_root=value is root))))
-
-
-def _held_variables(model: Any) -> Iterator[tuple[str, Any]]:
-    """``(where, variable)`` for every variable the model object holds (see ``reached_objects``)."""
-    for where, value in reached_objects(model):
-        if _is_variable(value):
-            yield where, value
-        elif isinstance(value, (keras.Layer, keras.metrics.Metric)):
-            yield from ((where, variable) for variable in value.variables)
-
-
-def _attributes(value: Any, where: str, is_root: bool) -> Iterator[tuple[str, Any]]:
-    """The ``(where, child)`` pairs ``_held_variables`` follows from ``value``."""
-    if isinstance(value, Mapping):
-        yield from ((f"{where}[{key!r}]", child) for key, child in value.items())
-    elif isinstance(value, (list, tuple)):
-        yield from ((f"{where}[{index}]", child) for index, child in enumerate(value))
-    elif is_root or isinstance(value, (ModelVariables, tf.Module)):
-        # tf.Module's bookkeeping lists repeat its attributes under other names.
-        ignored = getattr(value, "_TF_MODULE_IGNORED_PROPERTIES", frozenset())
-        for name, child in getattr(value, "__dict__", {}).items():
-            if name not in ignored:
-                yield f"{where}.{name}", child
-
-
 def _check_every_variable_listed(model: Any, listed: dict[Any, str]) -> None:
-    for where, variable in _held_variables(model):
-        if _key(variable) not in listed:
+    for where, variable in held_variables(model):
+        if variable_key(variable) not in listed:
             raise ModelCheckError(
-                f"variable {_variable_name(variable)!r} (held by {where}) is in none of "
-                f"{', '.join(_COLLECTIONS)}; it would drift between clients, never be reset and "
+                f"variable {variable_name(variable)!r} (held by {where}) is in none of "
+                f"{', '.join(COLLECTIONS)}; it would drift between clients, never be reset and "
                 "never reach the server. List it: model weights in trainable_variables or "
                 "non_trainable_variables, metric state in local_variables"
             )
@@ -147,10 +84,10 @@ def _check_every_variable_listed(model: Any, listed: dict[Any, str]) -> None:
 
 def _check_rng_states_are_local(model: ModelVariables, listed: dict[Any, str]) -> None:
     for variable in rng_state_variables(model):
-        if listed.get(_key(variable)) != "local_variables" or not tf.as_dtype(variable.dtype).is_integer:
+        if listed.get(variable_key(variable)) != "local_variables" or not tf.as_dtype(variable.dtype).is_integer:
             raise ModelCheckError(
-                f"rng_state_variables holds {_variable_name(variable)!r} ({tf.as_dtype(variable.dtype).name}, in "
-                f"{listed.get(_key(variable), 'no collection')}); random-generator states must be integer "
+                f"rng_state_variables holds {variable_name(variable)!r} ({tf.as_dtype(variable.dtype).name}, in "
+                f"{listed.get(variable_key(variable), 'no collection')}); random-generator states must be integer "
                 "variables listed in local_variables: each client starts them from its own seed, and "
                 "they never reach the server"
             )
@@ -280,7 +217,7 @@ def _write_message(kind: str, variable: Any, training: Any) -> str:
         )
     return (
         f"forward_pass(training={training}) changed {kind} variable "
-        f"{_variable_name(variable)!r}: {consequence}. forward_pass must leave the model "
+        f"{variable_name(variable)!r}: {consequence}. forward_pass must leave the model "
         "weights to the training loop (or train_on_batch); keep per-batch state such as "
         "metrics in local_variables"
     )

@@ -33,15 +33,15 @@ from typing import Any, Iterator, Optional
 import keras
 import tensorflow as tf
 
-from fedsim.models.enhanced import (
-    _COLLECTIONS,
-    ModelCheckError,
-    _attributes,
-    _held_variables,
-    _is_variable,
-    _key,
-    _variable_name,
+from fedsim.models.enhanced import ModelCheckError
+from fedsim.models.held_variables import (
+    COLLECTIONS,
+    followed_attributes,
+    held_variables,
+    is_variable,
     reached_objects,
+    variable_key,
+    variable_name,
 )
 
 _HOW_TO_WRITE_IT = (
@@ -84,8 +84,8 @@ def own_optimizer_state(model: Any) -> list:
         if not optimizer.built:
             optimizer.build(trainable)
         for variable in optimizer.variables:
-            if _key(variable) not in listed:
-                listed.add(_key(variable))
+            if variable_key(variable) not in listed:
+                listed.add(variable_key(variable))
                 state.append(variable)
     _check_no_hidden_variables(model, listed)
     _check_train_on_batch_creates_nothing(model)
@@ -132,10 +132,10 @@ def no_new_variables(model: Any, refusals: Optional[list] = None) -> Iterator[No
 # The walk ------------------------------------------------------------------
 def _listed_keys(model: Any) -> set:
     return {
-        _key(entry)
-        for collection in _COLLECTIONS
+        variable_key(entry)
+        for collection in COLLECTIONS
         for entry in getattr(model, collection)
-        if _is_variable(entry)
+        if is_variable(entry)
     }
 
 
@@ -146,18 +146,18 @@ def _opaque_objects(model: Any) -> Iterator[tuple[str, Any]]:
     ``enhance()`` does not see its variables either.
     """
     for where, value in reached_objects(model):
-        if value is model or _is_variable(value) or isinstance(value, _NOT_STATE):
+        if value is model or is_variable(value) or isinstance(value, _NOT_STATE):
             continue
         if isinstance(value, (keras.Layer, keras.metrics.Metric, keras.optimizers.Optimizer)):
             continue  # their state is found: .variables, or an adopted optimizer's
-        # No children: _attributes enters nothing (containers and modules were entered).
-        if hasattr(value, "__dict__") and not any(True for _ in _attributes(value, where, is_root=False)):
+        # No children: followed_attributes enters nothing (containers and modules were entered).
+        if hasattr(value, "__dict__") and not any(True for _ in followed_attributes(value, where, is_root=False)):
             yield where, value
 
 
 def _state_of(holder: Any) -> Iterator[tuple[str, Any]]:
     """``(where, variable)`` for the variables ``holder`` holds, its Keras optimizers' included."""
-    yield from _held_variables(holder)
+    yield from held_variables(holder)
     for where, optimizer in held_optimizers(holder):
         yield from ((where, variable) for variable in optimizer.variables)
 
@@ -167,15 +167,15 @@ def _check_no_hidden_variables(model: Any, listed: set) -> None:
     holders = [(type(model).__name__, model)] + list(_opaque_objects(model))
     for holder_where, holder in holders:
         for where, variable in _state_of(holder):
-            if _key(variable) in listed:
+            if variable_key(variable) in listed:
                 continue
             # ``where`` starts at the holder's type name: start it at the holder's place instead.
             place = holder_where + where[len(type(holder).__name__):]
             if holder is not model:
                 place += f" (inside a {type(holder).__name__}, an object fedsim does not look into)"
             raise HiddenStateError(
-                f"variable {_variable_name(variable)!r}, held by {place}, is in none of "
-                f"{', '.join(_COLLECTIONS)} and belongs to no Keras optimizer the model holds: "
+                f"variable {variable_name(variable)!r}, held by {place}, is in none of "
+                f"{', '.join(COLLECTIONS)} and belongs to no Keras optimizer the model holds: "
                 "fedsim cannot reset it, so train_on_batch would carry it from one client to the "
                 f"next and the model would depend on the order of the cohort. To train with an "
                 f"optimizer, {_HOW_TO_WRITE_IT}; other per-client state goes in local_variables"
