@@ -25,6 +25,7 @@ import logging
 import warnings
 from typing import Any, Optional, Sequence
 
+import attrs
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -72,19 +73,36 @@ def warn_if_statistics_are_kept(model: Any, rule: str) -> None:
     )
 
 
-def change(final: Sequence[np.ndarray], start: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """A client's non-trainable weights after training minus before, in float64 for integer weights."""
-    return [np.asarray(f) - np.asarray(s) for f, s in zip(final, start)]
+def with_changes(messages: Sequence[Any], outputs: Sequence[Any], start: Sequence[np.ndarray]) -> list:
+    """Rule ``"average"``: each client's message with the change of its non-trainable weights as an extra.
+
+    ``start`` is what every client started from (the server's values).
+    """
+    return [
+        attrs.evolve(m, extras={**m.extras, EXTRA: [np.asarray(f) - np.asarray(s) for f, s in zip(o.non_trainable, start)]})
+        for m, o in zip(messages, outputs)
+    ]
 
 
-def add_change(weights: Sequence[np.ndarray], aggregate: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The server's non-trainable weights plus the aggregated change, in each weight's dtype."""
+def with_change(model_weights: Any, aggregate: Sequence[np.ndarray]) -> Any:
+    """Rule ``"average"``: the model weights with the aggregated change added to the non-trainable ones.
+
+    Integer weights (counters) are rounded back to their dtype.
+    """
     result = []
-    for value, delta in zip(weights, aggregate):
+    for value, delta in zip(model_weights.non_trainable, aggregate):
         value = np.asarray(value)
         summed = value + np.asarray(delta)
         result.append((np.rint(summed) if np.issubdtype(value.dtype, np.integer) else summed).astype(value.dtype))
-    return result
+    return model_weights.with_non_trainable(result)
+
+
+def keep_own(store: Any, client_ids: Sequence[Any], outputs: Sequence[Any], update_weights: Sequence[float],
+             round_num: int) -> None:
+    """Rule ``"per_client"``: stores each client's values after training (a zeroed or empty client keeps its old)."""
+    for client_id, output, weight in zip(client_ids, outputs, update_weights):
+        if weight > 0:
+            store.put(client_id, output.non_trainable, round_num)
 
 
 def start_values(store: Any, client_id: Any, round_num: int) -> Optional[list[np.ndarray]]:

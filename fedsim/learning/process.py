@@ -224,11 +224,7 @@ class FederatedProcess:
         inputs, client_states = [inputs[i] for i in kept], [client_states[i] for i in kept]
         messages = [self.algorithm.message(o, i, c) for o, i, c in zip(outputs, inputs, client_states)]
         if self.non_trainable == "average":  # the change travels beside the delta, through the chain
-            start = state.model_weights.non_trainable
-            messages = [
-                attrs.evolve(m, extras={**m.extras, nt_rule.EXTRA: nt_rule.change(o.non_trainable, start)})
-                for m, o in zip(messages, outputs)
-            ]
+            messages = nt_rule.with_changes(messages, outputs, state.model_weights.non_trainable)
         weights = self.update_weights(outputs, cohort)
         outputs, messages, weights, nonfinite = zero_nonfinite_messages(
             outputs, messages, weights, cohort.client_ids, self.faults
@@ -240,19 +236,15 @@ class FederatedProcess:
             if message.client_state is not None:
                 self.client_store.put(client_id, message.client_state, round_num)
         if self.non_trainable_store is not None:
-            for client_id, output, weight in zip(cohort.client_ids, outputs, weights):
-                if weight > 0:  # a zeroed (non-finite) or empty client keeps what it had
-                    self.non_trainable_store.put(client_id, output.non_trainable, round_num)
+            nt_rule.keep_own(self.non_trainable_store, cohort.client_ids, outputs, weights, round_num)
         result = self._apply(
             state, step, aggregator_state, outputs,
             {**aggregator_measurements, **step.measurements, **measurements, **nonfinite},
         )
         if non_trainable_change is None:
             return result
-        weights_now = result.state.model_weights
-        new_non_trainable = nt_rule.add_change(weights_now.non_trainable, non_trainable_change)
-        return attrs.evolve(result, state=attrs.evolve(
-            result.state, model_weights=weights_now.with_non_trainable(new_non_trainable)))
+        model_weights = nt_rule.with_change(result.state.model_weights, non_trainable_change)
+        return attrs.evolve(result, state=attrs.evolve(result.state, model_weights=model_weights))
 
     def _own_non_trainable(self, client_id: ClientId, round_num: int) -> Optional[list]:
         """Rule ``"per_client"``: the client's own non-trainable weights, once it has trained."""
