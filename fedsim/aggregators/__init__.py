@@ -1,12 +1,11 @@
 """Aggregators: combine client deltas into one server delta (see ``base``).
 
-Rules aggregate on their own (means, robust rules, DP-FedAvg, secure
-aggregation); wrappers transform client values and hand them to an ``inner``
+Rules aggregate on their own (means, robust rules, the privacy mechanisms
+DP-FedAvg, DP-FTRL and distributed DP, secure aggregation); wrappers transform client values and hand them to an ``inner``
 aggregator (clipping, zeroing, compression, attacks). ``build_aggregator``
 composes a chain from config.
 """
 
-from fedsim.aggregators.accounting import DPAccounting
 from fedsim.aggregators.attacks import ByzantineAttack
 from fedsim.aggregators.base import (
     AggregationError,
@@ -18,7 +17,9 @@ from fedsim.aggregators.base import (
 from fedsim.aggregators.bulyan import Bulyan
 from fedsim.aggregators.clipping import Clipping
 from fedsim.aggregators.coordinatewise import CoordinateMedian, TrimmedMean
+from fedsim.aggregators.distributed_dp import DistributedDP
 from fedsim.aggregators.dp_fedavg import DPFedAvg
+from fedsim.aggregators.dp_ftrl import DPFTRL
 from fedsim.aggregators.factory import build_aggregator
 from fedsim.aggregators.geometric_median import GeometricMedian
 from fedsim.aggregators.krum import Krum
@@ -39,8 +40,9 @@ __all__ = [
     "ByzantineAttack",
     "Clipping",
     "CoordinateMedian",
-    "DPAccounting",
+    "DPFTRL",
     "DPFedAvg",
+    "DistributedDP",
     "GeometricMedian",
     "Krum",
     "MeanAggregator",

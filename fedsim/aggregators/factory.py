@@ -11,7 +11,9 @@ Every step but the last must be a wrapper (it gets the rest of the chain as
 ``inner``); the last must be a rule that aggregates on its own. Pass ``seed``
 to seed every random step that does not set its own seed; each step then
 gets a different seed derived from ``(seed, position in the chain)``, so no
-two steps share a random stream.
+two steps share a random stream. Pass ``participation`` (the run's
+``fedsim.privacy.Participation``) to bind it to the chain's privacy mechanism:
+a config never states it, it is read from the sampler and the population.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from fedsim.aggregators.base import Aggregator
 from fedsim.aggregators.bulyan import Bulyan
 from fedsim.aggregators.clipping import Clipping
 from fedsim.aggregators.coordinatewise import CoordinateMedian, TrimmedMean
+from fedsim.aggregators.distributed_dp import DistributedDP
 from fedsim.aggregators.dp_fedavg import DPFedAvg
+from fedsim.aggregators.dp_ftrl import DPFTRL
 from fedsim.aggregators.geometric_median import GeometricMedian
 from fedsim.aggregators.krum import Krum
 from fedsim.aggregators.mean import MeanAggregator
@@ -37,6 +41,9 @@ from fedsim.aggregators.secure_aggregation import SecureAggregation
 from fedsim.aggregators.sparsification import TopKSparsification
 from fedsim.aggregators.validation import AggregatorConfigError
 from fedsim.aggregators.zeroing import Zeroing
+from fedsim.privacy import mechanism
+from fedsim.privacy.accounting import AccountingError
+from fedsim.privacy.participation import Participation, ParticipationError
 
 RULES: dict[str, type] = {
     "mean": MeanAggregator,
@@ -46,6 +53,8 @@ RULES: dict[str, type] = {
     "bulyan": Bulyan,
     "geometric_median": GeometricMedian,
     "dp_fedavg": DPFedAvg,
+    "dp_ftrl": DPFTRL,
+    "distributed_dp": DistributedDP,
     "secure_aggregation": SecureAggregation,
 }
 WRAPPERS: dict[str, type] = {
@@ -92,7 +101,8 @@ def _step_class(name: Any, position: int, is_last: bool) -> type:
 
 def _check_parameters(name: str, cls: type, params: Mapping[str, Any], position: int) -> None:
     """Rejects unknown parameters and reports missing required ones by name."""
-    fields = {f.name: f for f in attrs.fields(cls) if f.init and f.name != "inner"}
+    # inner is the rest of the chain; participation is read from the run, never written in a config.
+    fields = {f.name: f for f in attrs.fields(cls) if f.init and f.name not in ("inner", "participation")}
     for key in params:
         if key not in fields:
             raise AggregatorConfigError(
@@ -104,7 +114,9 @@ def _check_parameters(name: str, cls: type, params: Mapping[str, Any], position:
         raise AggregatorConfigError(f"step {position} {name!r} needs parameter(s) {missing}")
 
 
-def build_aggregator(spec: Sequence[Mapping[str, Any]], seed: int | None = None) -> Aggregator:
+def build_aggregator(
+    spec: Sequence[Mapping[str, Any]], seed: int | None = None, participation: Participation | None = None
+) -> Aggregator:
     """Turns a config chain (outermost step first) into the composed aggregator."""
     if not spec:
         raise AggregatorConfigError(
@@ -120,6 +132,10 @@ def build_aggregator(spec: Sequence[Mapping[str, Any]], seed: int | None = None)
             step["seed"] = int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
         try:
             built = cls(**step) if built is None else cls(built, **step)
-        except AggregatorConfigError as error:
+        except (AggregatorConfigError, ParticipationError, AccountingError) as error:
             raise AggregatorConfigError(f"step {position} {name!r}: {error}") from None
-    return built
+    try:
+        mechanism.find(built)  # at most one privacy mechanism per chain
+        return built if participation is None else mechanism.bind(built, participation)
+    except (ParticipationError, AccountingError) as error:
+        raise AggregatorConfigError(str(error)) from None

@@ -1,25 +1,37 @@
-"""Secure aggregation by pairwise masking, simulated.
+"""Secure aggregation of clipped, quantized client values (Bonawitz et al. 2017).
 
 Bonawitz, Ivanov, Kreuter, Marcedone, McMahan, Patel, Ramage, Segal, Seth,
 "Practical Secure Aggregation for Privacy-Preserving Machine Learning",
-CCS 2017.
+CCS 2017. The protocol itself (masks, dropouts per phase, threshold, bytes)
+is ``secure_sum``; this module is the aggregation rule on top of it.
 
-Each participating client clips its value to ``clip_norm``, maps every
-coordinate from ``[-clip_norm, clip_norm]`` to an integer level in
-``[0, 2**quantization_bits - 1]`` (unbiased stochastic rounding) and adds, for
-every other participant ``j``, the mask ``+m_ij`` (if it comes first) or
-``-m_ij`` modulo ``2**modulus_bits``. ``m_ij`` is drawn from a generator seeded
-per pair, standing in for the key agreement of the protocol. The server sees
-only masked vectors; in the sum of all of them the masks cancel.
+Each participating client clips its value to ``clip_norm`` and maps every
+coordinate to an integer level in ``[0, 2**quantization_bits - 1]`` by
+unbiased stochastic rounding. The server learns only the modular sum of the
+levels of the clients whose masked input arrived, decodes it and divides:
 
-Clients may drop out after the masks are agreed (``dropout_fraction``, chosen
-at random each round). The server then reconstructs the dropped clients' pair
-masks (in the protocol: from secret shares held by the survivors) and
-subtracts them, so the result is exactly the modular sum of the survivors'
-integer levels. The protocol's self-masks, which guard against a client
-declared dropped whose input arrives late, do not change the sum and are not
-simulated. The sum is then dequantized and divided by the number of
-survivors: every surviving client counts once.
+- ``weighted=False``: by the number of those clients (each counts once);
+- ``weighted=True``: the weight travels masked with the update. A client
+  sends ``w * clip(x)``, encoded on ``[-W * clip_norm, W * clip_norm]`` with
+  ``W = max_update_weight``, and ``w`` encoded on ``[0, W]`` as one extra
+  coordinate; the server divides the summed weighted values by the summed
+  weights. A weight above ``W`` is capped to ``W`` and counted
+  (``secagg/num_weights_capped``), as a norm above ``clip_norm`` is clipped.
+
+Error of the weighted mean per coordinate, with ``L = 2**quantization_bits - 1``,
+``k`` survivors and summed weight ``D``: each weighted value is off by less
+than ``q = 2 W clip_norm / L`` and each weight by less than ``r = W / L``, so
+``|result - exact| < k (q + clip_norm r) / (D - k r)``: about
+``3 clip_norm / L`` when every weight is ``W``, more when weights are small
+against ``W``, so keep ``W`` tight. Unweighted, the bound is ``2 clip_norm / L``.
+
+The threshold is a fraction of the cohort: ``t = max(2, ceil(threshold * n))``
+for ``n`` participating clients. The default 2/3 is above one half, so no two
+disjoint groups of ``t`` clients exist and a server that lies about who
+dropped cannot collect both the ``b_u`` and the ``s_u^SK`` shares of one
+client; it tolerates a third of the cohort dropping. An aborted round (fewer
+than ``t`` clients in some phase, or fewer than 2 participants) returns zeros
+with ``secagg/aborted = 1``.
 """
 
 from __future__ import annotations
@@ -40,83 +52,80 @@ from fedsim.aggregators.base import (
 )
 from fedsim.aggregators.clipping import clip
 from fedsim.aggregators.quantization import stochastic_round
+from fedsim.aggregators.secure_sum import (
+    PhaseDropout,
+    SecureSumOutcome,
+    protocol_measurements,
+    secure_sum,
+)
 from fedsim.aggregators.validation import AggregatorConfigError, in_interval, int_at_least, positive
 from fedsim.aggregators.vectors import flatten, participating, unflatten, zeros_like
 
-# Stream tags keep the three uses of randomness in a round independent.
-_DROPOUT, _ROUNDING, _MASK = 0, 1, 2
+# The protocol core is re-exported: rules built on it import it from here or secure_sum.
+__all__ = [
+    "ModulusOverflowError",
+    "PhaseDropout",
+    "SecureAggregation",
+    "SecureSumOutcome",
+    "decode_sum",
+    "encode",
+    "secure_sum",
+]
+
+_ROUNDING = 1  # stream tag for stochastic rounding; secure_sum uses 0, 2 and 3
 
 
-def choose_dropouts(seed: int, round_num: int, num_clients: int, fraction: float) -> list[int]:
-    """The participants (by position) that drop out after mask agreement."""
-    rng = np.random.default_rng([seed, round_num, _DROPOUT])
-    num_dropped = math.floor(fraction * num_clients)
-    return sorted(rng.choice(num_clients, num_dropped, replace=False).tolist())
+class ModulusOverflowError(AggregationError):
+    """The sum of the clients' levels could reach the modulus and wrap around."""
 
 
-def encode(vector: np.ndarray, clip_norm: float, bits: int, rng: np.random.Generator) -> np.ndarray:
-    """Integer levels in ``[0, 2**bits - 1]`` for a vector inside ``[-clip_norm, clip_norm]``."""
-    scaled = (vector + clip_norm) / (2 * clip_norm) * (2**bits - 1)
+def encode(vector: np.ndarray, bound: float, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """Integer levels in ``[0, 2**bits - 1]`` for a vector inside ``[-bound, bound]``."""
+    scaled = (vector + bound) / (2 * bound) * (2**bits - 1)
     return np.clip(stochastic_round(scaled, rng), 0, 2**bits - 1).astype(np.uint64)
 
 
-def decode_sum(level_sum: np.ndarray, num_clients: int, clip_norm: float, bits: int) -> np.ndarray:
+def decode_sum(level_sum: np.ndarray, num_clients: int, bound: float, bits: int) -> np.ndarray:
     """The sum of the real vectors whose ``num_clients`` level vectors sum to ``level_sum``."""
-    return level_sum.astype(np.float64) * (2 * clip_norm / (2**bits - 1)) - num_clients * clip_norm
+    return level_sum.astype(np.float64) * (2 * bound / (2**bits - 1)) - num_clients * bound
 
 
-def pair_mask(
-    seed: int, round_num: int, i: int, j: int, size: int, modulus_bits: int
-) -> np.ndarray:
-    """The mask shared by participants ``i < j``, uniform modulo ``2**modulus_bits``."""
-    rng = np.random.default_rng([seed, round_num, _MASK, i, j])
-    return rng.integers(0, 2**modulus_bits, size=size, dtype=np.uint64)
+def _optional_positive(instance, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None:
+        positive(instance, attribute, value)
 
 
-def mask_inputs(
-    encoded: list[np.ndarray], seed: int, round_num: int, modulus_bits: int
-) -> list[np.ndarray]:
-    """Each participant's masked input: levels ``+ m_ij`` for ``j > i``, ``- m_ji`` for
-    ``j < i``. uint64 arithmetic wraps modulo 2**64, a multiple of the modulus."""
-    masked = [levels.copy() for levels in encoded]
-    for i in range(len(encoded)):
-        for j in range(i + 1, len(encoded)):
-            mask = pair_mask(seed, round_num, i, j, encoded[i].size, modulus_bits)
-            masked[i] += mask
-            masked[j] -= mask
-    modulus_mask = np.uint64(2**modulus_bits - 1)
-    return [m & modulus_mask for m in masked]
+def _boolean(instance, attribute: attrs.Attribute, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise AggregatorConfigError(
+            f"{type(instance).__name__}: {attribute.name}={value!r} must be true or false"
+        )
 
 
-def unmask_sum(
-    masked: dict[int, np.ndarray],
-    dropped: Sequence[int],
-    seed: int,
-    round_num: int,
-    modulus_bits: int,
-) -> np.ndarray:
-    """Server side: sums the survivors' masked inputs (``masked`` maps participant
-    index to input) and removes the masks they share with dropped participants."""
-    total = np.zeros_like(next(iter(masked.values())))
-    for vector in masked.values():
-        total += vector
-    for d in dropped:
-        for i in masked:
-            mask = pair_mask(seed, round_num, min(i, d), max(i, d), total.size, modulus_bits)
-            # Survivor i added +mask if it came first in the pair, else -mask.
-            total = total - mask if i < d else total + mask
-    return total & np.uint64(2**modulus_bits - 1)
+_fraction = in_interval(0.0, 1.0)
 
 
 @attrs.frozen
 class SecureAggregation:
-    """Mean of clipped, quantized client values computed through masked sums."""
+    """Mean of clipped, quantized client values computed by secure aggregation.
+
+    ``dropout_fraction`` is the dropout at masked-input collection (as before
+    the other phases existed); ``*_dropout`` are the other phases' fractions.
+    """
 
     clip_norm: float = attrs.field(validator=positive)
     quantization_bits: int = attrs.field(default=16, validator=int_at_least(1))
     modulus_bits: int = attrs.field(default=32, validator=int_at_least(2))
-    dropout_fraction: float = attrs.field(default=0.0, validator=in_interval(0.0, 1.0))
+    dropout_fraction: float = attrs.field(default=0.0, validator=_fraction)
     seed: int = attrs.field(default=0, validator=int_at_least(0))
+    threshold: float = attrs.field(
+        default=2 / 3, validator=in_interval(0.0, 1.0, closed_low=False, closed_high=True)
+    )
+    advertise_keys_dropout: float = attrs.field(default=0.0, validator=_fraction)
+    share_keys_dropout: float = attrs.field(default=0.0, validator=_fraction)
+    unmasking_dropout: float = attrs.field(default=0.0, validator=_fraction)
+    weighted: bool = attrs.field(default=False, validator=_boolean)
+    max_update_weight: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def __attrs_post_init__(self) -> None:
         if not self.quantization_bits < self.modulus_bits <= 64:
@@ -124,6 +133,25 @@ class SecureAggregation:
                 f"quantization_bits={self.quantization_bits} must be < modulus_bits="
                 f"{self.modulus_bits} <= 64; the sum of levels needs headroom in the modulus"
             )
+        if self.weighted and self.max_update_weight is None:
+            raise AggregatorConfigError(
+                "weighted=True needs max_update_weight, the largest update weight the "
+                "encoding covers; set it to the largest weight a client can have"
+            )
+        if not self.weighted and self.max_update_weight is not None:
+            raise AggregatorConfigError(
+                f"max_update_weight={self.max_update_weight!r} only applies with "
+                "weighted=True; set weighted=True or drop max_update_weight"
+            )
+
+    @property
+    def dropout(self) -> PhaseDropout:
+        return PhaseDropout(
+            advertise_keys=self.advertise_keys_dropout,
+            share_keys=self.share_keys_dropout,
+            masked_input=self.dropout_fraction,
+            unmasking=self.unmasking_dropout,
+        )
 
     def initialize(self) -> AggregatorState:
         return {"seed": self.seed, "round": 0}
@@ -137,45 +165,79 @@ class SecureAggregation:
         client_ids: ClientIds = None,
     ) -> AggregationOutput:
         weights = check_client_values(client_values, update_weights)
-        values, _ = participating(client_values, weights)
+        values, weights = participating(client_values, weights)
         seed, round_num = state["seed"], state["round"]
-        dropped = choose_dropouts(seed, round_num, len(values), self.dropout_fraction)
-        survivors = [i for i in range(len(values)) if i not in dropped]
-        self._check_headroom(len(survivors))
+        self._check_headroom(len(values))
+        max_weight = self.max_update_weight if self.weighted else 1.0
+        bound = self.clip_norm * max_weight  # every coordinate a client encodes is within it
         clipped = [clip(value, self.clip_norm) for value in values]
-        rounding_rng = np.random.default_rng([seed, round_num, _ROUNDING])
-        encoded = [
-            encode(flatten(value), self.clip_norm, self.quantization_bits, rounding_rng)
-            for value, _ in clipped
+        levels = [
+            self._encode(
+                flatten(value),
+                min(weight, max_weight) if self.weighted else None,
+                np.random.default_rng([seed, round_num, _ROUNDING, position]),
+            )
+            for position, ((value, _), weight) in enumerate(zip(clipped, weights))
         ]
-        masked = mask_inputs(encoded, seed, round_num, self.modulus_bits)
+        dimension = sum(np.size(a) for a in client_values[0])
+        outcome = self._secure_sum(levels, dimension + self.weighted, seed, round_num)
         measurements = {
-            "secagg/num_survivors": float(len(survivors)),
-            "secagg/num_dropped": float(len(dropped)),
-            "secagg/aborted": float(len(survivors) < 2),
-            "secagg/bits_per_client": (
-                float(self.modulus_bits * encoded[0].size) if encoded else 0.0
-            ),
-            "secagg/float32_bits_per_client": float(32 * sum(np.size(a) for a in client_values[0])),
+            **outcome.measurements,
+            "secagg/float32_bytes_per_client": float(4 * dimension),
             "secagg/clip_norm": self.clip_norm,
             "secagg/num_clipped": float(sum(was_clipped for _, was_clipped in clipped)),
+            "secagg/num_weights_capped": float(np.sum(weights > max_weight) * self.weighted),
+            "secagg/total_weight": 0.0,
         }
         new_state = {"seed": seed, "round": round_num + 1}
-        if len(survivors) < 2:
-            # The protocol aborts below its threshold: one survivor's "sum" is its input.
+        if outcome.total is None:
             return AggregationOutput(zeros_like(client_values[0]), new_state, measurements)
-        level_sum = unmask_sum(
-            {i: masked[i] for i in survivors}, dropped, seed, round_num, self.modulus_bits
-        )
-        total = decode_sum(level_sum, len(survivors), self.clip_norm, self.quantization_bits)
-        return AggregationOutput(
-            unflatten(total / len(survivors), client_values[0]), new_state, measurements
+        num_survivors, unit = len(outcome.survivors), max_weight / (2**self.quantization_bits - 1)
+        total = decode_sum(outcome.total[:dimension], num_survivors, bound, self.quantization_bits)
+        # Weighted: the last coordinate is the weights' levels, on [0, max_weight].
+        total_weight = float(outcome.total[dimension]) * unit if self.weighted else num_survivors
+        measurements["secagg/total_weight"] = float(total_weight)
+        # Every weight can round down to level 0; then no mean is defined.
+        mean = total / total_weight if total_weight > 0 else np.zeros(dimension)
+        return AggregationOutput(unflatten(mean, client_values[0]), new_state, measurements)
+
+    def _encode(
+        self, vector: np.ndarray, weight: float | None, rng: np.random.Generator
+    ) -> np.ndarray:
+        """One client's levels: its clipped value, or, weighted, ``weight * value``
+        on ``[-W clip_norm, W clip_norm]`` and then ``weight`` on ``[0, W]``."""
+        bits = self.quantization_bits
+        if weight is None:
+            return encode(vector, self.clip_norm, bits, rng)
+        max_weight = self.max_update_weight
+        levels = encode(weight * vector, self.clip_norm * max_weight, bits, rng)
+        weight_level = stochastic_round(np.array([weight / max_weight * (2**bits - 1)]), rng)
+        weight_level = np.clip(weight_level, 0, 2**bits - 1).astype(np.uint64)
+        return np.concatenate([levels, weight_level])
+
+    def _secure_sum(
+        self, levels: list[np.ndarray], coordinates: int, seed: int, round_num: int
+    ) -> SecureSumOutcome:
+        """Runs the protocol with ``t = max(2, ceil(threshold * n))``; with fewer than
+        2 participants it cannot start (a lone input has nothing to hide in)."""
+        threshold = max(2, math.ceil(self.threshold * len(levels) - 1e-9))
+        if threshold > len(levels):
+            input_bytes = math.ceil(coordinates * self.modulus_bits / 8)
+            measured = protocol_measurements(len(levels), threshold, [], input_bytes)
+            return SecureSumOutcome(None, [], measured)
+        return secure_sum(
+            levels,
+            modulus_bits=self.modulus_bits,
+            threshold=threshold,
+            dropout=self.dropout,
+            seed=seed,
+            round_num=round_num,
         )
 
-    def _check_headroom(self, num_survivors: int) -> None:
+    def _check_headroom(self, num_clients: int) -> None:
         """The sum of levels must stay below the modulus, or it wraps around."""
-        if num_survivors * (2**self.quantization_bits - 1) >= 2**self.modulus_bits:
-            raise AggregationError(
-                f"{num_survivors} clients x (2**{self.quantization_bits} - 1) levels overflow "
+        if num_clients * (2**self.quantization_bits - 1) >= 2**self.modulus_bits:
+            raise ModulusOverflowError(
+                f"{num_clients} clients x (2**{self.quantization_bits} - 1) levels overflow "
                 f"modulus 2**{self.modulus_bits}; raise modulus_bits or lower quantization_bits"
             )

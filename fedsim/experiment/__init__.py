@@ -13,11 +13,18 @@ from fedsim.experiment.run import RunDirectoryError, RunInterrupted, resume_run,
 from fedsim.learning.faults import ClientFailure, NonFiniteUpdateError
 from fedsim.learning.validation import ClientDatasetError
 from fedsim.models.model_fn import ModelFnError
+from fedsim.aggregators import AggregatorConfigError
+from fedsim.privacy import AccountingError, ParticipationError
+from fedsim.simulation.sampling import SamplingError
 
 #: Errors caused by the user's input (config, files, run directories, data that
 #: does not fit the model) or by the run's fault policy; the CLI prints their
 #: message instead of a traceback.
 EXPECTED_ERRORS = (
+    AccountingError,
+    AggregatorConfigError,
+    ParticipationError,
+    SamplingError,
     AlgorithmBuildError,
     CheckpointError,
     ClientDataError,

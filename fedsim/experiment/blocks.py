@@ -21,7 +21,8 @@ from fedsim.optimizers import SGD
 from fedsim.experiment.block import Block
 from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock, SyntheticData  # noqa: F401 (re-exported)
 from fedsim.learning.non_trainable import NON_TRAINABLE_RULES
-from fedsim.experiment.validators import FieldError, import_path, non_negative, positive, positive_list
+from fedsim.simulation import sampling
+from fedsim.experiment.validators import FieldError, import_path, non_negative, positive, positive_list, probability
 
 
 # Models -------------------------------------------------------------------
@@ -96,13 +97,41 @@ class SamplerBlock(Block):
 
 @attrs.frozen
 class UniformSamplerConfig(SamplerBlock):
-    """``cohort_size`` distinct clients per round, uniformly at random."""
+    """``cohort_size`` distinct clients per round, uniformly at random (fixed-size cohorts)."""
 
     name: str = "uniform"
     cohort_size: int = attrs.field(default=10, validator=positive)
 
+    def build(self, seed: int) -> Any:
+        return sampling.UniformSampler(self.cohort_size, seed=seed)
 
-SamplerBlock.registry = {"uniform": UniformSamplerConfig}
+
+@attrs.frozen
+class PoissonSamplerConfig(SamplerBlock):
+    """Each client independently with probability ``rate`` per round (cohorts of varying size)."""
+
+    name: str = "poisson"
+    rate: float = attrs.field(default=0.1, validator=probability)
+
+    def build(self, seed: int) -> Any:
+        return sampling.PoissonSampler(self.rate, seed=seed)
+
+
+@attrs.frozen
+class RoundRobinSamplerConfig(SamplerBlock):
+    """``cohort_size`` clients per round walking one fixed order (a seeded permutation, or population order)."""
+
+    name: str = "round_robin"
+    cohort_size: int = attrs.field(default=10, validator=positive)
+    shuffle: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+
+    def build(self, seed: int) -> Any:
+        return sampling.RoundRobinSampler(self.cohort_size, seed=seed, shuffle=self.shuffle)
+
+
+SamplerBlock.registry = {
+    "uniform": UniformSamplerConfig, "poisson": PoissonSamplerConfig, "round_robin": RoundRobinSamplerConfig,
+}
 
 
 class ExecutorBlock(Block):

@@ -15,7 +15,6 @@ from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
 from fedsim.experiment.build_model import model_fn_for
 from fedsim.experiment.build_algorithm import build_process
-from fedsim.simulation import UniformSampler
 
 
 @attrs.frozen
@@ -50,13 +49,14 @@ def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None)
     """
     keras.utils.set_random_seed(config.seed)
     population = build_population(config.data, config.seed)
+    population_size = len(population.train.client_ids)
+    sampler = config.sampler.build(config.seed)
+    aggregator = None
+    if config.aggregator:
+        # The chain's privacy mechanism accounts the sampling that runs, read here, never declared.
+        participation = sampler.participation(population_size)
+        aggregator = build_aggregator(config.aggregator, seed=config.seed, participation=participation)
     model_fn = model_fn_for(config.model, population.train.element_type_structure, population.num_classes)
-    process = build_process(
-        config,
-        model_fn,
-        aggregator=build_aggregator(config.aggregator, seed=config.seed) if config.aggregator else None,
-        population_size=len(population.train.client_ids),
-        state_dir=state_dir,
-    )
-    sampler = UniformSampler(config.sampler.cohort_size, seed=config.seed)
+    process = build_process(config, model_fn, aggregator=aggregator, population_size=population_size,
+                            state_dir=state_dir)
     return Experiment(config, process, population.train, population.test, sampler)

@@ -24,7 +24,7 @@ def _scalar_metadata() -> summary_pb2.SummaryMetadata:
 
 def scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
     """``(tag, value)`` for each number of a metrics record: ``train/loss``, ``eval/accuracy``, ..."""
-    for section in ("train", "eval", "measurements"):
+    for section in ("train", "eval", "measurements", "privacy"):
         for name, value in (record.get(section) or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 yield f"{section}/{name}", float(value)

@@ -28,6 +28,11 @@ def fraction(instance: Any, attribute: Any, value: Any) -> None:
         raise FieldError(attribute.name, f"must be in [0, 1), got {value!r}")
 
 
+def probability(instance: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise FieldError(attribute.name, f"must be a probability in (0, 1], got {value!r}")
+
+
 def positive_list(instance: Any, attribute: Any, value: Any) -> None:
     if not value or any(item <= 0 for item in value):
         raise FieldError(attribute.name, f"must be a non-empty list of positive integers, got {value!r}")

@@ -29,6 +29,7 @@ from fedsim.learning.faults import FaultPolicy, run_clients, zero_nonfinite_mess
 from fedsim.learning.validation import check_element_spec
 from fedsim.metrics import metrics_aggregator_for
 from fedsim.models.model_weights import ModelWeights
+from fedsim.privacy import mechanism
 
 
 class ProcessError(ValueError):
@@ -154,6 +155,9 @@ class FederatedProcess:
         self._aggregate_metrics = metrics_aggregator_for(model)
         # Captured now: executors write the live variables while they train.
         self._initial_weights = ModelWeights.from_model(model)
+        if mechanism.needs_value_size(aggregator):  # distributed DP is calibrated to what a client sends
+            size = sum(np.size(a) for a in self._stand_in_values(self.initialize()))
+            self.aggregator = mechanism.bind_value_size(aggregator, size)
 
     def initialize(self, model_weights: Optional[ModelWeights] = None) -> ServerState:
         """The state before round 1: the model's weights when the process was built, unless given.
@@ -300,7 +304,7 @@ class FederatedProcess:
         )
         return RoundResult(
             state=new_state,
-            metrics=self._aggregate_metrics([o.metrics for o in outputs]),
+            metrics=self._aggregate_metrics([o.metrics for o in outputs]) if outputs else collections.OrderedDict(),
             measurements=dict(measurements),
             num_clients=len(outputs),
             num_examples=sum(o.num_examples for o in outputs),
@@ -317,8 +321,6 @@ class FederatedProcess:
             raise ProcessError(
                 f"state must be a ServerState from initialize(), got {type(state).__name__}"
             )
-        if len(client_datasets) == 0:
-            raise ProcessError("a round needs at least one client dataset; the cohort is empty")
         ids_given = client_ids is not None
         ids = list(client_ids) if ids_given else list(range(len(client_datasets)))
         if len(ids) != len(client_datasets):
@@ -378,7 +380,15 @@ class FederatedProcess:
         ]
 
     def empty_round(self, state: ServerState) -> RoundResult:
-        """A round in which no client reported: the model and every state stay as they were."""
+        """A round in which no client reported (an empty Poisson cohort, every client dropped out).
+
+        Without a privacy mechanism the model and every state stay as they were.
+        A privacy mechanism runs anyway, on one zero-weight stand-in message: its
+        noise is released whether or not anyone took part, so an unchanged model
+        cannot reveal an empty cohort, and the round is accounted like any other.
+        """
+        if mechanism.find(self.aggregator)[0] is not None:
+            return self._mechanism_only_round(state)
         return RoundResult(
             state=attrs.evolve(state, round_num=state.round_num + 1),
             metrics=collections.OrderedDict(),
@@ -386,6 +396,33 @@ class FederatedProcess:
             num_clients=0,
             num_examples=0,
         )
+
+    def _stand_in_message(self, state: ServerState) -> ClientMessage:
+        """What a client that trained on nothing would send: the message's layout, all zeros."""
+        trainable = [np.zeros_like(w) for w in state.model_weights.trainable]
+        stand_in = ClientOutput(
+            delta=trainable, update_weight=0.0, metrics=collections.OrderedDict(), num_examples=0,
+            start_loss=0.0, start_gradient=trainable, non_trainable=list(state.model_weights.non_trainable),
+        )
+        message = self.algorithm.message(stand_in, self.algorithm.broadcast(state, None), None)
+        if self.non_trainable == "average":
+            message = nt_rule.with_changes([message], [stand_in], state.model_weights.non_trainable)[0]
+        return message
+
+    def _stand_in_values(self, state: ServerState) -> list:
+        message = self._stand_in_message(state)
+        return list(message.delta) + [a for arrays in message.extras.values() for a in arrays]
+
+    def _mechanism_only_round(self, state: ServerState) -> RoundResult:
+        messages = [self._stand_in_message(state)]
+        aggregate, aggregator_state, measurements = self._aggregate(state, messages, [0.0], Cohort([], [], False))
+        non_trainable_change = aggregate.extras.pop(nt_rule.EXTRA, None)
+        step = self.algorithm.server_update(state, aggregate)
+        result = self._apply(state, step, aggregator_state, [], {**measurements, **step.measurements})
+        if non_trainable_change is None:
+            return result
+        model_weights = nt_rule.with_change(result.state.model_weights, non_trainable_change)
+        return attrs.evolve(result, state=attrs.evolve(result.state, model_weights=model_weights))
 
     def evaluate(
         self,

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from fedsim.data import ClientData
 from fedsim.learning.process import FederatedProcess, ServerState
 from fedsim.metrics import to_python
+from fedsim.privacy import mechanism
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ def simulate(
     """Runs ``rounds`` rounds of ``process`` on cohorts drawn from ``train_data``.
 
     Args:
-      sampler: has ``sample(round_num, population_size) -> indices``.
+      sampler: has ``sample(round_num, population_size) -> indices``; with a
+        privacy mechanism in the aggregator chain, also
+        ``participation(population_size)``, which must equal the mechanism's.
       eval_data: held-out clients, evaluated every ``eval_every`` rounds and
         after the last round (never when ``eval_every`` is 0).
       metrics_path: appends one JSON line per round, flushed as it is written.
@@ -78,6 +81,9 @@ def simulate(
         def client_dataset_fn(client_id: str, round_num: int) -> tf.data.Dataset:
             return train_data.create_tf_dataset_for_client(client_id)
     client_ids = train_data.client_ids
+    # A privacy mechanism must account the sampling that runs, not one declared beside it.
+    participation = getattr(sampler, "participation", None)
+    mechanism.check_run(getattr(process, "aggregator", None), participation(len(client_ids)) if participation else None)
     first, last = state.round_num + 1, state.round_num + rounds
     history = []
     metrics_file = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
@@ -98,6 +104,9 @@ def simulate(
                 "num_clients": result.num_clients,
                 "num_examples": result.num_examples,
             }
+            privacy = mechanism.report(getattr(process, "aggregator", None), state.aggregator_state)
+            if privacy is not None:
+                record["privacy"] = privacy
             if eval_data is not None and eval_every and (round_num % eval_every == 0 or round_num == last):
                 record["eval"] = evaluate_population(process, state.model_weights, eval_data)
             record["round_time_s"] = time.perf_counter() - start

@@ -1,7 +1,9 @@
 """Cohort sampling and client availability, deterministic from the run's seed.
 
-Samplers answer ``sample(round_num, population_size) -> indices``; round ``r``'s
-draw depends only on ``(seed, r)``, so a resumed run draws the same cohorts as
+Samplers answer ``sample(round_num, population_size) -> indices``, and
+``participation(population_size)``: what their draws prove to a privacy
+accountant (``fedsim.privacy.Participation``). Round ``r``'s draw depends only
+on ``(seed, r)``, so a resumed run draws the same cohorts as
 an uninterrupted one without carrying generator state. ``Dropout`` and
 ``Stragglers`` decide, per ``(seed, round, client id)``, whether a sampled
 client reports at all and how much of its local work it finishes.
@@ -10,8 +12,11 @@ client reports at all and how much of its local work it finishes.
 from __future__ import annotations
 
 import zlib
+
 import attrs
 import numpy as np
+
+from fedsim.privacy.participation import Participation
 
 
 class SamplingError(ValueError):
@@ -49,6 +54,36 @@ class UniformSampler:
         _check_cohort(self.cohort_size, population_size)
         rng = np.random.default_rng([self.seed, round_num])
         return rng.choice(population_size, self.cohort_size, replace=False)
+
+    def participation(self, population_size: int) -> Participation:
+        """A fixed-size cohort drawn uniformly without replacement."""
+        _check_cohort(self.cohort_size, population_size)
+        return Participation.fixed_size(population_size, self.cohort_size)
+
+
+@attrs.frozen
+class PoissonSampler:
+    """Each client takes part independently with probability ``rate`` each round.
+
+    The sampling of DP-SGD and DP-FedAvg's analysis (McMahan et al. 2018): the
+    cohort size varies (it can be 0, an ordinary round) around ``rate * N``.
+    """
+
+    rate: float = attrs.field(converter=float)
+    seed: int = 0
+
+    @rate.validator
+    def _check_rate(self, attribute, value):
+        if not 0 < value <= 1:
+            raise SamplingError(f"rate={value!r} must be a probability in (0, 1]; it is each client's chance per round")
+
+    def sample(self, round_num: int, population_size: int) -> np.ndarray:
+        """Indices into the population for round ``round_num`` (1-based), in population order."""
+        rng = np.random.default_rng([self.seed, round_num])
+        return np.flatnonzero(rng.random(population_size) < self.rate)
+
+    def participation(self, population_size: int) -> Participation:
+        return Participation.poisson(population_size, self.rate)
 
 
 @attrs.frozen
@@ -89,6 +124,11 @@ class WeightedSampler:
         probabilities = self.client_weights / self.client_weights.sum()
         return rng.choice(population_size, self.cohort_size, replace=False, p=probabilities)
 
+    def participation(self, population_size: int) -> Participation:
+        """Weighted draws claim no amplification: the weights make a client's chance data-dependent."""
+        _check_cohort(self.cohort_size, population_size)
+        return Participation.none(population_size, self.cohort_size)
+
 
 @attrs.frozen
 class RoundRobinSampler:
@@ -112,6 +152,12 @@ class RoundRobinSampler:
             order = np.arange(population_size)
         start = (round_num - 1) * self.cohort_size
         return order[np.arange(start, start + self.cohort_size) % population_size]
+
+    def participation(self, population_size: int) -> Participation:
+        """No amplification (the order is fixed), but any ``N // m`` consecutive rounds are
+        ``N // m * m <= N`` consecutive positions of one cyclic order: each client at most once."""
+        _check_cohort(self.cohort_size, population_size)
+        return Participation.none(population_size, self.cohort_size, epoch_rounds=population_size // self.cohort_size)
 
 
 @attrs.frozen

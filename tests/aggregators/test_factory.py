@@ -1,6 +1,8 @@
 """Building aggregator chains from config."""
 
 import numpy as np
+
+from fedsim.privacy import Participation
 import pytest
 
 from fedsim.aggregators import (
@@ -36,11 +38,10 @@ def test_zeroing_around_dp_fedavg_reports_every_layer():
                 "name": "dp_fedavg",
                 "clip_norm": 1.0,
                 "noise_multiplier": 1.0,
-                "population_size": 100,
-                "clients_per_round": 3,
             },
         ],
         seed=0,
+        participation=Participation.fixed_size(100, 3),
     )
     output = run(aggregator, from_vectors(np.ones((3, 7))))
     assert {"zeroing/num_zeroed", "dp/num_clipped", "dp/epsilon"} <= set(output.measurements)

@@ -19,6 +19,7 @@ from fedsim.aggregators import (
     TrimmedMean,
     Zeroing,
 )
+from fedsim.privacy import Participation
 from tests.aggregators.helpers import from_vectors, run, to_vector
 
 RULES = {
@@ -34,7 +35,7 @@ RULES = {
     "adaptive_clipping": Clipping(MeanAggregator(), clip_norm=5.0, target_quantile=0.5),
     "zeroing": Zeroing(CoordinateMedian(), norm_bound=30.0),
     "dp_fedavg_without_noise": DPFedAvg(
-        clip_norm=5.0, noise_multiplier=0.0, population_size=100, clients_per_round=8
+        clip_norm=5.0, noise_multiplier=0.0, participation=Participation.fixed_size(100, 8)
     ),
 }
 # DP-FedAvg divides by the expected cohort size, so identical updates come

@@ -5,12 +5,14 @@ import pytest
 
 from fedsim.aggregators import build_aggregator
 from fedsim.execution import SequentialExecutor
+from fedsim.privacy import Participation
 from tests.algorithms.helpers import initial_params, model_fn
 from tests.conformance.cases import ALGORITHMS, RAGGED_SIZES, flat_state, population, run
 
 CLIENTS = population(RAGGED_SIZES, 6, 3)
 IDS = [f"client-{i}" for i in range(len(CLIENTS))]
 
+EVERYONE = Participation.none(len(CLIENTS), len(CLIENTS))  # run() trains every client each round
 CHAINS = {
     "zeroing_clipping_mean": (
         [{"name": "zeroing", "norm_bound": 1e3}, {"name": "clipping", "clip_norm": 0.05}, {"name": "mean"}],
@@ -21,6 +23,23 @@ CHAINS = {
           "clients_per_round": 4, "sampling": "fixed_size"}],
         ("dp/epsilon", "dp/noise_std"),
     ),
+    "dp_fedavg_adaptive_clipping": (
+        [{"name": "dp_fedavg", "clip_norm": 0.05, "noise_multiplier": 0.5, "target_quantile": 0.5,
+          "clipped_count_stddev": 1.0}],
+        ("dp/epsilon", "dp/unclipped_fraction"),
+    ),
+    "dp_ftrl": (
+        [{"name": "dp_ftrl", "clip_norm": 0.05, "noise_multiplier": 0.5}],
+        ("dp/epsilon", "dp/noise_std"),
+    ),
+    "distributed_dp": (
+        [{"name": "distributed_dp", "clip_norm": 0.05, "noise_multiplier": 0.5, "bits": 20, "threshold": 3}],
+        ("dp/epsilon", "ddp/bits_per_coordinate", "secagg/num_survivors"),
+    ),
+    "secure_aggregation": (
+        [{"name": "secure_aggregation", "clip_norm": 0.05, "weighted": True, "max_update_weight": 20.0}],
+        ("secagg/num_survivors", "secagg/bytes_per_client"),
+    ),
 }
 
 
@@ -28,8 +47,9 @@ CHAINS = {
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_every_algorithm_runs_under_the_chain(algorithm, chain):
     spec, keys = CHAINS[chain]
-    process = ALGORITHMS[algorithm](model_fn(initial_params()), aggregator=build_aggregator(spec, seed=0),
-                                    executor_fn=SequentialExecutor)
+    participation = None if "population_size" in spec[0] else EVERYONE
+    aggregator = build_aggregator(spec, seed=0, participation=participation)
+    process = ALGORITHMS[algorithm](model_fn(initial_params()), aggregator=aggregator, executor_fn=SequentialExecutor)
     state, results = run(process, CLIENTS, rounds=2)
     for result in results:
         for key in keys:
