@@ -22,7 +22,7 @@ from fedsim.aggregators.base import (
 )
 from fedsim.aggregators.norm_bound import NormBound
 from fedsim.aggregators.validation import aggregator, optional_quantile, positive
-from fedsim.aggregators.vectors import global_norm, scale
+from fedsim.aggregators.vectors import flatten, global_norm, scale
 
 
 def clip(value: ClientValue, clip_norm: float) -> tuple[list[np.ndarray], bool]:
@@ -34,6 +34,17 @@ def clip(value: ClientValue, clip_norm: float) -> tuple[list[np.ndarray], bool]:
     if norm <= clip_norm:
         return list(value), False
     return scale(value, clip_norm / norm), True
+
+
+def clipped_sum(values: Sequence[ClientValue], clip_norm: float, size: int) -> tuple[np.ndarray, int]:
+    """The flat sum of ``values`` each clipped to ``clip_norm`` (``size`` coordinates; zeros for
+    no values), and how many were clipped: what a DP mechanism adds its noise to."""
+    total, num_clipped = np.zeros(size), 0
+    for value in values:
+        clipped, was_clipped = clip(value, clip_norm)
+        total += flatten(clipped)
+        num_clipped += was_clipped
+    return total, num_clipped
 
 
 @attrs.frozen

@@ -44,7 +44,7 @@ from fedsim.aggregators.base import (
     ClientValue,
     check_client_values,
 )
-from fedsim.aggregators.clipping import clip
+from fedsim.aggregators.clipping import clipped_sum
 from fedsim.aggregators.validation import (
     AggregatorConfigError,
     in_interval,
@@ -54,7 +54,7 @@ from fedsim.aggregators.validation import (
     optional_quantile,
     positive,
 )
-from fedsim.aggregators.vectors import flatten, global_norm, participating, unflatten
+from fedsim.aggregators.vectors import global_norm, participating, unflatten
 from fedsim.privacy import mechanism
 from fedsim.privacy.accounting import ACCOUNTANTS, check_accountant
 from fedsim.privacy.participation import SAMPLINGS, Participation, ParticipationError
@@ -173,12 +173,7 @@ class DPFedAvg:
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
         clip_norm = float(state["clip_norm"])
-        total = np.zeros(sum(np.size(a) for a in client_values[0]))
-        num_clipped = 0
-        for value in values:
-            clipped, was_clipped = clip(value, clip_norm)
-            total += flatten(clipped)
-            num_clipped += was_clipped
+        total, num_clipped = clipped_sum(values, clip_norm, sum(np.size(a) for a in client_values[0]))
         seed, round_num = state["seed"], state["round"]
         update_std = self.update_noise_multiplier * clip_norm
         total += np.random.default_rng([seed, round_num, _UPDATE_NOISE]).normal(0.0, update_std, size=total.shape)

@@ -50,9 +50,9 @@ import dp_accounting
 import numpy as np
 
 from fedsim.aggregators.base import AggregationOutput, AggregatorState, ClientIds, ClientValue, check_client_values
-from fedsim.aggregators.clipping import clip
+from fedsim.aggregators.clipping import clipped_sum
 from fedsim.aggregators.validation import in_interval, int_at_least, non_negative, one_of, positive
-from fedsim.aggregators.vectors import flatten, participating, unflatten
+from fedsim.aggregators.vectors import participating, unflatten
 from fedsim.privacy import mechanism, tree_aggregation
 from fedsim.privacy.accounting import ACCOUNTANTS, check_accountant
 from fedsim.privacy.participation import Participation, ParticipationError
@@ -155,12 +155,7 @@ class DPFTRL:
         denominator = self._participation().expected_cohort_size
         weights = check_client_values(client_values, update_weights)
         values, _ = participating(client_values, weights)
-        total = np.zeros(sum(np.size(a) for a in client_values[0]))
-        num_clipped = 0
-        for value in values:
-            clipped, was_clipped = clip(value, self.clip_norm)
-            total += flatten(clipped)
-            num_clipped += was_clipped
+        total, num_clipped = clipped_sum(values, self.clip_norm, sum(np.size(a) for a in client_values[0]))
         seed, round_num = state["seed"], int(state["round"])
         # Every call is one leaf, empty rounds included, so trees stay aligned with the sampler's epochs.
         tree, leaf = divmod(round_num, self.tree_rounds)

@@ -44,8 +44,8 @@ def make_accountant(kind: str, relation: dp_accounting.NeighboringRelation) -> d
 
 
 @functools.lru_cache(maxsize=64)
-def _rdp_of(event: dp_accounting.DpEvent, relation: dp_accounting.NeighboringRelation) -> tuple[np.ndarray, np.ndarray]:
-    """(orders, RDP) of one ``event``. Computing the RDP of sampling without replacement takes
+def rdp_curve(event: dp_accounting.DpEvent, relation: dp_accounting.NeighboringRelation) -> tuple[np.ndarray, np.ndarray]:
+    """(orders, RDP) of one ``event``, at dp_accounting's default orders. Computing the RDP of sampling without replacement takes
     about a second, and a run asks for epsilon every round: RDP composes linearly, so one
     round's curve times the rounds is the run's. (dp_accounting keeps the curve private.)"""
     accountant = rdp.RdpAccountant(neighboring_relation=relation)
@@ -70,7 +70,7 @@ def epsilon(event: dp_accounting.DpEvent, delta: float, kind: str,
     if kind == "rdp":
         count = event.count if isinstance(event, dp_accounting.SelfComposedDpEvent) else 1
         inner = event.event if isinstance(event, dp_accounting.SelfComposedDpEvent) else event
-        orders, curve = _rdp_of(inner, relation)
+        orders, curve = rdp_curve(inner, relation)
         return float(rdp.rdp_privacy_accountant.compute_epsilon(orders, curve * count, delta)[0])
     accountant = make_accountant(kind, relation)
     _check_supported(accountant, event, kind)
