@@ -1,4 +1,4 @@
-"""The ``fedsim`` command line: run, resume, plot, compare, sweep."""
+"""The ``fedsim`` command line: run, resume, plot, compare, privacy, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--target", action="append", default=[], metavar="NAME=VALUE",
                          help="e.g. eval/accuracy=0.8 (losses: at most VALUE; repeatable)")
 
+    privacy = commands.add_parser(
+        "privacy", help="what a run's (epsilon, delta) rests on",
+        description="Print a run's privacy mechanism, its parameters, the sampling and neighbouring relation "
+                    "it was accounted under, the accountant, and epsilon over the rounds.")
+    privacy.add_argument("run_dir", help="the run directory of 'fedsim run'")
+
     sweep = commands.add_parser(
         "sweep", help="run a grid of configs over several seeds",
         description="Run every combination of the --grid values, each with --seeds seeds, and write "
@@ -70,11 +76,20 @@ def _print_summary(summary: dict) -> None:
         print(f"train loss:    {train['loss']:.4f}")
     if "accuracy" in evaluation:
         print(f"test accuracy: {evaluation['accuracy']:.4f}")
+    privacy = summary.get("privacy")
+    if privacy:
+        print(f"privacy:       ({privacy['epsilon']:.4g}, {privacy['delta']:g})-DP, {privacy['accountant']}, "
+              f"{privacy['sampling']} sampling, {privacy['relation']} (details: fedsim privacy RUN_DIR)")
     print(f"wall time:     {summary['wall_time_s']:.1f} s")
     print(f"run directory: {summary['run_dir']}")
 
 
 def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "privacy":  # reads two small files: no TensorFlow
+        from fedsim.privacy.report import privacy_report
+
+        print(privacy_report(args.run_dir), end="")
+        return
     # Imported here so 'fedsim --help' answers without loading TensorFlow.
     from fedsim import experiment
     from fedsim.experiment import report, sweep

@@ -15,6 +15,7 @@ from fedsim.learning.validation import ClientDatasetError
 from fedsim.models.model_fn import ModelFnError
 from fedsim.aggregators import AggregatorConfigError
 from fedsim.privacy import AccountingError, ParticipationError
+from fedsim.privacy.report import PrivacyReportError
 from fedsim.simulation.sampling import SamplingError
 
 #: Errors caused by the user's input (config, files, run directories, data that
@@ -24,6 +25,7 @@ EXPECTED_ERRORS = (
     AccountingError,
     AggregatorConfigError,
     ParticipationError,
+    PrivacyReportError,
     SamplingError,
     AlgorithmBuildError,
     CheckpointError,

@@ -226,9 +226,12 @@ def summarize(history: list[dict]) -> dict:
     """Rounds run, last train metrics, last evaluation metrics and wall time (sum of round times)."""
     last = history[-1] if history else {"train": {}}
     evaluations = [r["eval"] for r in history if "eval" in r]
-    return {
+    summary = {
         "rounds": len(history),
         "final_train": last["train"],
         "final_eval": evaluations[-1] if evaluations else {},
         "wall_time_s": sum(r.get("round_time_s", 0.0) for r in history),
     }
+    if "privacy" in last:  # the guarantee after the last round, with what it assumes
+        summary["privacy"] = last["privacy"]
+    return summary

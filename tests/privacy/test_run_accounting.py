@@ -83,6 +83,32 @@ def test_every_round_records_epsilon_and_what_it_assumes(tmp_path):
         accountant.compose(dp_accounting.PoissonSampledDpEvent(0.2, dp_accounting.GaussianDpEvent(1.1)), round_num)
         assert privacy["epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
         assert record["measurements"]["dp/epsilon"] == privacy["epsilon"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["privacy"] == history[-1]["privacy"]
+
+
+def test_the_privacy_report_states_the_chain_sampling_accountant_and_epsilon(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path, "cohort_size = 10", 'target_quantile = 0.5\nclipped_count_stddev = 2.0', rounds=4)
+    assert cli.main(["run", str(config), "--out", str(run_dir), "--quiet"]) == 0
+    assert "privacy:" in capsys.readouterr().out
+    assert cli.main(["privacy", str(run_dir)]) == 0
+    report = capsys.readouterr().out
+    # Fixed-size cohorts of 10 from 30: replace-one, so dp-accounting gets z / 2 (sensitivity 2C).
+    accountant = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    accountant.compose(dp_accounting.SampledWithoutReplacementDpEvent(30, 10, dp_accounting.GaussianDpEvent(0.55)), 4)
+    for expected in ("aggregator chain: dp_fedavg", "mechanism:        DPFedAvg", "clipping=adaptive",
+                     "noise_multiplier=1.1", "fixed_size (cohort of 10 from 30 clients)", "replace_one",
+                     "accountant:       rdp, delta = 1e-05", f"({accountant.get_epsilon(1e-5):.4g}, 1e-05)-DP after 4"):
+        assert expected in report, (expected, report)
+    assert [line.split()[0] for line in report.splitlines() if line[:5].strip().isdigit()] == ["1", "2", "3", "4"]
+
+
+def test_the_privacy_report_of_a_run_without_a_mechanism_says_so(tmp_path, capsys, tiny_config):
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(tiny_config), "--out", str(run_dir), "--quiet"]) == 0
+    assert cli.main(["privacy", str(run_dir)]) == 2
+    assert "holds no privacy mechanism" in capsys.readouterr().err
 
 
 def test_an_empty_poisson_cohort_is_a_normal_round_whose_noise_is_still_released(tmp_path):
@@ -115,3 +141,25 @@ def test_simulate_refuses_a_mechanism_accounting_another_sampling():
     process = build_fedavg(model_fn(initial_params()), aggregator=dp)
     with pytest.raises(ParticipationError, match="accounts .*poisson.* but the run samples .*fixed_size"):
         simulate(process, data, rounds=1, sampler=UniformSampler(2), progress=False)
+
+
+def test_an_empty_cohort_without_a_mechanism_leaves_the_model_as_it_was():
+    process = build_fedavg(model_fn(initial_params()))
+    state = process.initialize()
+    result = process.next(state, [], client_ids=[])
+    assert result.num_clients == 0 and result.num_examples == 0 and result.state.round_num == 1
+    for before, after in zip(state.model_weights.trainable, result.state.model_weights.trainable):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_an_empty_cohort_with_a_mechanism_releases_exactly_its_noise():
+    """No client: the model moves by the mechanism's noise alone, z C / m per coordinate in law."""
+    dp = DPFedAvg(clip_norm=1.0, noise_multiplier=1.0, participation=Participation.poisson(1000, 0.01), seed=3)
+    process = build_fedavg(model_fn(initial_params()), aggregator=dp)
+    state = process.initialize()
+    result = process.next(state, [], client_ids=[])
+    moved = np.concatenate([(a - b).ravel() for a, b in zip(result.state.model_weights.trainable,
+                                                           state.model_weights.trainable)])
+    expected = np.random.default_rng([3, 0, 0]).normal(0.0, 1.0, moved.size) / 10  # z C / (q N), float32
+    np.testing.assert_allclose(moved, expected, atol=1e-6)
+    assert result.measurements["dp/num_clients"] == 0

@@ -49,7 +49,7 @@ from fedsim.learning.process import ProcessError
 from fedsim.models.enhanced import enhance
 from fedsim.models.keras_model import KerasModelError
 from fedsim.models.model_weights import WeightsMismatchError
-from fedsim.simulation.sampling import SamplingError, UniformSampler, WeightedSampler
+from fedsim.simulation.sampling import PoissonSampler, SamplingError, UniformSampler, WeightedSampler
 
 CONFIG = {"rounds": 2, "data": {"name": "synthetic"}, "model": {"name": "logreg"}}
 INPUT_SPEC = (tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32))
@@ -382,10 +382,10 @@ CASES = {
         ProcessError,
         "state must be a ServerState from initialize",
     ),
-    "process_empty_cohort": (
-        lambda tmp: process().next(process().initialize(), []),
-        ProcessError,
-        "the cohort is empty",
+    "poisson_rate_zero": (  # an empty cohort is an ordinary round; a sampler that only draws them is not
+        lambda tmp: PoissonSampler(0.0),
+        SamplingError,
+        "rate=0.0 must be a probability in (0, 1]",
     ),
     "process_ids_do_not_match_datasets": (
         lambda tmp: process().next(
