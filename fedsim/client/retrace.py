@@ -33,10 +33,11 @@ class ClientFunction:
     tf.function of ``model`` that the failed trace left a no-op is reset.
     """
 
-    def __init__(self, python_function: Callable[..., Any], model: Any):
+    def __init__(self, python_function: Callable[..., Any], model: Any, **options: Any):
         self._python_function = python_function
         self._model = model
-        self._function = tf.function(python_function)
+        self._options = options  # tf.function's own, e.g. reduce_retracing
+        self._function = tf.function(python_function, **options)
 
     def __call__(self, *args: Any) -> Any:
         try:
@@ -44,7 +45,7 @@ class ClientFunction:
         except Exception:
             if self._function.experimental_get_tracing_count() == 0:
                 # No trace completed: a fresh tf.function, never one TensorFlow left a no-op.
-                self._function = tf.function(self._python_function)
+                self._function = tf.function(self._python_function, **self._options)
             reset_failed_first_traces(self._model)
             raise
 

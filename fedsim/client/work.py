@@ -26,6 +26,7 @@ import tensorflow as tf
 from fedsim.client.retrace import ClientFunction
 from fedsim.client.seeds import rng_state_variables, rng_states
 from fedsim.client.task import NO_INPUTS, ClientInputs, ClientOutput, ClientTask, update_weight
+from fedsim.data.array_dataset import ArrayDataset
 from fedsim.models.legacy import as_variable_model
 from fedsim.models.model_weights import ModelWeights
 from fedsim.optimizers import SGD
@@ -108,6 +109,11 @@ class ClientWork:
         # "succeed" without training (see fedsim.client.retrace).
         self._train = ClientFunction(self._train_graph, self.model)
         self._evaluate = ClientFunction(self._evaluate_graph, self.model)
+        # One trace for every batch size (the last batch of a client is smaller).
+        self._evaluate_batch = ClientFunction(self._evaluate_batch_graph, self.model, reduce_retracing=True)
+        # Sum-then-finalize sums unfinalized metrics over clients; a model that asks for it can be
+        # summed over batches too. A model with its own cross-client computation cannot.
+        self._batches_add_up = not getattr(self.model, "uses_federated_output_computation", False)
         self._loss_and_gradient = ClientFunction(self._loss_and_gradient_graph, self.model)
 
     @classmethod
@@ -192,11 +198,26 @@ class ClientWork:
         return LossAndGradient(float(loss), [g.numpy() for g in gradient], int(num_examples))
 
     def evaluate(self, model_weights: ModelWeights, dataset: tf.data.Dataset):
-        """Unfinalized metrics of ``model_weights`` on the dataset (``training=False``)."""
-        metrics = self._evaluate(
-            _as_tensors(model_weights.trainable), _as_tensors(model_weights.non_trainable), dataset
-        )
-        return _metrics_to_numpy(metrics)
+        """Unfinalized metrics of ``model_weights`` on the dataset (``training=False``).
+
+        Batch by batch, each a call of one compiled step on tensors, the metrics
+        summed here: iterating a ``tf.data`` dataset inside a compiled function
+        costs about 35 ms a call, which made evaluating many small clients 45x
+        slower than their arithmetic (the FEMNIST test set: 15 s against 1.1 s
+        for Keras ``predict``).
+        """
+        trainable, non_trainable = _as_tensors(model_weights.trainable), _as_tensors(model_weights.non_trainable)
+        if not self._batches_add_up:
+            return _metrics_to_numpy(self._evaluate(trainable, non_trainable, dataset))
+        total = None
+        # An ArrayDataset hands its batches over as arrays: iterating tf.data eagerly costs ~10 ms a client.
+        batches = dataset.numpy_elements() if isinstance(dataset, ArrayDataset) else dataset
+        for batch in batches:
+            metrics = _metrics_to_numpy(self._evaluate_batch(trainable, non_trainable, batch))
+            total = metrics if total is None else tf.nest.map_structure(np.add, total, metrics)
+        if total is None:  # no examples: the metrics' zero states
+            return _metrics_to_numpy(self._evaluate(trainable, non_trainable, dataset))
+        return total
 
     def rng_states(self, seed: Optional[int]) -> list[np.ndarray]:
         """The states a client with ``seed`` starts the model's random generators from (none: no generators)."""
@@ -286,6 +307,11 @@ class ClientWork:
             output = self.model.forward_pass(batch, training=True)
         gradient = tape.gradient(output.loss, variables)
         return output, [tf.zeros_like(v) if g is None else g for v, g in zip(variables, gradient)]
+
+    def _evaluate_batch_graph(self, trainable, non_trainable, batch):
+        self._start_client(trainable, non_trainable)
+        self.model.forward_pass(batch, training=False)
+        return self.model.report_local_unfinalized_metrics()
 
     def _evaluate_graph(self, trainable, non_trainable, dataset):
         self._start_client(trainable, non_trainable)

@@ -109,6 +109,12 @@ class ArrayDataset(tf.data.Dataset):
         mask = (np.arange(per_pass * width) < examples).astype(np.float32).reshape(per_pass, width)
         return tf.nest.map_structure(batched, self._arrays), np.tile(mask, (self._repeats, 1))
 
+    def numpy_elements(self):
+        """The elements iteration yields, one NumPy nest each, without building a tf.data pipeline."""
+        for run in self.stacked_elements():
+            for index in range(len(tf.nest.flatten(run)[0])):
+                yield tf.nest.map_structure(lambda leaf: leaf[index], run)
+
     def stacked_elements(self) -> list:
         """The elements iteration yields, as NumPy runs: consecutive equal-shaped elements stacked.
 
