@@ -71,7 +71,7 @@ def main() -> None:
     fedsim_times, keras_times = [], []
     for _ in range(args.pairs):
         start = time.perf_counter()
-        metrics = evaluate_population(process, weights, test_data)
+        metrics, _ = evaluate_population(process, weights, test_data)
         fedsim_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         logits = keras_model.predict(x, batch_size=1024, verbose=0)

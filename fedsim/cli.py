@@ -1,4 +1,9 @@
-"""The ``fedsim`` command line: run, resume, plot, compare, privacy, sweep."""
+"""The ``fedsim`` command line: run, resume, data, plot, compare, privacy, sweep.
+
+``plot``, ``compare`` and ``privacy`` only read a run directory's files, so
+they never import TensorFlow (a second of start-up or more, and C++ notices
+on stderr); the other commands start it with its start-up lines muted.
+"""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
                     "with the reason); metrics past that checkpoint are dropped and those rounds rerun.")
     resume.add_argument("run_dir", help="the run directory of 'fedsim run'")
     resume.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    data = commands.add_parser(
+        "data", help="build a config's population only and print its statistics",
+        description="Build the population of a config (its data block and seed, as 'fedsim run' would; "
+                    "no model, no training) and print per split: clients, examples per client, distinct "
+                    "labels per client and label entropy per client (bits).")
+    data.add_argument("config", help="path to the experiment's TOML file")
+    data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                      help="override a config value, e.g. --set data.partitioner.alpha=0.1 (repeatable)")
+    data.add_argument("--plot", metavar="FILE.png", help="also plot the train clients' label proportions")
+    data.add_argument("--clients", type=int, default=50, metavar="N",
+                      help="clients shown in the --plot, the first N (default: 50)")
 
     plot = commands.add_parser("plot", help="plot a metric of several runs on one figure",
                                description="Plot a metric per round of several runs on one PNG figure.")
@@ -75,7 +92,11 @@ def _print_summary(summary: dict) -> None:
     if "loss" in train:
         print(f"train loss:    {train['loss']:.4f}")
     if "accuracy" in evaluation:
-        print(f"test accuracy: {evaluation['accuracy']:.4f}")
+        spread = summary.get("final_eval_clients", {}).get("accuracy")
+        clients = "" if not spread else (
+            f"  (per client: p10 {spread['p10']:.4f}, median {spread['p50']:.4f}, "
+            f"worst {spread['worst']:.4f} {spread['worst_client']})")
+        print(f"test accuracy: {evaluation['accuracy']:.4f}{clients}")
     privacy = summary.get("privacy")
     if privacy:
         print(f"privacy:       ({privacy['epsilon']:.4g}, {privacy['delta']:g})-DP, {privacy['accountant']}, "
@@ -84,26 +105,58 @@ def _print_summary(summary: dict) -> None:
     print(f"run directory: {summary['run_dir']}")
 
 
-def _dispatch(args: argparse.Namespace) -> None:
-    if args.command == "privacy":  # reads two small files: no TensorFlow
+# Commands that only read files: answered without TensorFlow.
+_FILE_COMMANDS = ("plot", "compare", "privacy")
+
+
+def _file_errors() -> tuple[type[Exception], ...]:
+    """The user errors of the file-reading commands, from modules that do not import TensorFlow."""
+    from fedsim.experiment.metrics_file import MetricsFileError
+    from fedsim.experiment.report import ReportError
+    from fedsim.privacy.report import PrivacyReportError
+
+    return (MetricsFileError, ReportError, PrivacyReportError)
+
+
+def _dispatch_file_command(args: argparse.Namespace) -> None:
+    if args.command == "privacy":
         from fedsim.privacy.report import privacy_report
 
         print(privacy_report(args.run_dir), end="")
         return
-    # Imported here so 'fedsim --help' answers without loading TensorFlow.
+    from fedsim.experiment import report
+
+    if args.command == "plot":
+        print(report.plot_runs(args.run_dirs, args.metric, args.out, tuple(args.size)))
+    elif args.command == "compare":
+        targets = [report.Target.parse(t) for t in args.target]
+        print(report.compare_table(args.run_dirs, targets), end="")
+
+
+def _describe_data(args: argparse.Namespace) -> None:
     from fedsim import experiment
-    from fedsim.experiment import report, sweep
+    from fedsim.experiment import population
+
+    config = experiment.load_config(args.config, args.overrides)
+    described = population.describe_population(config)
+    print(population.format_report(described), end="")
+    if args.plot:
+        out = population.plot_label_distribution(described.train, described.num_classes, args.plot, args.clients,
+                                                  title=f"train label distribution: {args.config}")
+        print(f"plot: {out}")
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from fedsim import experiment
+    from fedsim.experiment import sweep
 
     if args.command == "run":
         config = experiment.load_config(args.config, args.overrides)
         _print_summary(experiment.run_experiment(config, args.out, progress=not args.quiet))
     elif args.command == "resume":
         _print_summary(experiment.resume_run(args.run_dir, progress=not args.quiet))
-    elif args.command == "plot":
-        print(report.plot_runs(args.run_dirs, args.metric, args.out, tuple(args.size)))
-    elif args.command == "compare":
-        targets = [report.Target.parse(t) for t in args.target]
-        print(report.compare_table(args.run_dirs, targets), end="")
+    elif args.command == "data":
+        _describe_data(args)
     elif args.command == "sweep":
         grid = sweep.parse_grid(args.grid)
         out = sweep.run_sweep(args.config, grid, args.seeds, args.out, args.overrides, progress=not args.quiet)
@@ -125,24 +178,45 @@ def _native_stderr_muted() -> Iterator[None]:
         os.close(devnull)
 
 
-def _import_tensorflow_quietly() -> None:
-    # TensorFlow's C++ runtime prints start-up notices (oneDNN, CUDA probing)
-    # before absl logging is initialised, where TF_CPP_MIN_LOG_LEVEL cannot
-    # reach them; they would bury the progress bar. Import errors still raise.
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+def _import_tensorflow_quietly(verbose: bool = False) -> None:
+    """Imports TensorFlow and probes its devices with file descriptor 2 muted, unless ``verbose``.
+
+    TensorFlow's C++ runtime prints start-up notices (oneDNN, "Could not find
+    cuda drivers") while it is imported, before absl logging is initialised,
+    where TF_CPP_MIN_LOG_LEVEL cannot reach them, and "failed call to cuInit"
+    (an error-level line) when it first lists devices, on every machine
+    without a GPU. They would bury the progress bar and say nothing about
+    the run, so both happen here, muted. Listing physical devices does not
+    start the runtime: thread pools and device configuration can still be
+    set afterwards. Import errors still raise.
+    """
+    if verbose or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return  # asked to see everything: TensorFlow starts when first used, loudly
+    if "tensorflow" in sys.modules:
         return
     with _native_stderr_muted():
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    _import_tensorflow_quietly()
     # The level goes on the handler: a run raises fedsim's logger to INFO for run.log,
     # and those records must still stay off the terminal unless --verbose.
     console = logging.StreamHandler()
     console.setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.basicConfig(handlers=[console], format="%(levelname)s %(name)s: %(message)s")
+    if args.command in _FILE_COMMANDS:
+        try:
+            _dispatch_file_command(args)
+        except _file_errors() as error:
+            print(f"fedsim: error: {error}", file=sys.stderr)
+            return 2
+        return 0
+
+    _import_tensorflow_quietly(args.verbose)
+    from fedsim.data.statistics import StatisticsError
     from fedsim.experiment import EXPECTED_ERRORS, RunInterrupted
 
     try:
@@ -150,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunInterrupted as interrupted:
         print(f"fedsim: {interrupted}", file=sys.stderr)
         return 130  # the shell's code for a command ended by SIGINT
-    except EXPECTED_ERRORS as error:
+    except (*EXPECTED_ERRORS, StatisticsError) as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2
     return 0

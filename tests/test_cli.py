@@ -194,9 +194,96 @@ def test_sweep_validates_every_point_before_running(tiny_config, tmp_path, capsy
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "resume", "plot", "compare", "sweep"])
+@pytest.mark.parametrize("command", ["run", "resume", "data", "plot", "compare", "privacy", "sweep"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
     assert exited.value.code == 0
     assert f"usage: fedsim {command}" in capsys.readouterr().out
+
+
+# --set with a bare name: the block with its defaults (issue 17, item 8) ----------------------------------------
+
+
+@pytest.mark.parametrize("override, block, expected", [
+    ("executor=ray", "executor", {"name": "ray"}),
+    ("executor=sequential", "executor", {"name": "sequential"}),
+    ("sampler=poisson", "sampler", {"name": "poisson", "rate": 0.1}),
+    ("sampler=uniform", "sampler", {"name": "uniform", "cohort_size": 10}),  # the table's cohort_size=3 is replaced
+    ("model=mlp", "model", {"name": "mlp"}),
+])
+def test_set_a_block_to_a_bare_name(tiny_config, override, block, expected):  # noqa: F811
+    from fedsim.experiment.config import config_to_dict
+
+    resolved = config_to_dict(load_config(tiny_config, [override]))[block]
+    assert {key: resolved[key] for key in expected} == expected
+
+
+def test_a_bare_name_then_its_keys(tiny_config):  # noqa: F811
+    config = load_config(tiny_config, ["sampler=round_robin", "sampler.cohort_size=2", "sampler.shuffle=false"])
+    assert (config.sampler.name, config.sampler.cohort_size, config.sampler.shuffle) == ("round_robin", 2, False)
+
+
+def test_an_unknown_bare_name_lists_the_allowed_ones(tiny_config, tmp_path, capsys):  # noqa: F811
+    assert main(["run", str(tiny_config), "--out", str(tmp_path / "x"), "--set", "executor=rya"]) == 2
+    err = capsys.readouterr().err
+    assert "executor: unknown name 'rya'" in err and "'ray'" in err
+    assert not (tmp_path / "x").exists()
+
+
+# fedsim data -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def arrays_config(tmp_path) -> Path:
+    """10 labels x 1,000 examples, cut into 100 clients by Dirichlet(0.1) (as tests/data/test_partition_min_size)."""
+    labels = np.repeat(np.arange(10), 1000)
+    np.savez(tmp_path / "arrays.npz", x=np.zeros((len(labels), 2), np.float32), y=labels)
+    path = tmp_path / "arrays.toml"
+    path.write_text(f"""\
+rounds = 1
+seed = 0
+[data]
+name = "arrays"
+path = "{tmp_path / 'arrays.npz'}"
+num_clients = 100
+[data.partitioner]
+name = "dirichlet"
+alpha = 0.1
+[model]
+name = "logreg"
+""", encoding="utf-8")
+    return path
+
+
+def _data_table(out: str) -> dict[str, list[str]]:
+    """``fedsim data``'s table as {row label: [train, test]}."""
+    rows = {}
+    for line in out.splitlines()[1:-1]:  # below the header, above the classes line
+        *label, train, test = line.split()
+        rows[" ".join(label)] = [train, test]
+    return rows
+
+
+def test_data_prints_the_population_and_min_size_removes_empty_clients(arrays_config, tmp_path, capsys):
+    from fedsim.data import partition
+
+    assert main(["data", str(arrays_config)]) == 0
+    before = _data_table(capsys.readouterr().out)
+    parts = partition.dirichlet_label_skew(np.repeat(np.arange(10), 1000), 100, 0.1, seed=0)
+    assert before["clients"] == ["100", "100"]
+    # A client with no examples has no train examples: the partition's own empty clients.
+    assert before["empty clients"][0] == str(sum(len(p) == 0 for p in parts)) == "2"
+    assert before["examples per client: min"][0] == "0"
+
+    png = tmp_path / "labels.png"
+    assert main(["data", str(arrays_config), "--set", "data.partitioner.min_size=1", "--plot", str(png),
+                 "--clients", "20"]) == 0
+    after = _data_table(capsys.readouterr().out)
+    assert after["empty clients"][0] == "0" and int(after["examples per client: min"][0]) >= 1
+    assert image.imread(png).shape[2] in (3, 4)
+
+
+def test_data_reports_an_unmeetable_min_size(arrays_config, capsys):
+    assert main(["data", str(arrays_config), "--set", "data.partitioner.min_size=200"]) == 2
+    assert "min_size=200 for 100 clients needs 20000 examples, only 10000 given" in capsys.readouterr().err

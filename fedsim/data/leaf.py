@@ -1,19 +1,27 @@
 """Populations in LEAF's JSON format (FEMNIST, Shakespeare, Sent140, CelebA, FedProx synthetic).
 
-A LEAF split is a directory of ``*.json`` shards, each holding::
+A LEAF split is a directory of ``*.json`` shards (or one such file), each holding::
 
     {"users": [...], "num_samples": [...], "user_data": {user: {"x": [...], "y": [...]}}}
 
-Each user becomes one client with ``{"x": ..., "y": ...}`` elements. JSON
-floats become float32, integers int64 and strings ``tf.string``.
+Each user listed in ``users`` becomes one client with ``{"x": ..., "y": ...}``
+elements; clients come sorted by id, whatever the shard order, so a seed draws
+the same writers as tools that sort ids (LEAF's own, TensorFlow Federated's).
+JSON floats become float32, integers int64 and strings ``tf.string``; labels
+written as floats must be whole numbers and become int64.
+
+The train and test splits are read independently: LEAF's split by user gives
+them different writers (e.g. FEMNIST: 105 train writers, 184 test writers), and
+a split by sample gives them the same ones.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,41 +29,105 @@ from fedsim.data.client_data import ClientData
 from fedsim.data.errors import ClientDataError
 
 
+class LeafLabelError(ClientDataError):
+    """A LEAF label that is not a whole number (a class index cannot be 0.5)."""
+
+
 def load_leaf(
-    train_dir: str | os.PathLike, test_dir: str | os.PathLike
+    train_path: str | os.PathLike, test_path: str | os.PathLike
 ) -> tuple[ClientData, ClientData]:
-    """``(train, test)`` populations read from two LEAF split directories, paired by user.
+    """``(train, test)`` populations of two LEAF splits, each a directory of shards or one ``.json``.
 
-    Raises ``ClientDataError`` naming the users found in only one of the two.
+    The splits may hold different writers (LEAF's split by user does):
+    every test writer is a test client, every train writer a train client.
     """
-    train, test = read_leaf_dir(train_dir), read_leaf_dir(test_dir)
-    only_train, only_test = sorted(train.keys() - test.keys()), sorted(test.keys() - train.keys())
-    if only_train or only_test:
+    return (
+        ClientData.from_tensor_slices(read_leaf_split(train_path)),
+        ClientData.from_tensor_slices(read_leaf_split(test_path)),
+    )
+
+
+def leaf_shards(path: str | os.PathLike) -> list[Path]:
+    """The shard files of a split: ``path`` itself if it is a file, else its ``*.json`` files, sorted.
+
+    Raises ``ClientDataError`` when ``path`` does not exist or holds no shard.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
         raise ClientDataError(
-            f"train ({train_dir}) and test ({test_dir}) must have the same users; only in train: "
-            f"{only_train[:10]}, only in test: {only_test[:10]}; regenerate the split or use "
-            "read_leaf_dir on each directory separately"
+            f"LEAF split {str(path)!r} does not exist; give a directory of *.json shards or one "
+            "*.json file, e.g. data/femnist/data/train as LEAF's preprocess.sh writes it"
         )
-    return ClientData.from_tensor_slices(train), ClientData.from_tensor_slices(test)
-
-
-def read_leaf_dir(directory: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
-    """``{user: {"x": array, "y": array}}`` from every ``*.json`` shard in ``directory``."""
-    directory = Path(directory).expanduser()
-    shards = sorted(directory.glob("*.json"))
+    shards = sorted(path.glob("*.json"))
     if not shards:
         raise ClientDataError(
-            f"no LEAF *.json shards in {directory}; point to e.g. data/femnist/data/train"
+            f"no LEAF *.json shards in {str(path)!r}; point to e.g. data/femnist/data/train"
         )
+    return shards
+
+
+def read_leaf_split(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
+    """``{user: {"x": array, "y": array}}`` from a split (a directory of shards or one file), sorted by user."""
     users: dict[str, dict[str, np.ndarray]] = {}
-    for shard in shards:
+    for shard in leaf_shards(path):
         for user, data in _read_shard(shard).items():
             if user in users:
                 raise ClientDataError(
-                    f"user {user!r} appears in more than one shard of {directory}, e.g. {shard}"
+                    f"user {user!r} appears in more than one shard of {str(path)!r}, e.g. {shard}"
                 )
             users[user] = data
-    return users
+    return {user: users[user] for user in sorted(users)}
+
+
+#: The older name of :func:`read_leaf_split`, which also reads a single ``.json`` file.
+read_leaf_dir = read_leaf_split
+
+
+def count_leaf_users(path: str | os.PathLike, max_chars: int = 1 << 24) -> Optional[int]:
+    """The number of users of a split, read from each shard's leading ``users`` list only.
+
+    LEAF writes ``users`` as the first key, so this reads a few kilobytes per
+    shard instead of parsing megabytes of pixels. ``None`` when a shard does
+    not start with its ``users`` list (the count then needs the full read).
+    Raises ``ClientDataError`` when the split does not exist.
+    """
+    total = 0
+    for shard in leaf_shards(path):
+        users = _leading_users(shard, max_chars)
+        if users is None:
+            return None
+        total += len(users)
+    return total
+
+
+_USERS_FIRST = re.compile(r'\s*\{\s*"users"\s*:\s*')
+
+
+def _leading_users(shard: Path, max_chars: int) -> Optional[list]:
+    decoder = json.JSONDecoder()
+    text, size = "", 1 << 12
+    try:
+        with shard.open(encoding="utf-8") as file:
+            while len(text) < max_chars:
+                chunk = file.read(size)
+                text += chunk
+                opening = _USERS_FIRST.match(text)
+                if opening is None:
+                    if len(text.strip()) > 16 or not chunk:
+                        return None  # another key comes first: only the full read can count
+                else:
+                    try:
+                        users, _ = decoder.raw_decode(text, opening.end())
+                        return users if isinstance(users, list) else None
+                    except json.JSONDecodeError:
+                        if not chunk:
+                            return None
+                size *= 2  # doubling keeps the re-parsing linear overall
+    except (OSError, UnicodeDecodeError):
+        return None  # the full read reports what is wrong with the file
+    return None
 
 
 def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -101,6 +173,7 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
             name: _to_array(data.get(name, []), f"{shard}, user {user!r}, {name!r}")
             for name in ("x", "y")
         }
+        arrays["y"] = _whole_labels(arrays["y"], f"{shard}, user {user!r}")
         for name, array in arrays.items():
             if len(array) != num_samples:
                 raise ClientDataError(
@@ -109,6 +182,21 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
                 )
         users[user] = arrays
     return users
+
+
+def _whole_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Float labels as int64 when every one is a whole number; a class index cannot be 0.5."""
+    if labels.dtype.kind != "f":
+        return labels
+    fractional = ~np.isfinite(labels) | (labels != np.round(labels))
+    if fractional.any():
+        # Index into the flattened labels so multi-label ``y`` rows are named too.
+        index = int(np.flatnonzero(fractional)[0])
+        raise LeafLabelError(
+            f"{where}: label {float(labels.flat[index])} at position {index} of 'y' is not a whole number; "
+            "labels must be integer class indices (0 .. num_classes-1): fix the file's 'y' values"
+        )
+    return labels.astype(np.int64)
 
 
 def _load_json(shard: Path) -> Any:

@@ -18,6 +18,16 @@ from fedsim.data.errors import ClientDataError
 
 Partition = list[np.ndarray]
 
+# Redraws of a Dirichlet partition before giving up on ``min_size``. Each costs
+# one pass over the labels; when 100 fail, the condition is rare enough that
+# the draws that meet it are no longer typical Dirichlet ones, so the user
+# should change alpha or min_size rather than wait.
+MAX_DIRICHLET_ATTEMPTS = 100
+
+
+class PartitionSizeError(ClientDataError):
+    """A partitioner cannot give every client its minimum number of examples."""
+
 
 def iid(num_examples: int, num_clients: int, seed: int) -> Partition:
     """Shuffled examples dealt into ``num_clients`` parts whose sizes differ by at most one."""
@@ -26,20 +36,64 @@ def iid(num_examples: int, num_clients: int, seed: int) -> Partition:
     return [np.sort(part) for part in np.array_split(order, num_clients)]
 
 
-def dirichlet_label_skew(labels: Any, num_clients: int, alpha: float, seed: int) -> Partition:
+def dirichlet_label_skew(
+    labels: Any,
+    num_clients: int,
+    alpha: float,
+    seed: int,
+    min_size: int = 0,
+    max_attempts: int = MAX_DIRICHLET_ATTEMPTS,
+) -> Partition:
     """Label skew: each label's examples are split over clients in Dirichlet(alpha) proportions.
 
     Small ``alpha`` (e.g. 0.1) gives clients dominated by a few labels; large
     ``alpha`` (e.g. 1000) approaches the IID split. Client sizes vary, and a
     client can be empty when ``alpha`` is small.
+
+    ``min_size`` > 0 redraws the whole partition until every client holds at
+    least ``min_size`` examples, as the papers' ``min_require_size`` loop
+    (Yurochkin et al. 2019, Hsu et al. 2019) and Flower Datasets'
+    ``DirichletPartitioner(min_partition_size=...)`` do: the proportions are
+    then Dirichlet draws conditioned on that event. Each redraw continues the
+    same seeded generator, so the result is a function of ``seed``; with
+    ``min_size=0`` the first draw is returned, as before the option existed.
+    After ``max_attempts`` draws without success, ``PartitionSizeError``.
     """
     labels = _labels(labels)
     _check_counts(len(labels), num_clients)
     if alpha <= 0:
         raise ClientDataError(f"alpha must be > 0, got {alpha}")
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+        raise ClientDataError(f"min_size must be an int >= 0, got {min_size!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, (int, np.integer)) or max_attempts < 1:
+        raise ClientDataError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+    if min_size * num_clients > len(labels):
+        raise PartitionSizeError(
+            f"min_size={min_size} for {num_clients} clients needs {min_size * num_clients} examples, "
+            f"only {len(labels)} given; lower min_size or the number of clients"
+        )
     rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    best = -1
+    for _ in range(max_attempts):
+        parts = _dirichlet_draw(labels, classes, num_clients, alpha, rng)
+        smallest = min(len(part) for part in parts)
+        if smallest >= min_size:
+            return parts
+        best = max(best, smallest)
+    raise PartitionSizeError(
+        f"Dirichlet(alpha={alpha}) over {num_clients} clients: none of {max_attempts} draws gave every "
+        f"client min_size={min_size} examples (the best left a client with {best}); lower min_size, "
+        "raise alpha (less skew) or use fewer clients"
+    )
+
+
+def _dirichlet_draw(
+    labels: np.ndarray, classes: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
+) -> Partition:
+    """One Dirichlet label-skew partition, drawn from ``rng`` (label by label, in sorted label order)."""
     parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
-    for label in np.unique(labels):
+    for label in classes:
         members = rng.permutation(np.flatnonzero(labels == label))
         shares = rng.dirichlet(np.full(num_clients, alpha))
         cuts = np.cumsum(_sizes(shares, len(members)))[:-1]

@@ -56,7 +56,7 @@ def evaluate_federated(
     """Evaluates ``model_weights`` on every client of ``client_data`` (or a seeded sample).
 
     Args:
-      process: a built process; its ``executor``, ``prepare_eval`` and model's metrics are used.
+      process: a built process; its ``evaluate_clients`` and model's metrics are used.
       num_clients: evaluate a sample of this many clients, drawn from ``seed``; None: all.
       lower_is_better: per metric name, whether a lower value is better (decides the
         worst client); default: names containing "loss" or "error" are, others are not.
@@ -69,16 +69,19 @@ def evaluate_federated(
             )
         chosen = np.random.default_rng(seed).choice(len(ids), num_clients, replace=False)
         ids = [ids[i] for i in sorted(chosen)]
-    datasets = [process.prepare_eval(client_data.create_tf_dataset_for_client(c)) for c in ids]
-    unfinalized = process.executor.evaluate(model_weights, datasets)
+    datasets = [client_data.create_tf_dataset_for_client(c) for c in ids]
+    unfinalized = process.evaluate_clients(model_weights, datasets, ids)
     aggregate_fn = metrics_aggregator_for(process.model)
-    per_client = {c: to_python(dict(aggregate_fn([m]))) for c, m in zip(ids, unfinalized)}
+    # A client without examples has no metric of its own (0 / 0): it counts in the aggregate only.
+    evaluated = [(c, m) for c, m in zip(ids, unfinalized) if _num_examples(m) != 0]
+    per_client = {c: to_python(dict(aggregate_fn([m]))) for c, m in evaluated}
     directions = dict(lower_is_better or {})
     distributions = {}
-    for name, value in per_client[ids[0]].items():
+    for name, value in (per_client[evaluated[0][0]] if evaluated else {}).items():
         if not isinstance(value, (int, float)):
             continue
-        values = np.array([per_client[c][name] for c in ids], dtype=np.float64)
+        names = [c for c, _ in evaluated]
+        values = np.array([per_client[c][name] for c in names], dtype=np.float64)
         lower = directions.get(name, _lower_is_better(name))
         worst_index = int(np.argmax(values) if lower else np.argmin(values))
         distributions[name] = MetricDistribution(
@@ -88,16 +91,21 @@ def evaluate_federated(
             p50=float(np.percentile(values, 50)),
             p90=float(np.percentile(values, 90)),
             worst=float(values[worst_index]),
-            worst_client=str(ids[worst_index]),
+            worst_client=str(names[worst_index]),
         )
     return FederatedEvaluation(
         to_python(dict(aggregate_fn(unfinalized))), per_client, distributions
     )
 
 
+def _num_examples(unfinalized: Mapping[str, Any]) -> Optional[float]:
+    """The client's example count, when its metrics carry one (None: unknown, so evaluated)."""
+    value = unfinalized.get("num_examples")
+    return None if value is None else float(np.sum(value))
+
+
 def evaluate_centralized(
     process: Any, model_weights: ModelWeights, dataset: tf.data.Dataset
 ) -> dict[str, Any]:
     """Metrics of ``model_weights`` on one pooled test set (e.g. ``create_tf_dataset_from_all_clients()``)."""
-    unfinalized = process.executor.evaluate(model_weights, [process.prepare_eval(dataset)])
-    return to_python(dict(metrics_aggregator_for(process.model)(unfinalized)))
+    return to_python(dict(process.evaluate(model_weights, [dataset])))

@@ -1,46 +1,48 @@
-"""Experiments: TOML configs, building blocks from them, run directories, checkpoints and reports."""
-from fedsim.checkpoint import CheckpointError
-from fedsim.data import ClientDataError
-from fedsim.experiment.blocks import RunConfig
-from fedsim.experiment.build import Experiment, build_experiment
-from fedsim.algorithms.registry import AlgorithmBuildError
-from fedsim.experiment.build_data import DataBuildError
-from fedsim.experiment.build_model import ModelBuildError
-from fedsim.experiment.config import ConfigError, config_from_dict, config_to_toml, load_config
-from fedsim.experiment.metrics_file import MetricsFileError
-from fedsim.experiment.report import ReportError
-from fedsim.experiment.run import RunDirectoryError, RunInterrupted, resume_run, run_experiment
-from fedsim.learning.faults import ClientFailure, NonFiniteUpdateError
-from fedsim.learning.validation import ClientDatasetError
-from fedsim.models.model_fn import ModelFnError
-from fedsim.aggregators import AggregatorConfigError
-from fedsim.privacy import AccountingError, ParticipationError
-from fedsim.privacy.report import PrivacyReportError
-from fedsim.simulation.sampling import SamplingError
+"""Experiments: TOML configs, building blocks from them, run directories, checkpoints and reports.
 
-#: Errors caused by the user's input (config, files, run directories, data that
-#: does not fit the model) or by the run's fault policy; the CLI prints their
-#: message instead of a traceback.
-EXPECTED_ERRORS = (
-    AccountingError,
-    AggregatorConfigError,
-    ParticipationError,
-    PrivacyReportError,
-    SamplingError,
-    AlgorithmBuildError,
-    CheckpointError,
-    ClientDataError,
-    ClientDatasetError,
-    ClientFailure,
-    ModelFnError,
-    NonFiniteUpdateError,
-    ConfigError,
-    DataBuildError,
-    MetricsFileError,
-    ModelBuildError,
-    ReportError,
-    RunDirectoryError,
-)
+Every public name is imported on first use (PEP 562), as in ``fedsim``: the
+commands that only read a run directory (``fedsim plot``, ``compare``,
+``privacy``) import ``fedsim.experiment.report`` and must not pay for
+TensorFlow, which the builders and the run loop load.
+"""
+import importlib as _importlib
+
+_EXPORTS = {
+    "fedsim.experiment.blocks": ["RunConfig"],
+    "fedsim.experiment.build": ["Experiment", "build_experiment"],
+    "fedsim.experiment.config": ["ConfigError", "config_from_dict", "config_to_toml", "load_config"],
+    "fedsim.experiment.run": ["RunDirectoryError", "RunInterrupted", "resume_run", "run_experiment"],
+}
+
+# The classes of EXPECTED_ERRORS, each from the module that defines it (or its
+# package's public surface), imported when EXPECTED_ERRORS is first read.
+_ERROR_MODULES = {
+    "AccountingError": "fedsim.privacy",
+    "AggregatorConfigError": "fedsim.aggregators",
+    "ParticipationError": "fedsim.privacy",
+    "PrivacyReportError": "fedsim.privacy.report",
+    "SamplingError": "fedsim.simulation.sampling",
+    "AlgorithmBuildError": "fedsim.algorithms.registry",
+    "CheckpointError": "fedsim.checkpoint",
+    "ClientDataError": "fedsim.data",
+    "ClientDatasetError": "fedsim.learning.validation",
+    "ClientFailure": "fedsim.learning.faults",
+    "ModelFnError": "fedsim.models.model_fn",
+    "NonFiniteUpdateError": "fedsim.learning.faults",
+    "ConfigError": "fedsim.experiment.config",
+    "DataBuildError": "fedsim.experiment.build_data",
+    "MetricsFileError": "fedsim.experiment.metrics_file",
+    "ModelBuildError": "fedsim.experiment.build_model",
+    "ReportError": "fedsim.experiment.report",
+    "RunDirectoryError": "fedsim.experiment.run",
+}
+
+# Importable from here as before (``from fedsim.experiment import DataBuildError``),
+# though only the names in __all__ are the documented surface.
+_MODULE_OF = {
+    **_ERROR_MODULES,
+    **{name: module for module, names in _EXPORTS.items() for name in names},
+}
 
 __all__ = [
     "EXPECTED_ERRORS",
@@ -56,3 +58,25 @@ __all__ = [
     "resume_run",
     "run_experiment",
 ]
+
+
+def _expected_errors() -> tuple:
+    """Errors caused by the user's input (config, files, run directories, data that
+    does not fit the model) or by the run's fault policy; the CLI prints their
+    message instead of a traceback."""
+    return tuple(getattr(_importlib.import_module(module), name) for name, module in _ERROR_MODULES.items())
+
+
+def __getattr__(name: str):
+    if name == "EXPECTED_ERRORS":
+        value = _expected_errors()
+    elif name in _MODULE_OF:
+        value = getattr(_importlib.import_module(_MODULE_OF[name]), name)
+    else:
+        raise AttributeError(f"module 'fedsim.experiment' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_MODULE_OF))

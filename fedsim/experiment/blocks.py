@@ -9,6 +9,7 @@ Validation happens when the config is built, so a config that loads is a config 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Optional, Protocol
 
 import attrs
@@ -26,8 +27,37 @@ from fedsim.experiment.validators import FieldError, import_path, non_negative, 
 
 
 # Models -------------------------------------------------------------------
+def _from_folder(path: Optional[str], folder: Path) -> Optional[str]:
+    """``path`` read from ``folder`` unless it is absolute; None stays None.
+
+    Pure path arithmetic, no file system call: a config loads whatever its
+    paths hold, and the build names a file that is not there.
+    """
+    if path is None or Path(path).is_absolute():
+        return path
+    return str(folder / path)
+
+
+def _optional_positive_list(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None:
+        positive_list(instance, attribute, value)
+
+
+@attrs.frozen
 class ModelBlock(Block):
+    """A model, with what every model takes.
+
+    ``initial_weights``: a ``.npz`` of the model weights round 1 starts from
+    (``fedsim.experiment.build_model.read_initial_weights`` says the format);
+    a relative path is read from the config file's folder.
+    """
+
     registry: ClassVar[dict[str, type]] = {}
+    initial_weights: Optional[str] = attrs.field(default=None, kw_only=True)
+
+    def relative_to(self, folder: Path) -> "ModelBlock":
+        """This block with its relative paths read from ``folder`` (the config file's), made absolute."""
+        return attrs.evolve(self, initial_weights=_from_folder(self.initial_weights, folder))
 
 
 @attrs.frozen
@@ -47,9 +77,17 @@ class MultiLayerPerceptron(ModelBlock):
 
 @attrs.frozen
 class FedAvgCnn(ModelBlock):
-    """The CNN of McMahan et al. 2017 (two 5x5 conv + max-pool blocks, dense 512) for images."""
+    """The CNN of McMahan et al. 2017 (two 5x5 conv + max-pool blocks, dense 512) for images.
+
+    ``input_shape`` ``[height, width, channels]`` of one image; unset, it is
+    the data's own when each example is an image (``[H, W, C]``, or ``[H, W]``
+    read as one channel), and ``[s, s, 1]`` for a flat vector of ``s * s``
+    values (LEAF's 784 floats -> 28x28x1). Flat data stays flat: a Reshape
+    layer inside the model makes the images.
+    """
 
     name: str = "cnn"
+    input_shape: Optional[list[int]] = attrs.field(default=None, validator=_optional_positive_list)
 
 
 @attrs.frozen
@@ -63,11 +101,23 @@ class CharLstm(ModelBlock):
 
 @attrs.frozen
 class CustomModel(ModelBlock):
-    """Your own model: ``function(**params)`` returns a fedsim model or ``(keras_model, loss)``."""
+    """Your own model: ``function(**params)`` returns a fedsim model or ``(keras_model, loss)``.
+
+    The module of ``function`` (``module:function``) is looked up in
+    ``module_dir``, then the working directory, then ``sys.path``. Unset,
+    ``module_dir`` is the config file's folder (``load_config`` writes it in,
+    so the run directory's config finds the module again on resume).
+    """
 
     name: str = "custom"
     function: str = attrs.field(kw_only=True, validator=import_path)
     params: dict[str, Any] = attrs.field(factory=dict)
+    module_dir: Optional[str] = None
+
+    def relative_to(self, folder: Path) -> "CustomModel":
+        module_dir = _from_folder(self.module_dir, folder) if self.module_dir is not None else str(folder)
+        # ModelBlock's method by name: attrs rebuilds slotted classes, so zero-argument super() is avoided.
+        return attrs.evolve(ModelBlock.relative_to(self, folder), module_dir=module_dir)
 
 
 ModelBlock.registry = {
@@ -91,8 +141,15 @@ class Optimizer(Protocol):
 
 # Sampling and execution -----------------------------------------------------
 class SamplerBlock(Block):
+    """Which clients take part in each round. ``build(seed, client_ids)`` makes the sampler;
+    ``client_ids`` (the train population's, in order) is for samplers that name clients."""
+
     registry: ClassVar[dict[str, type]] = {}
     default_name: ClassVar[Optional[str]] = "uniform"
+
+    def relative_to(self, folder: Path) -> "SamplerBlock":
+        """This block with its relative paths read from ``folder`` (the config file's), made absolute."""
+        return self
 
 
 @attrs.frozen
@@ -102,7 +159,7 @@ class UniformSamplerConfig(SamplerBlock):
     name: str = "uniform"
     cohort_size: int = attrs.field(default=10, validator=positive)
 
-    def build(self, seed: int) -> Any:
+    def build(self, seed: int, client_ids: Any = None) -> Any:
         return sampling.UniformSampler(self.cohort_size, seed=seed)
 
 
@@ -113,7 +170,7 @@ class PoissonSamplerConfig(SamplerBlock):
     name: str = "poisson"
     rate: float = attrs.field(default=0.1, validator=probability)
 
-    def build(self, seed: int) -> Any:
+    def build(self, seed: int, client_ids: Any = None) -> Any:
         return sampling.PoissonSampler(self.rate, seed=seed)
 
 
@@ -125,12 +182,35 @@ class RoundRobinSamplerConfig(SamplerBlock):
     cohort_size: int = attrs.field(default=10, validator=positive)
     shuffle: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
-    def build(self, seed: int) -> Any:
+    def build(self, seed: int, client_ids: Any = None) -> Any:
         return sampling.RoundRobinSampler(self.cohort_size, seed=seed, shuffle=self.shuffle)
+
+
+@attrs.frozen
+class ScheduleSamplerConfig(SamplerBlock):
+    """Round ``r``'s cohort is the ``r``-th entry of the file at ``path`` (a fixed protocol, no draws).
+
+    ``.json``: a list with one list of client ids per round (ids as the
+    population names them; a number n means the id ``"n"``); ``.npy``: a 2-D
+    integer array, one row of population positions per round. A relative
+    ``path`` is read from the config file's folder. See ``fedsim.simulation.sampling.ScheduleSampler``.
+    """
+
+    name: str = "schedule"
+    path: str = attrs.field(kw_only=True)
+
+    def relative_to(self, folder: Path) -> "ScheduleSamplerConfig":
+        return attrs.evolve(self, path=_from_folder(self.path, folder))
+
+    def build(self, seed: int, client_ids: Any = None) -> Any:
+        if client_ids is None:
+            raise TypeError("the schedule sampler maps client ids to positions: build(seed, client_ids)")
+        return sampling.ScheduleSampler.from_file(self.path, client_ids)
 
 
 SamplerBlock.registry = {
     "uniform": UniformSamplerConfig, "poisson": PoissonSamplerConfig, "round_robin": RoundRobinSamplerConfig,
+    "schedule": ScheduleSamplerConfig,
 }
 
 
@@ -183,9 +263,14 @@ ExecutorBlock.registry = {
 # Run-level settings ---------------------------------------------------------
 @attrs.frozen
 class EvaluationConfig:
-    """Evaluate on the held-out clients every ``every`` rounds and after the last (0: never)."""
+    """Evaluate on the held-out clients every ``every`` rounds and after the last (0: never).
+
+    ``clients``: evaluate a fixed sample of this many test clients (drawn once from the
+    run's seed), for test populations too large to evaluate in full; unset: every client.
+    """
 
     every: int = attrs.field(default=10, validator=non_negative)
+    clients: Optional[int] = attrs.field(default=None, validator=positive)
 
 
 @attrs.frozen

@@ -15,6 +15,8 @@ from fedsim.experiment import blocks
 from fedsim.experiment.build_data import build_population
 from fedsim.experiment.build_model import model_fn_for
 from fedsim.experiment.build_algorithm import build_process
+from fedsim.experiment.config import ConfigError
+from fedsim.simulation.sampling import ScheduleSampler
 
 
 @attrs.frozen
@@ -32,7 +34,8 @@ class Experiment:
 
         With ``client.shuffle_buffer`` the order is shuffled with a seed
         drawn from (run seed, round, client) alone, so a resumed run sees the
-        same orders as an uninterrupted one.
+        same orders as an uninterrupted one; with ``data.shuffle = false``
+        (which refuses a buffer) it is the population's order, every round.
         """
         dataset = self.train_data.create_tf_dataset_for_client(client_id)
         buffer = self.config.client.shuffle_buffer
@@ -47,10 +50,13 @@ def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None)
 
     ``state_dir`` (the run directory) holds per-client state of stateful algorithms.
     """
+    _check_shuffling(config)
     keras.utils.set_random_seed(config.seed)
     population = build_population(config.data, config.seed)
     population_size = len(population.train.client_ids)
-    sampler = config.sampler.build(config.seed)
+    sampler = config.sampler.build(config.seed, population.train.client_ids)
+    if isinstance(sampler, ScheduleSampler):  # a fixed protocol must cover the whole run, known before round 1
+        sampler.check_rounds(config.rounds)
     aggregator = None
     if config.aggregator:
         # The chain's privacy mechanism accounts the sampling that runs, read here, never declared.
@@ -60,3 +66,12 @@ def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None)
     process = build_process(config, model_fn, aggregator=aggregator, population_size=population_size,
                             state_dir=state_dir)
     return Experiment(config, process, population.train, population.test, sampler)
+
+
+def _check_shuffling(config: blocks.RunConfig) -> None:
+    """``data.shuffle = false`` promises examples in the source's order: a shuffle buffer contradicts it."""
+    if not config.data.shuffle and config.client.shuffle_buffer:
+        raise ConfigError(
+            f"data.shuffle = false, but client.shuffle_buffer = {config.client.shuffle_buffer} shuffles each "
+            "client's examples every round; set client.shuffle_buffer = 0 (no shuffling), or data.shuffle = true"
+        )

@@ -61,7 +61,11 @@ def build_population(data: blocks.DataBlock, seed: int) -> Population:
 
 def _partitioned_arrays(data: blocks.ArraysData, seed: int) -> Population:
     x, y = _read_arrays(Path(data.path))
-    parts = _partition(data.partitioner, y, data.num_clients, seed)
+    if not data.shuffle and isinstance(data.partitioner, blocks.IidPartition):
+        # data.shuffle = false: the file's rows dealt in order, so a protocol written against the file holds.
+        parts = np.array_split(np.arange(len(y)), data.num_clients)
+    else:
+        parts = _partition(data.partitioner, y, data.num_clients, seed)
     # Each client keeps its first examples for training and the rest for testing;
     # the partition already drew the examples at random.
     cuts = [len(p) - int(round(data.test_fraction * len(p))) for p in parts]
@@ -112,7 +116,7 @@ def _partition(block: blocks.PartitionerBlock, labels: np.ndarray, num_clients: 
     if isinstance(block, blocks.IidPartition):
         return partitioners.iid(len(labels), num_clients, seed)
     if isinstance(block, blocks.DirichletPartition):
-        return partitioners.dirichlet_label_skew(labels, num_clients, block.alpha, seed)
+        return partitioners.dirichlet_label_skew(labels, num_clients, block.alpha, seed, block.min_size)
     if isinstance(block, blocks.ShardsPartition):
         return partitioners.pathological_shards(labels, num_clients, block.shards_per_client, seed)
     if isinstance(block, blocks.QuantitySkewPartition):

@@ -1,18 +1,86 @@
-"""Model blocks -> a no-argument function returning a fedsim model for the data's element spec."""
+"""Model blocks -> a no-argument function returning a fedsim model for the data's element spec.
+
+Three things a model block brings besides the architecture:
+
+- the image shape of the CNN (``input_shape``), inferred from the data when
+  the block leaves it out (:func:`image_input_shape`);
+- a custom ``module:function``, looked up in the config file's folder and the
+  working directory before ``sys.path`` (:func:`resolve_custom_function`);
+- ``initial_weights``, a ``.npz`` every model the run builds starts from
+  (:func:`read_initial_weights`, :func:`fit_initial_weights`).
+"""
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Any, Callable
+import math
+import os
+import re
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
 
+import attrs
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fedsim.experiment import blocks
-from fedsim.models import from_keras_model, zoo
+from fedsim.models import ModelWeights, from_keras_model, zoo
 
 
 class ModelBuildError(ValueError):
     """A model block that cannot be built (e.g. a custom function that cannot be imported)."""
+
+
+class InputShapeError(ModelBuildError):
+    """The data's examples do not fit the model's input shape, or the shape cannot be inferred."""
+
+
+class InitialWeightsError(ModelBuildError):
+    """``model.initial_weights`` cannot start this model: unreadable, or arrays that do not fit it."""
+
+
+# Image shapes ---------------------------------------------------------------
+def image_input_shape(input_shape: Optional[Sequence[int]], data_shape: Sequence[Optional[int]]) -> tuple[int, ...]:
+    """The ``(height, width, channels)`` an image model sees, for examples of shape ``data_shape``.
+
+    ``input_shape`` given: it must hold as many values as one example.
+    Unset: an example ``[H, W, C]`` is used as is, ``[H, W]`` gets one
+    channel, and a flat vector of ``s * s`` values is an ``s x s`` image with
+    one channel (LEAF's FEMNIST: 784 -> 28x28x1). Anything else asks for
+    ``model.input_shape``.
+    """
+    data_shape = tuple(data_shape)
+    if any(size is None for size in data_shape):
+        raise InputShapeError(
+            f"the data's examples have shape {list(data_shape)}, with an unknown size; an image model "
+            "needs examples of one fixed shape (pad or resize them in preprocessing)"
+        )
+    values = math.prod(data_shape)
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise InputShapeError(f"model.input_shape={list(shape)} must be [height, width, channels]")
+        if math.prod(shape) != values:
+            raise InputShapeError(
+                f"model.input_shape={list(shape)} holds {math.prod(shape)} values, but each example of the data "
+                f"has shape {list(data_shape)} ({values} values); give a shape with {values} values"
+            )
+        return shape
+    if len(data_shape) == 3:
+        return data_shape
+    if len(data_shape) == 2:
+        return (*data_shape, 1)
+    side = math.isqrt(values)
+    if len(data_shape) == 1 and side * side == values:
+        return (side, side, 1)
+    raise InputShapeError(
+        f"cannot tell the image shape of examples of shape {list(data_shape)} ({values} values: not a square "
+        "image with one channel); set model.input_shape = [height, width, channels], e.g. [32, 32, 3] "
+        "for 3072 values"
+    )
 
 
 def _keras_model(model: blocks.ModelBlock, x_shape: list[int], num_classes: int) -> keras.Model:
@@ -29,21 +97,204 @@ def _keras_model(model: blocks.ModelBlock, x_shape: list[int], num_classes: int)
         # Images and other multi-axis inputs: flatten in the model so the data keeps its shape.
         return keras.Sequential([keras.Input(tuple(x_shape)), keras.layers.Flatten(), core])
     if isinstance(model, blocks.FedAvgCnn):
-        return zoo.fedavg_cnn(num_classes, x_shape)
+        return zoo.fedavg_cnn(num_classes, image_input_shape(model.input_shape, x_shape), data_shape=x_shape)
     if isinstance(model, blocks.CharLstm):
         return zoo.char_lstm(num_classes, x_shape[0], model.embedding_dim, model.units)
     raise TypeError(f"no builder for model block {model!r}")
 
 
-def _import(path: str) -> Callable[..., Any]:
-    module_name, _, attribute = path.partition(":")
+# Custom model functions -------------------------------------------------------
+def module_search_path(config_dir: Optional[str | os.PathLike] = None) -> list[Path]:
+    """The folders a custom model's module is looked up in before ``sys.path``, first first:
+    the config file's folder (``config_dir``; a block's ``module_dir``), then the working directory."""
+    folders = [Path(config_dir).expanduser().resolve()] if config_dir is not None else []
+    cwd = Path.cwd().resolve()
+    return folders + ([cwd] if cwd not in folders else [])
+
+
+@contextlib.contextmanager
+def _searching(folders: Sequence[str]) -> Iterator[None]:
+    # Ahead of sys.path only while the user's code runs (its import, and each call,
+    # which may import sibling modules lazily); the process's sys.path is left as it was.
+    saved = list(sys.path)
+    sys.path[:0] = [folder for folder in folders if folder not in sys.path]
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ModelBuildError(f"model.function {path!r}: cannot import {module_name!r} ({error})") from None
-    if not callable(getattr(module, attribute, None)):
-        raise ModelBuildError(f"model.function {path!r}: {module_name!r} has no function {attribute!r}")
-    return getattr(module, attribute)
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _imported(import_path: str, folders: Sequence[str]) -> Callable[..., Any]:
+    module_name, _, attribute = import_path.partition(":")
+    importlib.invalidate_caches()  # a module written since the interpreter last looked is seen
+    with _searching(folders):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ModelBuildError(
+                f"model.function {import_path!r}: cannot import {module_name!r} ({error}); searched "
+                f"{list(folders)} and sys.path: put {module_name.replace('.', '/')}.py next to the "
+                "config file or in the working directory, or install the package that provides it"
+            ) from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ModelBuildError(
+            f"model.function {import_path!r}: {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+            f"function {attribute!r}"
+        )
+    return function
+
+
+@attrs.frozen
+class CustomFunction:
+    """A custom model function, held by name and the folders its module is found in.
+
+    Calling it imports the module (once per process: ``sys.modules`` keeps it)
+    with those folders ahead of ``sys.path``. Held by name, it pickles as
+    such, so a Ray actor, in another working directory, imports the module
+    from the same absolute folders.
+    """
+
+    import_path: str
+    folders: tuple[str, ...]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        function = _imported(self.import_path, self.folders)
+        with _searching(self.folders):
+            return function(*args, **kwargs)
+
+
+def resolve_custom_function(import_path: str, config_dir: Optional[str | os.PathLike] = None) -> CustomFunction:
+    """The function named by ``import_path`` (``"package.module:function"``), checked importable now.
+
+    The module is looked up in :func:`module_search_path` ``(config_dir)``,
+    then on ``sys.path``; the function runs with those folders on the path too.
+
+    Raises:
+      ModelBuildError: the module cannot be imported (naming the folders searched) or has no such function.
+    """
+    folders = tuple(str(folder) for folder in module_search_path(config_dir))
+    _imported(import_path, folders)  # fails here, before any model is built
+    return CustomFunction(import_path, folders)
+
+
+# Initial weights ---------------------------------------------------------------
+_POSITIONAL_KEY = re.compile(r"arr_(\d+)")
+
+
+def read_initial_weights(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
+    """The ``(key, array)`` pairs of a ``.npz`` of initial model weights, in the model's variable order.
+
+    The format: one array per model variable, the trainable variables first,
+    then the non-trainable ones, each in the model's own order (that of
+    ``ModelWeights``: ``model.trainable_variables + model.non_trainable_variables``,
+    also TensorFlow Federated's ``ModelWeights`` order). Either
+
+    - positional: ``np.savez(path, *arrays)`` (keys ``arr_0``, ``arr_1``, ...); or
+    - named: ``np.savez(path, **{name: array})`` in that order, each key the
+      variable's name or a path ending in it (``kernel``, ``dense/kernel``);
+      the names are checked against the model's variables position by
+      position, which catches e.g. a Keras ``get_weights()`` list whose
+      BatchNorm statistics sit between trainable variables.
+
+    Raises:
+      InitialWeightsError: the file is missing, not a ``.npz``, empty, or mixes the two kinds of keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InitialWeightsError(
+            f"model.initial_weights={str(path)!r}: no such file; give a .npz of one array per model variable "
+            "(a relative path is read from the config file's folder)"
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise InitialWeightsError(f"cannot read model.initial_weights={str(path)!r} as a .npz: {error}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one array, not one per variable
+        raise InitialWeightsError(f"model.initial_weights={str(path)!r} holds a single array (.npy); save one "
+                                  "array per model variable with np.savez(path, *arrays)")
+    with loaded as npz:
+        entries = [(key, npz[key]) for key in npz.files]
+    if not entries:
+        raise InitialWeightsError(f"model.initial_weights={str(path)!r} holds no arrays")
+    positional = [_POSITIONAL_KEY.fullmatch(key) for key, _ in entries]
+    if all(positional):
+        # arr_10 before arr_2 is a zip-order accident, never a different order of variables.
+        return sorted(entries, key=lambda entry: int(_POSITIONAL_KEY.fullmatch(entry[0]).group(1)))
+    if any(positional):
+        raise InitialWeightsError(
+            f"model.initial_weights={str(path)!r} mixes positional keys (arr_N) with named ones "
+            f"({[key for key, _ in entries]}); save all arrays one way"
+        )
+    return entries
+
+
+def _short_name(variable: Any) -> str:
+    # Keras 3 names a variable 'kernel' (its path 'sequential_3/dense_7/kernel' counts models and
+    # layers built in the process, so it is never compared); a tf.Variable says 'dense/kernel:0'.
+    return str(getattr(variable, "name", "")).removesuffix(":0").rpartition("/")[2]
+
+
+def _label(variable: Any) -> str:
+    return str(getattr(variable, "path", None) or getattr(variable, "name", "?")).removesuffix(":0")
+
+
+def fit_initial_weights(entries: Sequence[tuple[str, np.ndarray]], model: Any, source: str) -> ModelWeights:
+    """``entries`` (from :func:`read_initial_weights`) as the ``ModelWeights`` of ``model``.
+
+    Checks the count, each name (named keys only) and shape, and that each
+    array casts to its variable's dtype without changing kind (float64 ->
+    float32 yes, float -> int no), then casts.
+
+    Raises:
+      InitialWeightsError: naming the position, the key, the model's variable and the fix.
+    """
+    trainable, non_trainable = list(model.trainable_variables), list(model.non_trainable_variables)
+    variables = trainable + non_trainable
+    if len(entries) != len(variables):
+        listing = ", ".join(f"{_short_name(v)} {tuple(v.shape)}" for v in variables)
+        raise InitialWeightsError(
+            f"{source} holds {len(entries)} arrays, but the model has {len(variables)} variables "
+            f"({len(trainable)} trainable, then {len(non_trainable)} non-trainable: {listing}); "
+            "save one array per variable, in that order"
+        )
+    arrays = []
+    for position, ((key, array), variable) in enumerate(zip(entries, variables)):
+        where = f"{source}: array {position} ({key!r}) is for variable {position} of the model, {_label(variable)!r}"
+        name = _short_name(variable)
+        if not _POSITIONAL_KEY.fullmatch(key) and key.removesuffix(":0").rpartition("/")[2] != name:
+            raise InitialWeightsError(
+                f"{where}, named {name!r}; the arrays are out of order or from another model (order: "
+                f"{[_short_name(v) for v in variables]}, trainable first)"
+            )
+        if tuple(array.shape) != tuple(variable.shape):
+            raise InitialWeightsError(f"{where}, of shape {tuple(variable.shape)}, but the array has shape "
+                                      f"{tuple(array.shape)}")
+        dtype = np.dtype(getattr(variable.dtype, "name", None) or str(variable.dtype))
+        if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+            raise InitialWeightsError(f"{where}, of dtype {dtype.name}; a {array.dtype.name} array does not "
+                                      "cast to it without losing its values' kind")
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            raise InitialWeightsError(f"{where}; the array holds NaN or Inf: start from finite weights")
+        arrays.append(array.astype(dtype))
+    return ModelWeights(arrays[: len(trainable)], arrays[len(trainable):])
+
+
+def _starting_from(build: Callable[[], Any], path: str) -> Callable[[], Any]:
+    """``build`` whose every model starts from the weights in ``path`` (read once, here)."""
+    entries = read_initial_weights(path)
+    source = f"model.initial_weights={path!r}"
+
+    def model_fn() -> Any:
+        model = build()
+        if not hasattr(model, "trainable_variables"):
+            return model  # not a model: fedsim.models.model_fn says what is wrong with it
+        # Every model the run builds (the process's, each executor's) holds these weights, so
+        # process.initialize() starts round 1 from them and a resumed run rebuilds the same models.
+        fit_initial_weights(entries, model, source).assign_weights_to(model)
+        return model
+
+    return model_fn
 
 
 def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) -> Callable[[], Any]:
@@ -52,6 +303,8 @@ def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) 
     Built-in models are classifiers trained with sparse softmax cross-entropy
     on logits and report accuracy. A custom ``function`` may return a fedsim
     model as is, or ``(keras_model, loss)`` / ``(keras_model, loss, metrics)``.
+    With ``model.initial_weights``, every model built starts from that file's
+    weights (read here, checked at the first build: before round one).
     """
     x_spec, y_spec = element_spec
     input_spec = (
@@ -59,9 +312,9 @@ def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) 
         tf.TensorSpec([None, *y_spec.shape], y_spec.dtype),
     )
     if isinstance(model, blocks.CustomModel):
-        function = _import(model.function)
+        function = resolve_custom_function(model.function, model.module_dir)
 
-        def custom_model_fn():
+        def build():
             built = function(**model.params)
             if isinstance(built, keras.Model):
                 raise ModelBuildError(
@@ -71,15 +324,16 @@ def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) 
                 keras_model, loss, *metrics = built
                 return from_keras_model(keras_model, loss, input_spec, metrics[0] if metrics else None)
             return built
+    else:
+        if isinstance(model, blocks.FedAvgCnn):
+            image_input_shape(model.input_shape, x_spec.shape)  # a shape problem is named before any build
 
-        return custom_model_fn
+        def build():
+            return from_keras_model(
+                _keras_model(model, list(x_spec.shape), num_classes),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                input_spec=input_spec,
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            )
 
-    def model_fn():
-        return from_keras_model(
-            _keras_model(model, list(x_spec.shape), num_classes),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=input_spec,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
-
-    return model_fn
+    return build if model.initial_weights is None else _starting_from(build, model.initial_weights)

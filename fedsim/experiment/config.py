@@ -301,8 +301,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Reads, overrides and validates a TOML experiment config."""
-    return _structure(apply_overrides(read_toml(path), overrides), repr(str(path)))
+    """Reads, overrides and validates a TOML experiment config.
+
+    The model's and sampler's file paths (``model.initial_weights``,
+    ``sampler.path``) are read from the config file's folder and written in
+    absolute, as is a custom model's ``module_dir``, so the run directory's
+    copy of the config (``fedsim resume``) finds the same files.
+    """
+    config = _structure(apply_overrides(read_toml(path), overrides), repr(str(path)))
+    folder = Path(path).resolve().parent
+    return attrs.evolve(config, model=config.model.relative_to(folder), sampler=config.sampler.relative_to(folder))
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = ()) -> RunConfig:

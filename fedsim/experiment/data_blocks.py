@@ -25,10 +25,18 @@ class IidPartition(PartitionerBlock):
 
 @attrs.frozen
 class DirichletPartition(PartitionerBlock):
-    """Label skew: each label split over clients in Dirichlet(alpha) shares (small alpha: skewed)."""
+    """Label skew: each label split over clients in Dirichlet(alpha) shares (small alpha: skewed).
+
+    ``min_size`` > 0 redraws the partition (from the same seed) until every
+    client holds at least ``min_size`` examples, train and test together, as
+    the papers' ``min_require_size`` loop and Flower Datasets'
+    ``min_partition_size`` do; 0 (the default) keeps the first draw, empty
+    clients included.
+    """
 
     name: str = "dirichlet"
     alpha: float = attrs.field(default=0.5, validator=positive)
+    min_size: int = attrs.field(default=0, validator=non_negative)
 
 
 @attrs.frozen
@@ -56,10 +64,24 @@ PartitionerBlock.registry = {
 }
 
 
+@attrs.frozen
 class DataBlock(Block):
-    """The population: train and test clients."""
+    """The population: train and test clients.
+
+    ``shuffle`` (every data block; default true) false promises that no example
+    is ever reordered: each client's examples are read in the source's order
+    (file order for ``arrays`` and ``leaf``, generation order for
+    ``synthetic``) in every round, so ``client.shuffle_buffer`` must stay 0,
+    and the ``iid`` partitioner deals the file's rows in order (client ``k``
+    of ``K`` gets the ``k``-th of ``K`` contiguous, near-equal parts) instead
+    of by a seeded permutation. The other partitioners still draw which
+    client holds which example from the seed (that draw is the partition),
+    each client's examples in file order.
+    """
 
     registry: ClassVar[dict[str, type]] = {}
+    # kw_only: the concrete blocks' own fields keep their positions.
+    shuffle: bool = attrs.field(default=True, kw_only=True, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
@@ -97,7 +119,14 @@ class ShakespeareData(DataBlock):
 
 @attrs.frozen
 class LeafData(DataBlock):
-    """A LEAF data set already generated on disk: its train and test split directories."""
+    """A LEAF data set as LEAF's scripts write it: train and test splits on disk.
+
+    ``train_dir`` and ``test_dir`` are each a directory of ``*.json`` shards
+    (e.g. ``data/femnist/data/train``) or a single ``.json`` file. Their writers
+    may differ (LEAF's split by user): every train writer is a train client and
+    evaluation pools every test writer. Clients are sorted by id. Relative paths
+    are read from the working directory.
+    """
 
     name: str = "leaf"
     train_dir: str = attrs.field(kw_only=True)

@@ -6,7 +6,7 @@ A run directory holds:
 - ``metrics.jsonl``: one JSON record per round, appended and flushed as written;
 - ``tensorboard/``: event files with a scalar per metric per round;
 - ``checkpoints/round-NNNNNN/``: the state every ``checkpoint.every`` rounds, newest ``keep``;
-- ``run.log``: the library's log records for this run;
+- ``run.log``: the library's log records for this run, and the error that ended it, if one did;
 - ``summary.json``: written when the run ends (with the TensorFlow thread settings).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from fedsim.checkpoint import CheckpointError, list_checkpoints, load_newest, save_checkpoint
+from fedsim.experiment import preflight
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
 from fedsim.experiment.config import config_to_toml, load_config
@@ -30,6 +31,7 @@ from fedsim.experiment.tensorboard import TensorBoardWriter
 from fedsim.learning.process import ServerState
 from fedsim.runtime import thread_settings
 from fedsim.simulation import simulate
+from fedsim.simulation.loop import evaluation_sample
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +60,39 @@ def prepare_run_dir(run_dir: Path) -> Path:
 
 
 def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, progress: bool = True) -> dict:
-    """Runs ``config`` and returns its summary (also written to ``summary.json``)."""
+    """Runs ``config`` and returns its summary (also written to ``summary.json``).
+
+    Problems the config shows without loading data (missing files, a cohort
+    larger than the population, a custom model module that does not exist:
+    :mod:`fedsim.experiment.preflight`) are raised before the run directory is
+    made. A run that fails later records the error in ``run.log``; if no round
+    finished, it leaves no ``metrics.jsonl``, so the same ``run_dir`` can be used again.
+    """
+    preflight.check_config(config)
     run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
     (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
-    with _run_log(run_dir):
+    with _run_log(run_dir), _no_empty_metrics(run_dir / "metrics.jsonl"):
         logger.info("starting run in %s", run_dir)
         experiment = build_experiment(config, state_dir=run_dir)
+        # Populations whose size only the loaded data tells (TFF's files): still before round 1.
+        preflight.check_population(config, len(experiment.train_data.client_ids))
         return _execute(experiment, run_dir, experiment.process.initialize(), progress)
+
+
+@contextlib.contextmanager
+def _no_empty_metrics(metrics: Path) -> Iterator[None]:
+    """Removes ``metrics`` if the run fails before writing its first round.
+
+    Only for a new run: ``prepare_run_dir`` made sure the file did not exist, so
+    an empty one is this run's own, and left behind it would block ``--out``.
+    """
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if metrics.stat().st_size == 0:
+                metrics.unlink()
+        raise
 
 
 def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
@@ -114,6 +142,7 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
                 sampler=experiment.sampler,
                 eval_data=experiment.test_data,
                 eval_every=config.evaluation.every,
+                eval_clients=evaluation_sample(experiment.test_data, config.evaluation.clients, config.seed),
                 metrics_path=run_dir / "metrics.jsonl",
                 progress=progress,
                 state=state,
@@ -216,22 +245,41 @@ def _run_log(run_dir: Path) -> Iterator[None]:
         package_logger.setLevel(logging.INFO)
     try:
         yield
+    except BaseException as error:
+        # To the file only: the CLI prints the message of an expected error itself.
+        handler.handle(_failure_record(error))
+        raise
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(previous_level)
         handler.close()
 
 
+def _failure_record(error: BaseException) -> logging.LogRecord:
+    """The log record of how a run ended early: interrupted, aborted, or failed (with its traceback)."""
+    if isinstance(error, RunInterrupted):
+        level, message, exc_info = logging.WARNING, f"run interrupted: {error}", None
+    elif isinstance(error, KeyboardInterrupt):
+        level, message, exc_info = logging.ERROR, "run aborted by Ctrl-C", None
+    else:
+        level, message = logging.ERROR, f"run failed: {type(error).__name__}: {error}"
+        exc_info = (type(error), error, error.__traceback__)
+    return logger.makeRecord(logger.name, level, __file__, 0, message, None, exc_info)
+
+
 def summarize(history: list[dict]) -> dict:
     """Rounds run, last train metrics, last evaluation metrics and wall time (sum of round times)."""
     last = history[-1] if history else {"train": {}}
     evaluations = [r["eval"] for r in history if "eval" in r]
+    spreads = [r["eval_clients"] for r in history if r.get("eval_clients")]
     summary = {
         "rounds": len(history),
         "final_train": last["train"],
         "final_eval": evaluations[-1] if evaluations else {},
         "wall_time_s": sum(r.get("round_time_s", 0.0) for r in history),
     }
+    if spreads:  # each metric's spread over the test clients at the last evaluation
+        summary["final_eval_clients"] = spreads[-1]
     if "privacy" in last:  # the guarantee after the last round, with what it assumes
         summary["privacy"] = last["privacy"]
     return summary

@@ -430,7 +430,16 @@ class FederatedProcess:
         client_datasets: Sequence[tf.data.Dataset],
         client_ids: Optional[Sequence[ClientId]] = None,
     ):
-        """Sum-then-finalize metrics of ``model_weights`` over the given (prepared) datasets.
+        """Sum-then-finalize metrics of ``model_weights`` over the given datasets (see ``evaluate_clients``)."""
+        return self._aggregate_metrics(self.evaluate_clients(model_weights, client_datasets, client_ids))
+
+    def evaluate_clients(
+        self,
+        model_weights: ModelWeights,
+        client_datasets: Sequence[tf.data.Dataset],
+        client_ids: Optional[Sequence[ClientId]] = None,
+    ) -> list:
+        """Each client's unfinalized metrics of ``model_weights``, in the order given.
 
         Under ``non_trainable="per_client"`` (FedBN), a client (by ``client_ids``)
         with non-trainable weights of its own is evaluated with them; the others
@@ -440,12 +449,15 @@ class FederatedProcess:
         own = [None] * len(datasets)
         if self.non_trainable_store is not None and client_ids is not None:
             own = [nt_rule.start_values(self.non_trainable_store, c, None) for c in client_ids]
-        shared = [d for d, o in zip(datasets, own) if o is None]
-        metrics = list(self.executor.evaluate(model_weights, shared)) if shared else []
-        for dataset, values in zip(datasets, own):
+        shared = [i for i, o in enumerate(own) if o is None]
+        metrics = [None] * len(datasets)
+        if shared:
+            for i, values in zip(shared, self.executor.evaluate(model_weights, [datasets[i] for i in shared])):
+                metrics[i] = values
+        for i, values in enumerate(own):
             if values is not None:
-                metrics += self.executor.evaluate(model_weights.with_non_trainable(values), [dataset])
-        return self._aggregate_metrics(metrics)
+                metrics[i] = self.executor.evaluate(model_weights.with_non_trainable(values), [datasets[i]])[0]
+        return metrics
 
 
 def _keep(cohort: Cohort, kept: Sequence[int]) -> Cohort:

@@ -1,7 +1,7 @@
 """Built-in Keras 3 models the field benchmarks with."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import keras
 
@@ -19,11 +19,24 @@ def mlp(num_features: int, num_classes: int, hidden: Sequence[int] = (200, 200))
     return keras.Sequential(layers)
 
 
-def fedavg_cnn(num_classes: int = 62, input_shape: Sequence[int] = (28, 28, 1)) -> keras.Model:
-    """The CNN of McMahan et al. 2017: two 5x5 conv + 2x2 max-pool blocks, dense 512, logits."""
+def fedavg_cnn(
+    num_classes: int = 62, input_shape: Sequence[int] = (28, 28, 1), data_shape: Optional[Sequence[int]] = None
+) -> keras.Model:
+    """The CNN of McMahan et al. 2017: two 5x5 conv + 2x2 max-pool blocks, dense 512, logits.
+
+    ``input_shape`` is one image, ``(height, width, channels)``. ``data_shape``
+    is one example as the data holds it (default: ``input_shape``); when it
+    differs (LEAF's flat 784 floats for 28x28x1), a Reshape layer comes first,
+    so the data and its element spec stay as they are.
+    """
     L = keras.layers
+    input_shape = tuple(input_shape)
+    data_shape = input_shape if data_shape is None else tuple(data_shape)
+    # Reshape has no variables: the model's weights are the same whichever shape the data has.
+    reshape = [L.Reshape(input_shape)] if data_shape != input_shape else []
     return keras.Sequential([
-        keras.Input(tuple(input_shape)),
+        keras.Input(data_shape),
+        *reshape,
         L.Conv2D(32, 5, padding="same", activation="relu"),
         L.MaxPooling2D(2, padding="same"),
         L.Conv2D(64, 5, padding="same", activation="relu"),

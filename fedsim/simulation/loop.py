@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import attrs
+import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
 from fedsim.data import ClientData
 from fedsim.learning.process import FederatedProcess, ServerState
+from fedsim.evaluation.federated import evaluate_federated
 from fedsim.metrics import to_python
 from fedsim.privacy import mechanism
 
@@ -30,14 +32,29 @@ class SimulationResult:
     history: list[dict]
 
 
-def evaluate_population(process: FederatedProcess, model_weights, client_data: ClientData) -> dict:
-    """Sum-then-finalize metrics of ``model_weights`` over every client of ``client_data``.
+def evaluate_population(
+    process: FederatedProcess, model_weights, client_data: ClientData, clients: Optional[Sequence[str]] = None
+) -> tuple[dict, dict]:
+    """Sum-then-finalize metrics of ``model_weights`` over the clients of ``client_data`` (or ``clients``),
+    and each scalar metric's distribution over those clients (mean, std, percentiles, worst client).
 
     Client ids go along, so under FedBN (``non_trainable="per_client"``) a client evaluates with its own weights.
     """
+    ids = list(client_data.client_ids if clients is None else clients)
+    if clients is not None:
+        client_data = ClientData.from_clients_and_tf_fn(ids, client_data.create_tf_dataset_for_client)
+    evaluation = evaluate_federated(process, model_weights, client_data)
+    distribution = {name: attrs.asdict(d) for name, d in evaluation.distributions.items()}
+    return evaluation.aggregate, distribution
+
+
+def evaluation_sample(client_data: ClientData, size: Optional[int], seed: int) -> Optional[list[str]]:
+    """A fixed sample of ``size`` test clients, drawn once from ``seed`` (None: every client)."""
     ids = list(client_data.client_ids)
-    datasets = [client_data.create_tf_dataset_for_client(c) for c in ids]
-    return to_python(dict(process.evaluate(model_weights, datasets, ids)))
+    if size is None or size >= len(ids):
+        return None
+    chosen = np.random.default_rng([seed, 0x5E7]).choice(len(ids), size, replace=False)
+    return [ids[i] for i in sorted(chosen)]
 
 
 def simulate(
@@ -53,6 +70,7 @@ def simulate(
     callbacks: Sequence[RoundCallback] = (),
     client_dataset_fn: Optional[ClientDatasetFn] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    eval_clients: Optional[Sequence[str]] = None,
 ) -> SimulationResult:
     """Runs ``rounds`` rounds of ``process`` on cohorts drawn from ``train_data``.
 
@@ -71,6 +89,8 @@ def simulate(
         preparation such as seeded shuffling; default the client's dataset as is.
       should_stop: asked after each round (and its callbacks); True ends the
         simulation there, e.g. on SIGINT, with every finished round recorded.
+      eval_clients: evaluate only these clients of ``eval_data`` (a fixed sample of
+        a huge test population, ``evaluation_sample``); None: every client.
     """
     if rounds < 0:
         raise ValueError(f"rounds={rounds} must be >= 0")
@@ -108,7 +128,8 @@ def simulate(
             if privacy is not None:
                 record["privacy"] = privacy
             if eval_data is not None and eval_every and (round_num % eval_every == 0 or round_num == last):
-                record["eval"] = evaluate_population(process, state.model_weights, eval_data)
+                record["eval"], record["eval_clients"] = evaluate_population(
+                    process, state.model_weights, eval_data, eval_clients)
             record["round_time_s"] = time.perf_counter() - start
             history.append(record)
             if metrics_file:

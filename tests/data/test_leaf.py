@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedsim.data import ClientDataError
-from fedsim.data.leaf import load_leaf
+from fedsim.data.leaf import LeafLabelError, count_leaf_users, load_leaf
 
 
 def _write_shard(path, user_data):
@@ -56,11 +56,69 @@ def test_three_users_read_back_with_counts_and_values(leaf_dirs):
     assert next(test.create_tf_dataset_for_client("f0003").as_numpy_iterator())["y"] == 0
 
 
-def test_users_in_only_one_split_are_named(leaf_dirs):
-    train, test = leaf_dirs
-    _write_shard(test / "extra.json", {"f0099": {"x": [[0.0, 0.0]], "y": [1]}})
-    with pytest.raises(ClientDataError, match="only in train: \\[\\], only in test: \\['f0099'\\]"):
-        load_leaf(train, test)
+def test_test_writers_may_differ_from_train_writers(leaf_dirs):
+    # LEAF's split by user: FEMNIST ships 105 train writers and other test writers.
+    train_dir, test_dir = leaf_dirs
+    _write_shard(test_dir / "extra.json", {"f0099": {"x": [[0.0, 0.0], [1.0, 1.0]], "y": [1, 2]}})
+    train, test = load_leaf(train_dir, test_dir)
+    assert list(train.client_ids) == ["f0001", "f0002", "f0003"]
+    assert list(test.client_ids) == ["f0001", "f0002", "f0003", "f0099"]
+    assert test.num_examples("f0099") == 2
+
+
+def test_clients_are_sorted_by_id_whatever_the_shard_order(tmp_path):
+    # Shard files sort as a, b; their users do not: the population still sorts by id.
+    _write_shard(tmp_path / "a.json", {"f0900": {"x": [[0.0]], "y": [0]}, "f0005": {"x": [[1.0]], "y": [1]}})
+    _write_shard(tmp_path / "b.json", {"f0010": {"x": [[2.0]], "y": [2]}})
+    train, _ = load_leaf(tmp_path, tmp_path)
+    assert list(train.client_ids) == ["f0005", "f0010", "f0900"]
+
+
+def test_a_single_json_file_is_a_split(leaf_dirs):
+    train_dir, test_dir = leaf_dirs
+    train, test = load_leaf(train_dir / "all_data_1_niid_train.json", test_dir / "all_data_0_niid_test.json")
+    assert list(train.client_ids) == ["f0003"]
+    assert [train.num_examples("f0003")] == [3]
+    assert list(test.client_ids) == ["f0001", "f0002", "f0003"]
+
+
+def test_a_missing_split_is_named(tmp_path):
+    with pytest.raises(ClientDataError, match="nowhere.*does not exist"):
+        load_leaf(tmp_path / "nowhere", tmp_path)
+
+
+def test_float_labels_that_are_whole_numbers_become_integers(tmp_path):
+    _write_shard(tmp_path / "s.json", {"u": {"x": [[0.0], [1.0]], "y": [3.0, 7.0]}})
+    train, _ = load_leaf(tmp_path, tmp_path)
+    labels = [e["y"] for e in train.create_tf_dataset_for_client("u").as_numpy_iterator()]
+    assert labels == [3, 7]
+    assert all(label.dtype == np.int64 for label in labels)
+
+
+def test_a_fractional_label_is_refused(tmp_path):
+    _write_shard(tmp_path / "s.json", {"u": {"x": [[0.0], [1.0]], "y": [1.0, 0.5]}})
+    with pytest.raises(LeafLabelError, match=r"user 'u'.*label 0.5 at position 1 .*not a whole number"):
+        load_leaf(tmp_path, tmp_path)
+    assert issubclass(LeafLabelError, ClientDataError)  # the CLI prints it without a traceback
+
+
+def test_user_counts_come_from_the_users_lists(leaf_dirs):
+    train_dir, test_dir = leaf_dirs
+    assert count_leaf_users(train_dir) == 3
+    assert count_leaf_users(test_dir / "all_data_0_niid_test.json") == 3
+
+
+def test_user_count_is_unknown_when_users_is_not_the_first_key(tmp_path):
+    content = {"num_samples": [1], "users": ["u"], "user_data": {"u": {"x": [[0.0]], "y": [0]}}}
+    (tmp_path / "s.json").write_text(json.dumps(content))
+    assert count_leaf_users(tmp_path) is None
+
+
+def test_user_count_reads_a_long_users_list(tmp_path):
+    # Longer than the first read (4 KiB), so the reader has to read on.
+    users = {f"writer_{i:05d}_with_a_long_name": {"x": [[0.0]], "y": [0]} for i in range(400)}
+    _write_shard(tmp_path / "s.json", users)
+    assert count_leaf_users(tmp_path) == 400
 
 
 def test_num_samples_must_match_the_data(tmp_path):
