@@ -15,6 +15,7 @@ from fedsim.aggregators.base import (
     check_client_values,
     weighted_sum,
 )
+from fedsim.aggregators.validation import boolean
 
 
 @attrs.frozen
@@ -30,7 +31,7 @@ class MeanAggregator:
     model stays where it is) and the measurement ``mean/total_weight`` is 0.
     """
 
-    weighted: bool = True
+    weighted: bool = attrs.field(default=True, validator=boolean)
 
     def initialize(self) -> AggregatorState:
         return {}

@@ -58,7 +58,7 @@ from fedsim.aggregators.secure_sum import (
     protocol_measurements,
     secure_sum,
 )
-from fedsim.aggregators.validation import AggregatorConfigError, in_interval, int_at_least, positive
+from fedsim.aggregators.validation import AggregatorConfigError, boolean, in_interval, int_at_least, positive
 from fedsim.aggregators.vectors import flatten, participating, unflatten, zeros_like
 
 # The protocol core is re-exported: rules built on it import it from here or secure_sum.
@@ -95,12 +95,6 @@ def _optional_positive(instance, attribute: attrs.Attribute, value: float | None
         positive(instance, attribute, value)
 
 
-def _boolean(instance, attribute: attrs.Attribute, value: bool) -> None:
-    if not isinstance(value, bool):
-        raise AggregatorConfigError(
-            f"{type(instance).__name__}: {attribute.name}={value!r} must be true or false"
-        )
-
 
 _fraction = in_interval(0.0, 1.0)
 
@@ -124,7 +118,7 @@ class SecureAggregation:
     advertise_keys_dropout: float = attrs.field(default=0.0, validator=_fraction)
     share_keys_dropout: float = attrs.field(default=0.0, validator=_fraction)
     unmasking_dropout: float = attrs.field(default=0.0, validator=_fraction)
-    weighted: bool = attrs.field(default=False, validator=_boolean)
+    weighted: bool = attrs.field(default=False, validator=boolean)
     max_update_weight: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def __attrs_post_init__(self) -> None:

@@ -29,7 +29,7 @@ from fedsim.aggregators.base import (
     ClientValue,
     check_client_values,
 )
-from fedsim.aggregators.validation import aggregator, in_interval
+from fedsim.aggregators.validation import aggregator, boolean, in_interval
 from fedsim.aggregators.vectors import flatten, unflatten
 
 
@@ -55,7 +55,7 @@ class TopKSparsification:
     fraction: float = attrs.field(
         default=0.01, validator=in_interval(0.0, 1.0, closed_low=False, closed_high=True)
     )
-    error_feedback: bool = True
+    error_feedback: bool = attrs.field(default=True, validator=boolean)
 
     def initialize(self) -> AggregatorState:
         return {"residuals": {}, "inner": self.inner.initialize()}

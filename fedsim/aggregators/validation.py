@@ -36,6 +36,12 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> Non
         raise _error(instance, attribute, value, "must be a finite number >= 0")
 
 
+def boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Requires ``True`` or ``False`` (not a number that happens to be truthy)."""
+    if not isinstance(value, bool):
+        raise _error(instance, attribute, value, "must be true or false")
+
+
 def int_at_least(minimum: int):
     """Returns a validator requiring an ``int`` >= ``minimum``."""
 

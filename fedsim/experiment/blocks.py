@@ -9,6 +9,7 @@ Validation happens when the config is built, so a config that loads is a config 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Protocol
 
@@ -99,6 +100,18 @@ class CharLstm(ModelBlock):
     units: int = attrs.field(default=256, validator=positive)
 
 
+def _finite_numbers(path: str, value: Any) -> None:
+    """NaN or Inf in a custom model's params is refused: no model size or rate is meant to be one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(path, f"must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_numbers(f"{path}.{key}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _finite_numbers(f"{path}[{index}]", item)
+
+
 @attrs.frozen
 class CustomModel(ModelBlock):
     """Your own model: ``function(**params)`` returns a fedsim model or ``(keras_model, loss)``.
@@ -111,7 +124,7 @@ class CustomModel(ModelBlock):
 
     name: str = "custom"
     function: str = attrs.field(kw_only=True, validator=import_path)
-    params: dict[str, Any] = attrs.field(factory=dict)
+    params: dict[str, Any] = attrs.field(factory=dict, validator=lambda i, a, v: _finite_numbers(a.name, v))
     module_dir: Optional[str] = None
 
     def relative_to(self, folder: Path) -> "CustomModel":
