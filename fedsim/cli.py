@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Continue a run from its newest readable checkpoint (unreadable ones are skipped, "
                     "with the reason); metrics past that checkpoint are dropped and those rounds rerun.")
     resume.add_argument("run_dir", help="the run directory of 'fedsim run'")
+    resume.add_argument("--rounds", type=int, metavar="N",
+                        help="run until round N (extends the run; written into config.toml, the one change "
+                             "to config.toml a resume accepts)")
     resume.add_argument("--quiet", action="store_true", help="no progress bar")
 
     data = commands.add_parser(
@@ -87,11 +90,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(summary: dict) -> None:
+    """The run's summary; a last round or evaluation over no examples says so instead of a number."""
     train, evaluation = summary["final_train"], summary["final_eval"]
     print(f"rounds:        {summary['rounds']}")
-    if "loss" in train:
+    if summary.get("final_train_num_examples") == 0:
+        print("train loss:    no examples (no client trained in the last round)")
+    elif "loss" in train:
         print(f"train loss:    {train['loss']:.4f}")
-    if "accuracy" in evaluation:
+    if evaluation.get("num_examples") == 0:
+        print("test accuracy: no examples (the evaluated test clients hold none)")
+    elif "accuracy" in evaluation:
         spread = summary.get("final_eval_clients", {}).get("accuracy")
         clients = "" if not spread else (
             f"  (per client: p10 {spread['p10']:.4f}, median {spread['p50']:.4f}, "
@@ -154,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         config = experiment.load_config(args.config, args.overrides)
         _print_summary(experiment.run_experiment(config, args.out, progress=not args.quiet))
     elif args.command == "resume":
-        _print_summary(experiment.resume_run(args.run_dir, progress=not args.quiet))
+        _print_summary(experiment.resume_run(args.run_dir, progress=not args.quiet, rounds=args.rounds))
     elif args.command == "data":
         _describe_data(args)
     elif args.command == "sweep":
@@ -215,15 +223,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         return 0
 
-    _import_tensorflow_quietly(args.verbose)
-    from fedsim.data.statistics import StatisticsError
-    from fedsim.experiment import EXPECTED_ERRORS, RunInterrupted
+    try:
+        _import_tensorflow_quietly(args.verbose)
+        from fedsim.data.statistics import StatisticsError
+        from fedsim.experiment import EXPECTED_ERRORS, RunInterrupted
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: nothing has started
+        print("fedsim: interrupted during start-up; nothing was run", file=sys.stderr)
+        return 130
 
     try:
         _dispatch(args)
     except RunInterrupted as interrupted:
         print(f"fedsim: {interrupted}", file=sys.stderr)
-        return 130  # the shell's code for a command ended by SIGINT
+        return interrupted.exit_code  # the shell's code for a command ended by that signal (130, 143)
+    except KeyboardInterrupt as aborted:  # start-up, or a second signal (fedsim.experiment.run.RunAborted)
+        print(f"fedsim: {aborted or 'interrupted'}", file=sys.stderr)
+        return 130
     except (*EXPECTED_ERRORS, StatisticsError) as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2

@@ -91,3 +91,37 @@ def test_flat_lists_with_different_leaf_shapes_are_named():
     with pytest.raises(MetricsError, match=r"metric 'v': client 0 reported \['shape \(\)', 'shape \(2,\)'\], "
                                            r"client 1 reported \['shape \(\)', 'shape \(3,\)'\]"):
         sum_unfinalized([{"v": [np.float32(1), np.zeros(2)]}, {"v": [np.float32(1), np.zeros(3)]}])
+
+
+# Over no examples (issue 18, item 2): a metric has no value, so it is dropped, never 0 or NaN.
+def _refuses_to_finalize(value):
+    raise AssertionError(f"finalizer ran over no examples: {value}")
+
+
+def test_metrics_over_no_examples_are_dropped_and_their_finalizers_not_run():
+    finalizers = {"loss": _refuses_to_finalize, "accuracy": _refuses_to_finalize,
+                  "num_examples": lambda v: v[0], "num_batches": lambda v: v[0]}
+    empty_client = {"loss": [0.0, 0.0], "accuracy": [0.0, 0.0], "num_examples": [0], "num_batches": [0]}
+    aggregated = sum_then_finalize(finalizers)([empty_client, empty_client])
+    assert {k: int(v) for k, v in aggregated.items()} == {"num_examples": 0, "num_batches": 0}
+
+
+def test_one_example_anywhere_finalizes_every_metric():
+    finalizers = {"loss": lambda v: v[0] / v[1], "num_examples": lambda v: v[0]}
+    aggregated = sum_then_finalize(finalizers)([
+        {"loss": [0.0, 0.0], "num_examples": [0]}, {"loss": [2.5, 1.0], "num_examples": [1]}])
+    assert float(aggregated["loss"]) == 2.5 and int(aggregated["num_examples"]) == 1
+
+
+def test_the_older_interface_over_no_examples_skips_its_computation():
+    from fedsim.metrics import federated_output_aggregator
+
+    def computation(outputs):  # a weighted mean over zero weights has no value: it raises
+        return {"num_examples": fedsim.federated_sum(outputs.num_examples),
+                "loss": fedsim.federated_mean(outputs.loss, weight=outputs.num_examples)}
+
+    aggregate = federated_output_aggregator(computation, "out")
+    empty = {"out": {"loss": np.float32(0), "num_examples": np.int64(0)}}
+    assert {k: int(v) for k, v in aggregate([empty, empty]).items()} == {"num_examples": 0}
+    full = {"out": {"loss": np.float32(2), "num_examples": np.int64(4)}}
+    assert float(aggregate([empty, full])["loss"]) == 2.0

@@ -7,6 +7,8 @@ from fedsim.checkpoint.store import (
     list_checkpoints,
     load_checkpoint,
     load_newest,
+    read_header,
+    remove_temporary,
     save_checkpoint,
 )
 from fedsim.checkpoint.tree import StructureMismatchError, flatten, restore
@@ -21,6 +23,8 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "load_newest",
+    "read_header",
+    "remove_temporary",
     "restore",
     "save_checkpoint",
 ]

@@ -1,10 +1,18 @@
 """Checkpoints on disk: one directory per round, written atomically, the newest ``keep`` kept.
 
 Layout: ``<dir>/round-000010/state.json`` (format, round, JSON structure of
-the state, free-form metadata, SHA-256 of the arrays) and
-``<dir>/round-000010/arrays.npz``. Both are written into a temporary
+the state, free-form metadata, SHA-256 of the arrays, SHA-256 of the header)
+and ``<dir>/round-000010/arrays.npz``. Both are written into a temporary
 directory, fsynced, and renamed into place with ``os.replace``: a reader (or
 a run killed mid-write) sees either the whole checkpoint or none of it.
+
+The header hash covers the format, version, round number and metadata, so a
+hand-edited round (which would make a resumed run silently skip or repeat
+rounds) or metadata (a run's config hash) is refused like a corrupted file.
+The structure is left to :func:`~fedsim.checkpoint.tree.restore`, which
+checks it against the run's own state, and the arrays to their own hash.
+Version 1 checkpoints (no header hash) still load; their metadata is
+unverified, which callers that rely on it must refuse.
 """
 from __future__ import annotations
 
@@ -26,8 +34,10 @@ from fedsim.checkpoint.tree import StructureMismatchError, flatten, restore
 logger = logging.getLogger(__name__)
 
 FORMAT = "fedsim-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _NAME = re.compile(r"^round-(\d+)$")
+_TEMPORARY = re.compile(r"^\.tmp-round-\d+-\d+$")
 
 
 class CheckpointError(RuntimeError):
@@ -60,6 +70,22 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
     return sorted(found, reverse=True)
+
+
+def remove_temporary(directory: str | Path) -> list[Path]:
+    """Removes the ``.tmp-round-*`` directories that writers killed mid-checkpoint left behind.
+
+    Call it only while owning ``directory`` (a run holds its run directory's
+    lock): a live writer's temporary directory would be removed under it.
+    Returns what was removed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = [p for p in directory.iterdir() if _TEMPORARY.match(p.name) and p.is_dir()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def save_checkpoint(
@@ -106,8 +132,10 @@ def _write(temp: Path, final: Path, round_num: int, state: Any, meta: Optional[d
         "round": round_num,
         "arrays_sha256": _sha256(temp / "arrays.npz"),
         "structure": structure,
-        "meta": meta or {},
+        # Through JSON first, so the hash is of the values a reader will parse.
+        "meta": json.loads(json.dumps(meta or {})),
     }
+    document["header_sha256"] = _header_sha256(document)
     with open(temp / "state.json", "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
         handle.flush()
@@ -119,27 +147,51 @@ def _write(temp: Path, final: Path, round_num: int, state: Any, meta: Optional[d
     _fsync_dir(final.parent)
 
 
-def load_checkpoint(path: str | Path, template: Any) -> Restored:
-    """Reads one checkpoint into the shape of ``template``; raises ``CheckpointError`` saying why not."""
-    path = Path(path)
+def read_header(path: str | Path) -> tuple[int, dict]:
+    """The round and metadata of a checkpoint, checked against the header hash, without reading the arrays.
+
+    Lets a caller decide whether a checkpoint is one it may use (e.g. by the
+    config its metadata records) before paying for, or failing on, its arrays.
+    """
+    document = _read_document(Path(path))
+    return document["round"], dict(document.get("meta", {}))
+
+
+def _read_document(path: Path) -> dict:
     try:
         document = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: state.json is missing or unreadable ({error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{path}: state.json is not a {FORMAT} file")
-    if document.get("version") != VERSION:
-        raise CheckpointError(f"{path}: format version {document.get('version')!r}, this fedsim reads {VERSION}")
-    arrays_file = path / "arrays.npz"
-    if not arrays_file.is_file():
-        raise CheckpointError(f"{path}: arrays.npz is missing")
-    if _sha256(arrays_file) != document.get("arrays_sha256"):
-        raise CheckpointError(f"{path}: arrays.npz does not match its SHA-256 in state.json (truncated or corrupted)")
+    version = document.get("version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path}: format version {version!r}, this fedsim reads {list(READABLE_VERSIONS)}")
+    if version >= 2 and document.get("header_sha256") != _header_sha256(document):
+        raise CheckpointError(f"{path}: state.json's round or metadata does not match its header SHA-256 "
+                              "(edited or corrupted)")
     round_num, meta = document.get("round"), document.get("meta", {})
     # bool is an int in Python; a round number never is true/false.
     if type(round_num) is not int or round_num < 0 or not isinstance(meta, dict):
         raise CheckpointError(f"{path}: state.json has round {round_num!r} and meta {meta!r:.80}; "
                               "expected a round number >= 0 and a JSON object")
+    named = _NAME.match(path.name)
+    if named and int(named.group(1)) != round_num:  # a renamed or copied directory
+        raise CheckpointError(f"{path}: the directory is named for round {int(named.group(1))} "
+                              f"but its state.json holds round {round_num}")
+    return document
+
+
+def load_checkpoint(path: str | Path, template: Any) -> Restored:
+    """Reads one checkpoint into the shape of ``template``; raises ``CheckpointError`` saying why not."""
+    path = Path(path)
+    document = _read_document(path)
+    round_num, meta = document["round"], document.get("meta", {})
+    arrays_file = path / "arrays.npz"
+    if not arrays_file.is_file():
+        raise CheckpointError(f"{path}: arrays.npz is missing")
+    if _sha256(arrays_file) != document.get("arrays_sha256"):
+        raise CheckpointError(f"{path}: arrays.npz does not match its SHA-256 in state.json (truncated or corrupted)")
     try:
         with np.load(arrays_file, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -166,6 +218,13 @@ def load_newest(directory: str | Path, template: Any) -> Restored:
         return attrs.evolve(restored, skipped=skipped)
     reasons = "".join(f"\n  skipped {p.name}: {why}" for p, why in skipped)
     raise CheckpointError(f"no readable checkpoint in {str(directory)!r}{reasons or ' (there are none)'}")
+
+
+def _header_sha256(document: dict) -> str:
+    """SHA-256 of the fields a reader trusts without checking them against the run's state."""
+    header = {key: document.get(key) for key in ("format", "version", "round", "meta")}
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _sha256(path: Path) -> str:

@@ -7,7 +7,11 @@ A run directory holds:
 - ``tensorboard/``: event files with a scalar per metric per round;
 - ``checkpoints/round-NNNNNN/``: the state every ``checkpoint.every`` rounds, newest ``keep``;
 - ``run.log``: the library's log records for this run, and the error that ended it, if one did;
-- ``summary.json``: written when the run ends (with the TensorFlow thread settings).
+- ``summary.json``: written when the run ends (with the TensorFlow thread settings);
+- ``.fedsim.lock``: while a process owns the directory (:mod:`fedsim.experiment.lock`).
+
+Every checkpoint records ``config.toml`` (:mod:`fedsim.experiment.resume_checks`),
+so a resume continues only the run it belongs to.
 """
 from __future__ import annotations
 
@@ -15,17 +19,22 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import re
 import signal
 import threading
 from pathlib import Path
 from typing import Iterator, Optional
 
-from fedsim.checkpoint import CheckpointError, list_checkpoints, load_newest, save_checkpoint
-from fedsim.experiment import preflight
+import attrs
+
+from fedsim.checkpoint import list_checkpoints, remove_temporary, save_checkpoint
+from fedsim.experiment import preflight, resume_checks
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
 from fedsim.experiment.config import config_to_toml, load_config
+# RunDirectoryError is defined with the lock, re-exported here for the CLI's list of expected errors.
+from fedsim.experiment.lock import RunDirectoryError, RunDirectoryLocked, lock_run_dir  # noqa: F401
 from fedsim.experiment.metrics_file import read_metrics, truncate_metrics
 from fedsim.experiment.tensorboard import TensorBoardWriter
 from fedsim.learning.process import ServerState
@@ -36,12 +45,26 @@ from fedsim.simulation.loop import evaluation_sample
 logger = logging.getLogger(__name__)
 
 
-class RunDirectoryError(ValueError):
-    """Raised when a run directory cannot be used (e.g. it already holds a run, or holds none)."""
-
-
 class RunInterrupted(Exception):
-    """A run stopped by SIGINT after a finished round, its checkpoint and metrics written."""
+    """A run stopped by SIGINT or SIGTERM after a finished round, its checkpoint and metrics written.
+
+    ``exit_code`` is the shell's code for a command ended by that signal (130, 143);
+    ``signal_name`` and ``round_num`` say which signal and after which round.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT, round_num: Optional[int] = None):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+        self.signal_name = signal.Signals(signum).name
+        self.round_num = round_num
+
+
+class RunAborted(KeyboardInterrupt):
+    """A signal during start-up, or a second one during a round: the run ends at once.
+
+    A KeyboardInterrupt, so code that cleans up after Ctrl-C cleans up after
+    it too; the message says what was kept.
+    """
 
 
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
@@ -50,6 +73,7 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
 
 
 def prepare_run_dir(run_dir: Path) -> Path:
+    """Makes ``run_dir``, refusing one that already holds a run."""
     if (run_dir / "metrics.jsonl").exists():
         raise RunDirectoryError(
             f"{str(run_dir)!r} already holds a run (metrics.jsonl exists); choose another --out "
@@ -69,14 +93,19 @@ def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, prog
     finished, it leaves no ``metrics.jsonl``, so the same ``run_dir`` can be used again.
     """
     preflight.check_config(config)
-    run_dir = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir(config))
-    (run_dir / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
-    with _run_log(run_dir), _no_empty_metrics(run_dir / "metrics.jsonl"):
-        logger.info("starting run in %s", run_dir)
-        experiment = build_experiment(config, state_dir=run_dir)
-        # Populations whose size only the loaded data tells (TFF's files): still before round 1.
-        preflight.check_population(config, len(experiment.train_data.client_ids))
-        return _execute(experiment, run_dir, experiment.process.initialize(), progress)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
+    prepare_run_dir(run_dir)  # fails before taking the lock when the answer is already clear
+    with _signals() as signals, lock_run_dir(run_dir):
+        prepare_run_dir(run_dir)  # again, owning it: another process may have started a run meanwhile
+        remove_temporary(run_dir / "checkpoints")
+        config_text = config_to_toml(config)
+        (run_dir / "config.toml").write_text(config_text, encoding="utf-8")
+        with _run_log(run_dir), _no_empty_metrics(run_dir / "metrics.jsonl"):
+            logger.info("starting run in %s", run_dir)
+            experiment = build_experiment(config, state_dir=run_dir)
+            # Populations whose size only the loaded data tells (TFF's files): still before round 1.
+            preflight.check_population(config, len(experiment.train_data.client_ids))
+            return _execute(experiment, run_dir, experiment.process.initialize(), progress, config_text, signals)
 
 
 @contextlib.contextmanager
@@ -95,46 +124,84 @@ def _no_empty_metrics(metrics: Path) -> Iterator[None]:
         raise
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
-    """Continues the run in ``run_dir`` from its newest readable checkpoint.
+def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int] = None) -> dict:
+    """Continues the run in ``run_dir`` from its newest readable checkpoint of the same config.
 
-    Unreadable checkpoints are skipped (each logged with the reason); metrics
-    records past the checkpoint's round are dropped, since those rounds run
-    again, so ``metrics.jsonl`` ends up with every round exactly once.
+    Unreadable checkpoints, and those written under another ``config.toml``,
+    are skipped (each printed with the reason); a ``config.toml`` edited since
+    the checkpoints were written is refused with a diff
+    (:mod:`fedsim.experiment.resume_checks`). ``rounds`` sets the run's length
+    (the one change a resume allows): it must not be below the checkpoint's
+    round, and is written into ``config.toml``. Metrics records past the
+    checkpoint's round are dropped, since those rounds run again, and the
+    TensorBoard events are rebuilt from the records kept, so ``metrics.jsonl``
+    and TensorBoard end up with every round exactly once.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
-    config = load_config(run_dir / "config.toml")
-    with _run_log(run_dir):
-        experiment = build_experiment(config, state_dir=run_dir)
-        template = {"server_state": experiment.process.initialize()}
-        name_variables = _variable_namer(experiment.process.model)
-        try:
-            restored = load_newest(run_dir / "checkpoints", template)
-        except CheckpointError as error:
-            raise CheckpointError(name_variables(str(error))) from None
-        for path, reason in restored.skipped:
-            print(f"fedsim: skipped checkpoint {path.name}: {name_variables(reason)}")
-        logger.info("resuming %s from %s (round %d)", run_dir, restored.path.name, restored.round_num)
-        truncate_metrics(run_dir / "metrics.jsonl", restored.round_num)
-        return _execute(experiment, run_dir, restored.state["server_state"], progress)
+    if rounds is not None and rounds < 1:
+        raise resume_checks.RoundsError(f"--rounds {rounds}: a run has at least 1 round")
+    with _signals() as signals, lock_run_dir(run_dir):
+        remove_temporary(run_dir / "checkpoints")
+        config_text = (run_dir / "config.toml").read_text(encoding="utf-8")
+        config = load_config(run_dir / "config.toml")
+        with _run_log(run_dir):
+            # Built for the new length at once: a schedule sampler checks it covers every round.
+            experiment = build_experiment(config if rounds is None else attrs.evolve(config, rounds=rounds),
+                                          state_dir=run_dir)
+            template = {"server_state": experiment.process.initialize()}
+            name_variables = _variable_namer(experiment.process.model)
+            restored = resume_checks.choose_checkpoint(
+                run_dir, template, config_text, rounds_given=rounds is not None, describe=name_variables)
+            for path, reason in restored.skipped:
+                print(f"fedsim: skipped checkpoint {path.name}: {reason}")
+            if rounds is None:
+                resume_checks.check_rounds(config.rounds, restored.round_num, run_dir,
+                                           f"rounds = {config.rounds} in config.toml")
+            else:
+                resume_checks.check_rounds(rounds, restored.round_num, run_dir, f"--rounds {rounds}")
+                config_text = _set_rounds(run_dir, config_text, config.rounds, rounds)
+            logger.info("resuming %s from %s (round %d)", run_dir, restored.path.name, restored.round_num)
+            kept = truncate_metrics(run_dir / "metrics.jsonl", restored.round_num)
+            return _execute(experiment, run_dir, restored.state["server_state"], progress, config_text, signals,
+                            kept_records=kept)
 
 
-def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress: bool) -> dict:
+def _set_rounds(run_dir: Path, config_text: str, old: int, new: int) -> str:
+    """Writes ``rounds = new`` into ``config.toml`` (atomically), marked and logged; returns the new text."""
+    if new == old:
+        return config_text
+    text = resume_checks.set_rounds(config_text, new, was=old)
+    temp = run_dir / "config.toml.tmp"
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, run_dir / "config.toml")
+    logger.warning("rounds changed from %d to %d by 'fedsim resume --rounds %d' (recorded in config.toml)",
+                   old, new, new)
+    print(f"fedsim: rounds set to {new} (was {old}); config.toml records the change")
+    return text
+
+
+def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress: bool, config_text: str,
+             signals: "_Signals", kept_records: Optional[list[dict]] = None) -> dict:
+    """Runs the remaining rounds; ``kept_records`` (on resume) are the metrics records already written."""
     config = experiment.config
+    meta = resume_checks.checkpoint_meta(config_text)
     callbacks = []
     client_stores = getattr(experiment.process, "client_stores", [])
     if config.checkpoint.every:
-        callbacks.append(_checkpointer(run_dir / "checkpoints", config, client_stores))
+        callbacks.append(_checkpointer(run_dir / "checkpoints", config, meta, client_stores))
     elif client_stores:
         # No checkpoint to resume from: only each client's newest state is needed.
         callbacks.append(lambda state, record: [store.prune(state.round_num) for store in client_stores])
-    tensorboard = TensorBoardWriter(run_dir / "tensorboard") if config.logging.tensorboard else None
-    if tensorboard:
+    tensorboard = None
+    if config.logging.tensorboard:
+        log_dir = run_dir / "tensorboard"
+        tensorboard = (TensorBoardWriter(log_dir) if kept_records is None
+                       else TensorBoardWriter.rewritten(log_dir, kept_records))
         callbacks.append(tensorboard)
     try:
-        with _stop_on_sigint() as stop:
+        with signals.running() as stop:
             result = simulate(
                 experiment.process,
                 experiment.train_data,
@@ -155,7 +222,7 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
             tensorboard.close()
     interrupted = result.state.round_num < config.rounds
     if interrupted and result.state.round_num > 0:
-        _save(run_dir / "checkpoints", result.state, config, client_stores)
+        _save(run_dir / "checkpoints", result.state, config, meta, client_stores)
     summary = summarize(read_metrics(run_dir / "metrics.jsonl"))
     summary["run_dir"] = str(run_dir)
     summary["interrupted"] = interrupted
@@ -164,8 +231,10 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if interrupted:
         raise RunInterrupted(
-            f"interrupted after round {result.state.round_num} of {config.rounds}; its checkpoint and "
-            f"metrics are written. Continue with: fedsim resume {run_dir}"
+            f"interrupted after round {result.state.round_num} of {config.rounds} ({signals.received_name}); "
+            f"its checkpoint and metrics are written. Continue with: fedsim resume {run_dir}",
+            signals.received or signal.SIGINT,
+            result.state.round_num,
         )
     logger.info("run finished: %d rounds in %.1f s", summary["rounds"], summary["wall_time_s"])
     return summary
@@ -195,37 +264,74 @@ def _variable_namer(model):
     return rewrite
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Signals:
+    """What SIGINT and SIGTERM (what job schedulers send) do at each stage of a run.
+
+    During start-up (building data and model) a signal aborts at once with
+    :class:`RunAborted`: there is nothing to save. Once rounds run
+    (:meth:`running`), the first asks the run to stop after the round in
+    progress, which then writes its checkpoint and metrics; a second aborts.
+    Either way the CLI prints one line, never a traceback.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received: Optional[int] = None
+        self._rounds_started = False
+
+    @property
+    def received_name(self) -> str:
+        return signal.Signals(self.received or signal.SIGINT).name
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[threading.Event]:
+        # Never reset: after the last round, a signal must not abort the final checkpoint and summary.
+        self._rounds_started = True
+        yield self.stop
+
+    def handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if not self._rounds_started:
+            raise RunAborted(f"{name} during start-up: no round ran in this process")
+        if self.stop.is_set():
+            raise RunAborted(f"aborted by a second {name} during a round; the run directory keeps every "
+                             "round up to its newest checkpoint. Continue with 'fedsim resume'")
+        self.received = signum
+        self.stop.set()
+        logger.warning("%s: stopping after this round (send it again to abort now)", name)
+
+
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
-    """The first Ctrl-C asks the run to stop after the round in progress; a second one aborts."""
-    stop = threading.Event()
+def _signals() -> Iterator[_Signals]:
+    """Installs :class:`_Signals`' handler for SIGINT and SIGTERM, restoring the previous ones after."""
+    handler = _Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield stop  # signal handlers can only be set from the main thread
+        yield handler  # signal handlers can only be set from the main thread
         return
-
-    def request_stop(signum, frame):
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        logger.warning("interrupt: stopping after this round (press Ctrl-C again to abort now)")
-
-    previous = signal.signal(signal.SIGINT, request_stop)
+    previous = {signum: signal.signal(signum, handler.handle) for signum in _STOP_SIGNALS}
     try:
-        yield stop
+        yield handler
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
-def _checkpointer(directory: Path, config: RunConfig, client_stores=()):
+def _checkpointer(directory: Path, config: RunConfig, meta: dict, client_stores=()):
     def save(state: ServerState, record: dict) -> None:
         round_num = state.round_num
         if round_num % config.checkpoint.every == 0 or round_num == config.rounds:
-            _save(directory, state, config, client_stores)
+            _save(directory, state, config, meta, client_stores)
 
     return save
 
 
-def _save(directory: Path, state: ServerState, config: RunConfig, client_stores=()) -> None:
-    path = save_checkpoint(directory, state.round_num, {"server_state": state}, keep=config.checkpoint.keep)
+def _save(directory: Path, state: ServerState, config: RunConfig, meta: dict, client_stores=()) -> None:
+    """Writes the checkpoint of ``state``, with ``meta`` (the run's config) that a resume checks."""
+    path = save_checkpoint(directory, state.round_num, {"server_state": state}, meta=meta,
+                           keep=config.checkpoint.keep)
     logger.info("checkpoint %s", path)
     for store in client_stores:
         # Per-client state older than the oldest kept checkpoint can never be read again.
@@ -260,7 +366,7 @@ def _failure_record(error: BaseException) -> logging.LogRecord:
     if isinstance(error, RunInterrupted):
         level, message, exc_info = logging.WARNING, f"run interrupted: {error}", None
     elif isinstance(error, KeyboardInterrupt):
-        level, message, exc_info = logging.ERROR, "run aborted by Ctrl-C", None
+        level, message, exc_info = logging.ERROR, f"run aborted: {error or 'Ctrl-C'}", None
     else:
         level, message = logging.ERROR, f"run failed: {type(error).__name__}: {error}"
         exc_info = (type(error), error, error.__traceback__)
@@ -268,13 +374,20 @@ def _failure_record(error: BaseException) -> logging.LogRecord:
 
 
 def summarize(history: list[dict]) -> dict:
-    """Rounds run, last train metrics, last evaluation metrics and wall time (sum of round times)."""
+    """Rounds run, last train metrics, last evaluation metrics and wall time (sum of round times).
+
+    ``final_train_num_examples`` is the examples the last round trained on: 0
+    means no client trained (``final_train`` then holds no loss or accuracy,
+    and says nothing about the model); an evaluation over no examples has a
+    ``num_examples`` of 0 in ``final_eval`` and no loss or accuracy either.
+    """
     last = history[-1] if history else {"train": {}}
     evaluations = [r["eval"] for r in history if "eval" in r]
     spreads = [r["eval_clients"] for r in history if r.get("eval_clients")]
     summary = {
         "rounds": len(history),
         "final_train": last["train"],
+        "final_train_num_examples": last.get("num_examples"),
         "final_eval": evaluations[-1] if evaluations else {},
         "wall_time_s": sum(r.get("round_time_s", 0.0) for r in history),
     }

@@ -1,15 +1,27 @@
-"""Sweeps: one run per grid point and seed, then a table of mean and std over seeds."""
+"""Sweeps: one run per grid point and seed, then a table of mean and std over seeds.
+
+A sweep directory holds one run directory per point and seed
+(``point000-seed3``) and, once every run has finished, ``results.md`` and
+``results.json``. Running the same sweep again into the same ``--out``
+continues it: finished runs are read back, interrupted ones resumed, the
+rest run. A run directory of another config (the grid or base config
+changed) is refused with a diff rather than mixed into the table.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import itertools
 import json
 import statistics
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from fedsim.experiment.config import ConfigError, load_config, parse_override
-from fedsim.experiment.run import run_experiment
+from fedsim.checkpoint import CheckpointError
+from fedsim.experiment.blocks import RunConfig
+from fedsim.experiment.config import ConfigError, config_to_toml, load_config, parse_override
+from fedsim.experiment.lock import RunDirectoryError, lock_run_dir
+from fedsim.experiment.run import RunInterrupted, resume_run, run_experiment
 
 RESULT_METRICS = ("final_eval.accuracy", "final_eval.loss", "final_train.loss", "wall_time_s")
 
@@ -50,7 +62,9 @@ def run_sweep(
     """Runs every grid point with seeds ``seed, seed+1, ...``; writes ``results.md`` and ``results.json``.
 
     Every config is validated before the first run starts, so a typo in the
-    last grid value does not surface hours into the sweep.
+    last grid value does not surface hours into the sweep. The sweep
+    directory is locked for the sweep's life (and each run's directory by
+    its run); an existing ``out`` of the same sweep is continued.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: need at least one seed")
@@ -64,14 +78,71 @@ def run_sweep(
     out = Path(out) if out else Path("runs") / f"sweep-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     summaries: dict[int, list[dict]] = {i: [] for i in range(len(points))}
-    for index, point, config in plan:
-        run_dir = out / f"point{index:03d}-seed{config.seed}"
-        summaries[index].append(run_experiment(config, run_dir, progress=progress))
-        _free_models()
-    rows = [_row(point, summaries[i]) for i, point in enumerate(points)]
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(results_table(rows), encoding="utf-8")
+    with lock_run_dir(out):
+        for index, point, config in plan:
+            run_dir = out / f"point{index:03d}-seed{config.seed}"
+            try:
+                summaries[index].append(_run_point(config, run_dir, progress))
+            except RunInterrupted as interrupted:
+                raise RunInterrupted(
+                    f"sweep interrupted in {run_dir.name} after round {interrupted.round_num} of "
+                    f"{config.rounds} ({interrupted.signal_name}); its checkpoint and metrics are written. "
+                    f"Continue the sweep by running the same 'fedsim sweep' command with --out {out}: "
+                    "finished runs are kept, this one resumes",
+                    interrupted.exit_code - 128, interrupted.round_num) from None
+            _free_models()
+        rows = [_row(point, summaries[i]) for i, point in enumerate(points)]
+        (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        (out / "results.md").write_text(results_table(rows), encoding="utf-8")
     return out
+
+
+class SweepPointError(RunDirectoryError):
+    """A sweep's run directory that cannot be continued as part of this sweep."""
+
+
+def _run_point(config: RunConfig, run_dir: Path, progress: bool) -> dict:
+    """The summary of one point's run: read back if finished, resumed if interrupted, else run."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists() and metrics.stat().st_size == 0 and not (run_dir / "checkpoints").exists():
+        metrics.unlink()  # killed before its first round: nothing to keep, and it would block the rerun
+    if not metrics.exists():  # never started, or failed before its first round
+        return run_experiment(config, run_dir, progress=progress)
+    expected, found = config_to_toml(config), _read(run_dir / "config.toml")
+    if found != expected:
+        diff = "\n".join(difflib.unified_diff((found or "").splitlines(), expected.splitlines(),
+                                              f"{run_dir.name}/config.toml", "this sweep's config", lineterm="", n=1))
+        raise SweepPointError(
+            f"{str(run_dir)!r} holds a run of another config than this sweep's (the grid, --set or the base "
+            f"config changed since it ran); give the sweep another --out, or undo the change. What changed:\n{diff}")
+    summary = _finished_summary(run_dir, config)
+    if summary is not None:
+        print(f"fedsim: {run_dir.name} already finished; its results are reused")
+        return summary
+    try:
+        return resume_run(run_dir, progress=progress)
+    except CheckpointError as error:
+        raise SweepPointError(
+            f"{run_dir.name} was interrupted and cannot be resumed ({error}); delete {run_dir} to run it again "
+            "from round 1 (set checkpoint.every to make interrupted runs resumable), then rerun the sweep") from None
+
+
+def _finished_summary(run_dir: Path, config: RunConfig) -> Optional[dict]:
+    """``summary.json`` of a run that ran all its rounds, or None (interrupted, killed, or unreadable)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(summary, dict) and summary.get("interrupted") is False and summary.get("rounds") == config.rounds:
+        return summary
+    return None
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _free_models() -> None:

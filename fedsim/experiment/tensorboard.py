@@ -7,7 +7,7 @@ same events without it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -31,6 +31,20 @@ def scalars(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
     yield "round_time_s", float(record["round_time_s"])
 
 
+EVENT_FILE_PREFIX = "events.out.tfevents."
+
+
+def remove_event_files(log_dir: str | Path) -> list[Path]:
+    """Removes the event files directly in ``log_dir`` (other files are the user's and stay)."""
+    log_dir = Path(log_dir)
+    if not log_dir.is_dir():
+        return []
+    removed = [p for p in log_dir.iterdir() if p.name.startswith(EVENT_FILE_PREFIX) and p.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
 class TensorBoardWriter:
     """A round callback writing each record's scalars at step = round number."""
 
@@ -38,11 +52,32 @@ class TensorBoardWriter:
         self._writer = tf.summary.create_file_writer(str(log_dir))
         self._metadata = _scalar_metadata()
 
+    @classmethod
+    def rewritten(cls, log_dir: str | Path, records: Iterable[dict[str, Any]]) -> "TensorBoardWriter":
+        """A writer whose events are exactly ``records``' scalars, the old event files removed.
+
+        On resume, ``metrics.jsonl`` keeps only the rounds up to the checkpoint;
+        event files would keep the dropped rounds too, and TensorBoard would
+        show those steps twice once they rerun. The events are rebuilt from
+        the kept records instead, so each step appears exactly once. A run
+        killed while this runs leaves some steps out, and its resume rebuilds
+        them again.
+        """
+        remove_event_files(log_dir)
+        writer = cls(log_dir)
+        for record in records:
+            writer._write(record)
+        writer._writer.flush()
+        return writer
+
     def __call__(self, state: ServerState, record: dict[str, Any]) -> None:
+        self._write(record)
+        self._writer.flush()
+
+    def _write(self, record: dict[str, Any]) -> None:
         with self._writer.as_default():
             for tag, value in scalars(record):
                 tf.summary.write(tag, tf.constant(value, tf.float32), step=record["round"], metadata=self._metadata)
-        self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()

@@ -51,7 +51,10 @@ class ServerState:
 
 @attrs.frozen
 class RoundResult:
-    """A round's outcome: the new state, finalized train metrics, aggregator measurements."""
+    """A round's outcome: the new state, finalized train metrics, aggregator measurements.
+
+    ``metrics`` is empty when the round trained on no example (``num_examples`` 0).
+    """
 
     state: ServerState
     metrics: "collections.OrderedDict[str, Any]"
@@ -302,13 +305,27 @@ class FederatedProcess:
             aggregator_state=aggregator_state,
             algorithm_state=step.algorithm_state,
         )
+        num_examples = sum(o.num_examples for o in outputs)
         return RoundResult(
             state=new_state,
-            metrics=self._aggregate_metrics([o.metrics for o in outputs]) if outputs else collections.OrderedDict(),
+            metrics=self._round_metrics(outputs, num_examples),
             measurements=dict(measurements),
             num_clients=len(outputs),
-            num_examples=sum(o.num_examples for o in outputs),
+            num_examples=num_examples,
         )
+
+    def _round_metrics(self, outputs: Sequence[ClientOutput], num_examples: int) -> "collections.OrderedDict[str, Any]":
+        """The cohort's finalized train metrics; none when no client trained on an example.
+
+        Clients count their examples whatever the model reports, so this is
+        where every model interface learns that a round measured nothing
+        (every update zeroed as non-finite, every dataset empty): its loss and
+        accuracy are absent, not 0.0 (see ``fedsim.metrics``), and the record's
+        ``num_examples`` of 0 says why.
+        """
+        if num_examples == 0:
+            return collections.OrderedDict()
+        return self._aggregate_metrics([o.metrics for o in outputs])
 
     def prepare_cohort(
         self,

@@ -7,10 +7,12 @@ accounted, not what a config may have meant.
 """
 from __future__ import annotations
 
-import json
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from fedsim.experiment.metrics_file import read_records
 
 # Facts every privacy entry has; the rest are the mechanism's own parameters.
 _CLAIM = ("epsilon", "delta", "rounds", "accountant", "mechanism", "sampling", "population_size", "cohort_size",
@@ -22,19 +24,22 @@ class PrivacyReportError(ValueError):
 
 
 def privacy_records(run_dir: str | Path) -> list[dict]:
-    """``(round, privacy entry)`` of every complete round of ``metrics.jsonl`` that has one."""
+    """Every record of ``metrics.jsonl`` with a privacy entry; lines that are not records are skipped
+    (and counted on stderr), as ``fedsim plot`` and ``compare`` skip them."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise PrivacyReportError(f"{str(run_dir)!r} is not a run directory (no metrics.jsonl)")
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a last line cut short by a killed run
-        if isinstance(record, dict) and isinstance(record.get("privacy"), dict):
-            records.append(record)
-    return records
+    read = read_records(path)
+    skipped = read.describe_skipped(path)
+    if skipped:
+        print(f"fedsim privacy: {skipped}", file=sys.stderr)
+    return [r for r in read.records if _is_claim(r.get("privacy"))]
+
+
+def _is_claim(entry) -> bool:
+    """A privacy entry as the round loop writes it (a hostile file may hold anything there)."""
+    return isinstance(entry, dict) and all(k in entry for k in ("epsilon", "delta", "rounds", "accountant",
+                                                                "mechanism", "sampling", "relation"))
 
 
 def _chain(run_dir: Path) -> str:

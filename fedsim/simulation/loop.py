@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 RoundCallback = Callable[[ServerState, dict], None]
 ClientDatasetFn = Callable[[str, int], tf.data.Dataset]
+# What the progress bar shows for a round or evaluation that measured no example (no loss, no accuracy).
+NO_EXAMPLES = "no examples"
 
 
 @attrs.frozen
@@ -153,9 +155,13 @@ def _postfix(history: list[dict]) -> dict:
     """The progress bar's figures, each named for what it measures.
 
     This round's train loss and accuracy, and the latest test accuracy with
-    the round it was measured in (it is not measured every round).
+    the round it was measured in (it is not measured every round). A round
+    or evaluation over no examples has no loss or accuracy: it shows
+    "no examples" rather than the last figures or a 0.
     """
     record, postfix = history[-1], {}
+    if record.get("num_examples") == 0:
+        postfix["train"] = NO_EXAMPLES
     loss = record["train"].get("loss")
     if isinstance(loss, (int, float)):
         postfix["train_loss"] = f"{loss:.4f}"
@@ -163,6 +169,9 @@ def _postfix(history: list[dict]) -> dict:
     if accuracy is not None:
         postfix["train_acc"] = f"{accuracy:.4f}"
     evaluated = next((r for r in reversed(history) if r.get("eval")), None)
+    if evaluated is not None and evaluated["eval"].get("num_examples") == 0:
+        postfix["test_acc"] = f"{NO_EXAMPLES} (round {evaluated['round']})"
+        return postfix
     accuracy = _first_accuracy(evaluated["eval"]) if evaluated else None
     if accuracy is not None:
         postfix["test_acc"] = f"{accuracy:.4f} (round {evaluated['round']})"

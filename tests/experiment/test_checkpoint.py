@@ -127,3 +127,42 @@ def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
 def test_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"no readable checkpoint in .* \(there are none\)"):
         load_newest(tmp_path / "checkpoints", make_state(0))
+
+
+def test_an_edited_round_or_meta_is_refused_by_the_header_hash(tmp_path):
+    path = save_checkpoint(tmp_path, 4, make_state(4), meta={"config_sha256": "a"})
+    for key, value in (("round", 3), ("meta", {"config_sha256": "b"})):
+        document = json.loads((path / "state.json").read_text())
+        original = json.loads((path / "state.json").read_text())
+        document[key] = value
+        (path / "state.json").write_text(json.dumps(document))
+        with pytest.raises(CheckpointError, match="does not match its header SHA-256"):
+            load_checkpoint(path, make_state(0))
+        (path / "state.json").write_text(json.dumps(original))
+    assert load_checkpoint(path, make_state(0)).round_num == 4
+
+
+def test_a_directory_renamed_to_another_round_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path, 4, make_state(4))
+    path.rename(tmp_path / "round-000006")
+    with pytest.raises(CheckpointError, match="named for round 6 but its state.json holds round 4"):
+        load_checkpoint(tmp_path / "round-000006", make_state(0))
+
+
+def test_version_1_checkpoints_without_a_header_hash_still_load(tmp_path):
+    path = save_checkpoint(tmp_path, 2, make_state(2))
+    document = json.loads((path / "state.json").read_text())
+    del document["header_sha256"]
+    document["version"] = 1
+    (path / "state.json").write_text(json.dumps(document))
+    assert_same(make_state(2), load_checkpoint(path, make_state(0)).state)
+
+
+def test_remove_temporary_removes_only_killed_writers_leftovers(tmp_path):
+    from fedsim.checkpoint import remove_temporary
+
+    kept = save_checkpoint(tmp_path, 2, make_state(2))
+    (tmp_path / ".tmp-round-000004-123").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert [p.name for p in remove_temporary(tmp_path)] == [".tmp-round-000004-123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", kept.name]

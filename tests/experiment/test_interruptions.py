@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import fedsim.checkpoint.store as checkpoint_store
 from fedsim.checkpoint import list_checkpoints, load_checkpoint
@@ -112,12 +114,25 @@ def _template(run_dir: Path):
     return {"server_state": build_experiment(load_config(run_dir / "config.toml")).process.initialize()}
 
 
-def test_resuming_with_another_model_architecture_names_the_mismatched_variable(tmp_path, tiny_config, capsys):  # noqa: F811
+def test_a_checkpoint_of_another_model_architecture_names_the_mismatched_variable(tmp_path, tiny_config, capsys):  # noqa: F811
+    # config.toml unchanged, the checkpoint's model different: what a change in a model's code would give.
+    from fedsim.checkpoint import save_checkpoint
+    from fedsim.experiment.resume_checks import checkpoint_meta
+
     run_dir = tmp_path / "run"
     assert main(["run", str(tiny_config), "--out", str(run_dir), "--quiet", "--set", "rounds=2",
-                 "--set", "model.name=mlp", "--set", "model.hidden=[7]"]) == 0
-    config = run_dir / "config.toml"
-    config.write_text(config.read_text().replace("hidden = [\n    7,\n]", "hidden = [9]").replace("rounds = 2", "rounds = 4"))
+                 "--set", "model.name=mlp", "--set", "model.hidden=[9]"]) == 0
+    config_text = (run_dir / "config.toml").read_text()
+
+    def plant(model: str) -> None:
+        other = tmp_path / "other.toml"
+        other.write_text(config_text.replace('name = "mlp"\nhidden = [\n    9,\n]', model))
+        state = _template_of(other)
+        for _, path in list_checkpoints(run_dir / "checkpoints"):
+            shutil.rmtree(path)
+        save_checkpoint(run_dir / "checkpoints", 2, state, meta=checkpoint_meta(config_text))
+
+    plant('name = "mlp"\nhidden = [7]')
     assert main(["resume", str(run_dir), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no readable checkpoint" in err
@@ -125,7 +140,69 @@ def test_resuming_with_another_model_architecture_names_the_mismatched_variable(
     assert re.search(r"model_weights\.trainable\[0\] \(variable 'sequential(_\d+)?/dense(_\d+)?/kernel'\): "
                      r"checkpoint has float32 array of shape \[60, 7\], the run has float32 array of shape \[60, 9\]", err)
 
-    config.write_text(config.read_text().replace('name = "mlp"\nhidden = [9]', 'name = "logreg"'))
+    plant('name = "logreg"')
     assert main(["resume", str(run_dir), "--quiet"]) == 2
     assert re.search(r"this model's trainable variables: \['sequential(_\d+)?/dense(_\d+)?/kernel', "
-                     r"'sequential(_\d+)?/dense(_\d+)?/bias'\]", capsys.readouterr().err)
+                     r"'sequential(_\d+)?/dense(_\d+)?/bias', ", capsys.readouterr().err)
+
+
+def _template_of(config_path: Path):
+    from fedsim.experiment import build_experiment, load_config
+
+    return {"server_state": build_experiment(load_config(config_path)).process.initialize()}
+
+
+def test_sigterm_stops_like_sigint_with_a_final_checkpoint(tmp_path, tiny_config):  # noqa: F811
+    run_dir = tmp_path / "run"
+    metrics = run_dir / "metrics.jsonl"
+    process = _start(["run", str(tiny_config), "--out", str(run_dir), "--set", "rounds=100",
+                      "--set", "checkpoint.every=0", "--set", "evaluation.every=0"])
+    _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    done = _rounds(run_dir)
+    assert done == list(range(1, len(done) + 1)) and len(done) < 100
+    assert f"interrupted after round {done[-1]} of 100 (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert [r for r, _ in list_checkpoints(run_dir / "checkpoints")] == [done[-1]]
+
+
+@pytest.mark.parametrize("when", ["start-up", "second signal"])
+def test_a_signal_at_start_up_or_a_second_one_ends_without_a_traceback(tmp_path, tiny_config, when):  # noqa: F811
+    run_dir = tmp_path / "run"
+    metrics = run_dir / "metrics.jsonl"
+    process = _start(["run", str(tiny_config), "--out", str(run_dir), "--set", "rounds=100",
+                      "--set", "evaluation.every=0"])
+    if when == "start-up":  # the run directory exists: the data and model are being built
+        _wait_for(lambda: (run_dir / "config.toml").exists(), process)
+        process.send_signal(signal.SIGINT)
+    else:
+        _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 1, process)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("fedsim: ")
+    assert not list((run_dir / "checkpoints").glob(".tmp-*")) if (run_dir / "checkpoints").exists() else True
+
+
+def test_resume_rewrites_tensorboard_and_removes_temporary_checkpoints(tmp_path, tiny_config):  # noqa: F811
+    import tensorflow as tf
+
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tiny_config), "--out", str(run_dir), "--quiet"]) == 0
+    # As after a kill between round 4's metrics and its checkpoint, mid-write of another.
+    shutil.rmtree(run_dir / "checkpoints" / "round-000004")
+    leftover = run_dir / "checkpoints" / ".tmp-round-000004-999999"
+    leftover.mkdir()
+    (leftover / "arrays.npz").write_bytes(b"partial")
+    assert main(["resume", str(run_dir), "--quiet"]) == 0
+    assert not leftover.exists()
+    assert _rounds(run_dir) == [1, 2, 3, 4]
+    steps: dict[str, list[int]] = {}
+    for events in sorted((run_dir / "tensorboard").iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert sorted(steps["train/loss"]) == [1, 2, 3, 4]  # rounds 3 and 4 ran twice, recorded once
+    assert sorted(steps["eval/accuracy"]) == [2, 4]

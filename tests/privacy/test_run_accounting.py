@@ -163,3 +163,16 @@ def test_an_empty_cohort_with_a_mechanism_releases_exactly_its_noise():
     expected = np.random.default_rng([3, 0, 0]).normal(0.0, 1.0, moved.size) / 10  # z C / (q N), float32
     np.testing.assert_allclose(moved, expected, atol=1e-6)
     assert result.measurements["dp/num_clients"] == 0
+
+
+def test_the_privacy_report_skips_lines_that_are_not_records(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(write_config(tmp_path, "cohort_size = 10", rounds=2)), "--out", str(run_dir),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    with open(run_dir / "metrics.jsonl", "ab") as handle:
+        handle.write(b'7\n{"round": 3, "privacy": "lots"}\n\xff\xfe\n[[[[\n')
+    assert cli.main(["privacy", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "after 2 rounds" in captured.out
+    assert "skipped 3 records" in captured.err
