@@ -176,3 +176,20 @@ def test_the_privacy_report_skips_lines_that_are_not_records(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "after 2 rounds" in captured.out
     assert "skipped 3 records" in captured.err
+
+
+def test_the_readmes_dp_config_runs(tmp_path):
+    """The README's Differential privacy TOML, with a population and a model, runs and reports epsilon.
+
+    400 devices: adaptive clipping's default count noise (q N / 20 = 1) must leave noise for the update.
+    """
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "dp_fedavg" in b)
+    config = tmp_path / "dp.toml"
+    config.write_text('rounds = 2\n[data]\nname = "synthetic"\nnum_devices = 400\n[model]\nname = "logreg"\n'
+                      + block, encoding="utf-8")
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    privacy = records(tmp_path / "run")[-1]["privacy"]
+    assert privacy["sampling"] == "poisson" and privacy["rate"] == 0.05 and privacy["epsilon"] > 0
