@@ -8,10 +8,12 @@ RAY_AUTH_MODE once per process, so the driver must start with it set.
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import keras
@@ -90,18 +92,30 @@ def cluster(tmp_path):
         if process.returncode != 0:  # Ray's own account of why the node did not start
             pytest.fail(f"ray start {' '.join(args)} failed (exit {process.returncode}):\n{output}")
 
+    # Ports and the session folder of this cluster alone, so another Ray instance on the machine
+    # (defaults: client server 10001, dashboard agent 52365, /tmp/ray) cannot collide with it.
+    # The folder is short: Ray's Unix sockets live in it, and their paths are limited to 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+
+    def own_ports():
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
     try:
         ray_start(
             "--head",
             f"--port={address.split(':')[1]}",
+            f"--ray-client-server-port={free_port()}",
+            f"--temp-dir={temp_dir}",
             "--num-cpus=1",
             "--include-dashboard=false",
             "--disable-usage-stats",
+            *own_ports(),
         )
-        ray_start(f"--address={address}", "--num-cpus=1")
+        ray_start(f"--address={address}", "--num-cpus=1", *own_ports())
         yield address, env
     finally:
         stop_process_groups(groups)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def stop_process_groups(groups, grace_s=10.0):
