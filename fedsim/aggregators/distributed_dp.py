@@ -56,7 +56,7 @@ from fedsim.aggregators.validation import (AggregatorConfigError, in_interval, i
 from fedsim.aggregators.vectors import flatten, participating, unflatten, zeros_like
 from fedsim.privacy import discrete_gaussian as dgauss
 from fedsim.privacy import mechanism
-from fedsim.privacy.participation import Participation, ParticipationError
+from fedsim.privacy.participation import Participation
 
 _ROTATION, _ROUNDING, _NOISE = 10, 11, 12  # stream tags; secure_sum uses 0, 2 and 3
 _fraction = in_interval(0.0, 1.0)
@@ -220,11 +220,7 @@ class DistributedDP:
         return facts
 
     def _participation(self) -> Participation:
-        if self.participation is None:
-            raise ParticipationError(
-                "DistributedDP has no participation to account or divide by: build it with "
-                "participation=sampler.participation(population_size) (a config run does this)")
-        return self.participation
+        return mechanism.participation_of(self)
 
     def _largest_cohort(self) -> int:
         participation = self._participation()

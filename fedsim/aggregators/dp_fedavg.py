@@ -57,7 +57,7 @@ from fedsim.aggregators.validation import (
 from fedsim.aggregators.vectors import global_norm, participating, unflatten
 from fedsim.privacy import mechanism
 from fedsim.privacy.accounting import ACCOUNTANTS, check_accountant
-from fedsim.privacy.participation import SAMPLINGS, Participation, ParticipationError
+from fedsim.privacy.participation import SAMPLINGS, Participation
 
 # Stream tags: the update's noise and the count's noise are independent draws.
 _UPDATE_NOISE, _COUNT_NOISE = 0, 1
@@ -150,12 +150,7 @@ class DPFedAvg:
         return facts
 
     def _participation(self) -> Participation:
-        if self.participation is None:
-            raise ParticipationError(
-                "DPFedAvg has no participation to account or divide by: build it with "
-                "participation=sampler.participation(population_size) (a config run does this itself)"
-            )
-        return self.participation
+        return mechanism.participation_of(self)
 
     # The aggregator ---------------------------------------------------------------
     def initialize(self) -> AggregatorState:

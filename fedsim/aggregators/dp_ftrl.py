@@ -133,12 +133,7 @@ class DPFTRL:
                 "sensitivity": f"sqrt({tree_aggregation.depth(per_tree)}) * clip_norm per epoch of trees"}
 
     def _participation(self) -> Participation:
-        if self.participation is None:
-            raise ParticipationError(
-                "DPFTRL has no participation to account or divide by: build it with "
-                "participation=sampler.participation(population_size) (a config run does this itself)"
-            )
-        return self.participation
+        return mechanism.participation_of(self)
 
     # The aggregator ---------------------------------------------------------------
     def initialize(self) -> AggregatorState:

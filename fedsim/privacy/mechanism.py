@@ -23,6 +23,16 @@ from fedsim.privacy import accounting
 from fedsim.privacy.participation import Participation, ParticipationError
 
 
+def participation_of(mechanism: Any) -> Participation:
+    """The participation ``mechanism`` was bound to, or a named error saying how to bind one."""
+    if mechanism.participation is None:
+        raise ParticipationError(
+            f"{type(mechanism).__name__} has no participation to account or divide by: build it with "
+            "participation=sampler.participation(population_size) (a config run does this itself)"
+        )
+    return mechanism.participation
+
+
 def is_mechanism(step: Any) -> bool:
     return callable(getattr(step, "dp_event", None))
 
