@@ -1,7 +1,10 @@
 """Config schema: each block of an experiment, chosen by ``name`` with its parameters.
 
 Blocks that are configuration only (data, partitioner, model, sampler,
-executor) have a small registry from name to a frozen attrs class here.
+executor) have a small registry from name to a frozen attrs class; the data,
+model and sampler blocks live in modules of their own that import no
+TensorFlow (``data_blocks``, ``model_blocks``, ``sampler_blocks``), so a
+config's files and sizes can be checked before TensorFlow starts.
 Optimizers load straight into the library's classes (``fedsim.optimizers.OPTIMIZERS``)
 and the algorithm into its factory's keyword arguments
 (``fedsim.algorithms.ALGORITHMS``), so no signature or default is copied.
@@ -9,8 +12,6 @@ Validation happens when the config is built, so a config that loads is a config 
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any, ClassVar, Optional, Protocol
 
 import attrs
@@ -22,124 +23,14 @@ from fedsim.algorithms.registry import takes
 from fedsim.optimizers import SGD
 from fedsim.experiment.block import Block
 from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock, SyntheticData  # noqa: F401 (re-exported)
+from fedsim.experiment.model_blocks import (  # noqa: F401 (re-exported)
+    CharLstm, CustomModel, FedAvgCnn, LogisticRegression, ModelBlock, MultiLayerPerceptron,
+)
+from fedsim.experiment.sampler_blocks import (  # noqa: F401 (re-exported)
+    PoissonSamplerConfig, RoundRobinSamplerConfig, SamplerBlock, ScheduleSamplerConfig, UniformSamplerConfig,
+)
 from fedsim.learning.non_trainable import NON_TRAINABLE_RULES
-from fedsim.simulation import sampling
-from fedsim.experiment.validators import FieldError, import_path, non_negative, positive, positive_list, probability
-
-
-# Models -------------------------------------------------------------------
-def _from_folder(path: Optional[str], folder: Path) -> Optional[str]:
-    """``path`` read from ``folder`` unless it is absolute; None stays None.
-
-    Pure path arithmetic, no file system call: a config loads whatever its
-    paths hold, and the build names a file that is not there.
-    """
-    if path is None or Path(path).is_absolute():
-        return path
-    return str(folder / path)
-
-
-def _optional_positive_list(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None:
-        positive_list(instance, attribute, value)
-
-
-@attrs.frozen
-class ModelBlock(Block):
-    """A model, with what every model takes.
-
-    ``initial_weights``: a ``.npz`` of the model weights round 1 starts from
-    (``fedsim.experiment.build_model.read_initial_weights`` says the format);
-    a relative path is read from the config file's folder.
-    """
-
-    registry: ClassVar[dict[str, type]] = {}
-    initial_weights: Optional[str] = attrs.field(default=None, kw_only=True)
-
-    def relative_to(self, folder: Path) -> "ModelBlock":
-        """This block with its relative paths read from ``folder`` (the config file's), made absolute."""
-        return attrs.evolve(self, initial_weights=_from_folder(self.initial_weights, folder))
-
-
-@attrs.frozen
-class LogisticRegression(ModelBlock):
-    """Multinomial logistic regression: one dense layer to the classes."""
-
-    name: str = "logreg"
-
-
-@attrs.frozen
-class MultiLayerPerceptron(ModelBlock):
-    """Dense ReLU layers, then a dense layer to the classes."""
-
-    name: str = "mlp"
-    hidden: list[int] = attrs.field(factory=lambda: [200, 200], validator=positive_list)
-
-
-@attrs.frozen
-class FedAvgCnn(ModelBlock):
-    """The CNN of McMahan et al. 2017 (two 5x5 conv + max-pool blocks, dense 512) for images.
-
-    ``input_shape`` ``[height, width, channels]`` of one image; unset, it is
-    the data's own when each example is an image (``[H, W, C]``, or ``[H, W]``
-    read as one channel), and ``[s, s, 1]`` for a flat vector of ``s * s``
-    values (LEAF's 784 floats -> 28x28x1). Flat data stays flat: a Reshape
-    layer inside the model makes the images.
-    """
-
-    name: str = "cnn"
-    input_shape: Optional[list[int]] = attrs.field(default=None, validator=_optional_positive_list)
-
-
-@attrs.frozen
-class CharLstm(ModelBlock):
-    """The Shakespeare next-character model: embedding, two LSTMs, logits per step."""
-
-    name: str = "char_lstm"
-    embedding_dim: int = attrs.field(default=8, validator=positive)
-    units: int = attrs.field(default=256, validator=positive)
-
-
-def _finite_numbers(path: str, value: Any) -> None:
-    """NaN or Inf in a custom model's params is refused: no model size or rate is meant to be one."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise FieldError(path, f"must be a finite number, got {value!r}")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite_numbers(f"{path}.{key}", item)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _finite_numbers(f"{path}[{index}]", item)
-
-
-@attrs.frozen
-class CustomModel(ModelBlock):
-    """Your own model: ``function(**params)`` returns a fedsim model or ``(keras_model, loss)``.
-
-    The module of ``function`` (``module:function``) is looked up in
-    ``module_dir``, then the working directory, then ``sys.path``. Unset,
-    ``module_dir`` is the config file's folder (``load_config`` writes it in,
-    so the run directory's config finds the module again on resume).
-    """
-
-    name: str = "custom"
-    function: str = attrs.field(kw_only=True, validator=import_path)
-    params: dict[str, Any] = attrs.field(factory=dict, validator=lambda i, a, v: _finite_numbers(a.name, v))
-    module_dir: Optional[str] = None
-
-    def relative_to(self, folder: Path) -> "CustomModel":
-        module_dir = _from_folder(self.module_dir, folder) if self.module_dir is not None else str(folder)
-        # ModelBlock's method by name: attrs rebuilds slotted classes, so zero-argument super() is avoided.
-        return attrs.evolve(ModelBlock.relative_to(self, folder), module_dir=module_dir)
-
-
-ModelBlock.registry = {
-    "logreg": LogisticRegression,
-    "mlp": MultiLayerPerceptron,
-    "cnn": FedAvgCnn,
-    "char_lstm": CharLstm,
-    "custom": CustomModel,
-}
+from fedsim.experiment.validators import FieldError, non_negative, positive
 
 
 # Optimizers ---------------------------------------------------------------
@@ -152,81 +43,7 @@ class Optimizer(Protocol):
     def next(self, state: Any, weights: Any, gradient: Any) -> Any: ...
 
 
-# Sampling and execution -----------------------------------------------------
-class SamplerBlock(Block):
-    """Which clients take part in each round. ``build(seed, client_ids)`` makes the sampler;
-    ``client_ids`` (the train population's, in order) is for samplers that name clients."""
-
-    registry: ClassVar[dict[str, type]] = {}
-    default_name: ClassVar[Optional[str]] = "uniform"
-
-    def relative_to(self, folder: Path) -> "SamplerBlock":
-        """This block with its relative paths read from ``folder`` (the config file's), made absolute."""
-        return self
-
-
-@attrs.frozen
-class UniformSamplerConfig(SamplerBlock):
-    """``cohort_size`` distinct clients per round, uniformly at random (fixed-size cohorts)."""
-
-    name: str = "uniform"
-    cohort_size: int = attrs.field(default=10, validator=positive)
-
-    def build(self, seed: int, client_ids: Any = None) -> Any:
-        return sampling.UniformSampler(self.cohort_size, seed=seed)
-
-
-@attrs.frozen
-class PoissonSamplerConfig(SamplerBlock):
-    """Each client independently with probability ``rate`` per round (cohorts of varying size)."""
-
-    name: str = "poisson"
-    rate: float = attrs.field(default=0.1, validator=probability)
-
-    def build(self, seed: int, client_ids: Any = None) -> Any:
-        return sampling.PoissonSampler(self.rate, seed=seed)
-
-
-@attrs.frozen
-class RoundRobinSamplerConfig(SamplerBlock):
-    """``cohort_size`` clients per round walking one fixed order (a seeded permutation, or population order)."""
-
-    name: str = "round_robin"
-    cohort_size: int = attrs.field(default=10, validator=positive)
-    shuffle: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-
-    def build(self, seed: int, client_ids: Any = None) -> Any:
-        return sampling.RoundRobinSampler(self.cohort_size, seed=seed, shuffle=self.shuffle)
-
-
-@attrs.frozen
-class ScheduleSamplerConfig(SamplerBlock):
-    """Round ``r``'s cohort is the ``r``-th entry of the file at ``path`` (a fixed protocol, no draws).
-
-    ``.json``: a list with one list of client ids per round (ids as the
-    population names them; a number n means the id ``"n"``); ``.npy``: a 2-D
-    integer array, one row of population positions per round. A relative
-    ``path`` is read from the config file's folder. See ``fedsim.simulation.sampling.ScheduleSampler``.
-    """
-
-    name: str = "schedule"
-    path: str = attrs.field(kw_only=True)
-
-    def relative_to(self, folder: Path) -> "ScheduleSamplerConfig":
-        return attrs.evolve(self, path=_from_folder(self.path, folder))
-
-    def build(self, seed: int, client_ids: Any = None) -> Any:
-        if client_ids is None:
-            raise TypeError("the schedule sampler maps client ids to positions: build(seed, client_ids)")
-        return sampling.ScheduleSampler.from_file(self.path, client_ids)
-
-
-SamplerBlock.registry = {
-    "uniform": UniformSamplerConfig, "poisson": PoissonSamplerConfig, "round_robin": RoundRobinSamplerConfig,
-    "schedule": ScheduleSamplerConfig,
-}
-
-
+# Execution -------------------------------------------------------------------
 class ExecutorBlock(Block):
     registry: ClassVar[dict[str, type]] = {}
     default_name: ClassVar[Optional[str]] = "auto"
