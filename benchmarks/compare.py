@@ -11,6 +11,10 @@ the machine hits both alike. Prints one JSON line per comparison with both
 medians (over the pairs, of each run's median s/round) and the ratio
 fedsim/peer (below 1: fedsim is faster), then a Markdown table.
 
+Beside each peer, fedsim's ratio to the floor: the round's counted FLOPs at
+this machine's matmul peak (``benchmarks.floor``), computed once, before the
+runs, in this process.
+
 ``--baseline DIR`` adds another fedsim checkout (e.g. ``git worktree add
 /work/old COMMIT``) as the peer ``baseline``, run from its own folder on the
 same workload: the ratio is then this tree's time over that commit's, the
@@ -45,7 +49,7 @@ def _last_json(stdout: str, command: list[str]) -> dict:
     raise RuntimeError(f"no JSON line from {' '.join(command)}; its output ended with:\n{stdout[-2000:]}")
 
 
-def _run(command: list[str], env: dict = ENV, cwd=None) -> dict:
+def run_json(command: list[str], env: dict = ENV, cwd=None) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -69,38 +73,42 @@ def peer_command(peer, python, kind, ragged, rounds, cohort, batch):
     return command + (["--pathkeys"] if peer == "pfl" else [])
 
 
-def compare(peers: dict, kinds, pairs, rounds, cohort, batch, executor, env=ENV):
+def compare(peers: dict, kinds, pairs, rounds, cohort, batch, executor, floors, env=ENV):
+    """Rows of fedsim against each peer and against its floor (a row of ``benchmarks.floor.floors``)."""
+    floor_s = {(r["kind"], r["population"]): r["floor_s"] for r in floors}
     rows = []
     for kind in kinds:
         for ragged in (False, True):
             for peer, python in peers.items():
                 ours, theirs = [], []
                 for _ in range(pairs):
-                    ours.append(_run(fedsim_command(kind, ragged, rounds, cohort, batch, executor), env)["round_s_median"])
+                    ours.append(run_json(fedsim_command(kind, ragged, rounds, cohort, batch, executor), env)["round_s_median"])
                     cwd = python if peer == "baseline" else None  # the baseline's folder
-                    theirs.append(_run(peer_command(peer, python, kind, ragged, rounds, cohort, batch), env,
+                    theirs.append(run_json(peer_command(peer, python, kind, ragged, rounds, cohort, batch), env,
                                        cwd)["round_s_median"])
                 row = {"kind": kind, "population": "ragged" if ragged else "equal", "peer": peer,
                        "fedsim_s": statistics.median(ours), "peer_s": statistics.median(theirs),
                        "fedsim_runs": ours, "peer_runs": theirs}
                 row["ratio"] = row["fedsim_s"] / row["peer_s"]
+                row["floor_s"] = floor_s[kind, row["population"]]
+                row["fedsim_floor"] = row["fedsim_s"] / row["floor_s"]
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     return rows
 
 
-def markdown(rows, argv) -> str:
+def markdown(rows, argv, peak) -> str:
     lines = [
         f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), "
-        f"command: `python -m benchmarks.compare {' '.join(argv)}`",
+        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, float32 matmul peak "
+        f"{peak:.1f} GFLOP/s), command: `python -m benchmarks.compare {' '.join(argv)}`",
         "",
-        "| kind | population | peer | fedsim s/round | peer s/round | fedsim/peer |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| kind | population | peer | fedsim s/round | peer s/round | fedsim/peer | floor s/round | fedsim/floor |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(f"| {r['kind']} | {r['population']} | {r['peer']} | {r['fedsim_s']:.4f} | "
-                     f"{r['peer_s']:.4f} | {r['ratio']:.3f} |")
+                     f"{r['peer_s']:.4f} | {r['ratio']:.3f} | {r['floor_s']:.3g} | {r['fedsim_floor']:.3g} |")
     return "\n".join(lines)
 
 
@@ -130,6 +138,7 @@ def main(argv=None) -> None:
             if value < 1:
                 parser.error(f"--{flag.replace('_', '-')}={value}: must be >= 1 (threads TensorFlow may use)")
             env[variable] = str(value)
+            os.environ[variable] = str(value)  # the floor's TensorFlow, in this process, too
     peers = {}
     for item in args.peer:
         name, sep, python = item.partition("=")
@@ -144,8 +153,15 @@ def main(argv=None) -> None:
         parser.error("give at least one --peer NAME=PYTHON or --baseline DIR")
     if args.pairs < 1:
         parser.error(f"--pairs={args.pairs}: need >= 1 (3 or more for a fair ratio)")
-    rows = compare(peers, args.kinds, args.pairs, args.rounds, args.cohort, args.batch, args.executor, env)
-    print(markdown(rows, argv))
+    # Imported only now: it starts TensorFlow here with fedsim's thread default, which
+    # must not reach the peers (ENV and env were copied from the environment before).
+    from benchmarks.floor import floors as count_floors
+
+    floors = count_floors(args.kinds, args.rounds, args.cohort, args.batch)
+    for floor in floors:
+        print(json.dumps(floor), flush=True)
+    rows = compare(peers, args.kinds, args.pairs, args.rounds, args.cohort, args.batch, args.executor, floors, env)
+    print(markdown(rows, argv, floors[0]["peak_gflops"]))
 
 
 if __name__ == "__main__":
