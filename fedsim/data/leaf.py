@@ -8,7 +8,10 @@ Each user listed in ``users`` becomes one client with ``{"x": ..., "y": ...}``
 elements; clients come sorted by id, whatever the shard order, so a seed draws
 the same writers as tools that sort ids (LEAF's own, TensorFlow Federated's).
 JSON floats become float32, integers int64 and strings ``tf.string``; labels
-written as floats must be whole numbers and become int64.
+written as floats must be whole numbers and become int64. Features written as
+integers become float32 when other users' are floats (JSON does not tell 1 from
+1.0), and a user with no samples gets the feature shape of the others (``[]``
+has none), so both splits' examples share one element spec.
 
 The train and test splits are read independently: LEAF's split by user gives
 them different writers (e.g. FEMNIST: 105 train writers, 184 test writers), and
@@ -27,10 +30,12 @@ import numpy as np
 
 from fedsim.data.client_data import ClientData
 from fedsim.data.errors import ClientDataError
+from fedsim.data.labels import LabelError, whole_labels
 
+#: The older name of :class:`fedsim.data.labels.LabelError`, raised for a LEAF label that is not a whole number.
+LeafLabelError = LabelError
 
-class LeafLabelError(ClientDataError):
-    """A LEAF label that is not a whole number (a class index cannot be 0.5)."""
+Users = dict[str, dict[str, np.ndarray]]
 
 
 def load_leaf(
@@ -40,17 +45,24 @@ def load_leaf(
 
     The splits may hold different writers (LEAF's split by user does):
     every test writer is a test client, every train writer a train client.
+    A test split whose users all have no samples is allowed (its evaluation
+    counts no examples); a train split without samples is refused.
     """
-    return (
-        ClientData.from_tensor_slices(read_leaf_split(train_path)),
-        ClientData.from_tensor_slices(read_leaf_split(test_path)),
-    )
+    train, test = _read_users(train_path), _read_users(test_path)
+    if not any(len(arrays["y"]) for arrays in train.values()):
+        raise ClientDataError(
+            f"no user of the LEAF train split {str(train_path)!r} has a sample; a model needs "
+            "examples to train on: point to the split LEAF's preprocess.sh wrote"
+        )
+    _conform(train, test)
+    return ClientData.from_tensor_slices(train), ClientData.from_tensor_slices(test)
 
 
 def leaf_shards(path: str | os.PathLike) -> list[Path]:
     """The shard files of a split: ``path`` itself if it is a file, else its ``*.json`` files, sorted.
 
-    Raises ``ClientDataError`` when ``path`` does not exist or holds no shard.
+    Raises ``ClientDataError`` when ``path`` does not exist, holds no shard,
+    or holds a ``*.json`` entry that is not a file (e.g. a directory ``s.json``).
     """
     path = Path(path).expanduser()
     if path.is_file():
@@ -65,12 +77,23 @@ def leaf_shards(path: str | os.PathLike) -> list[Path]:
         raise ClientDataError(
             f"no LEAF *.json shards in {str(path)!r}; point to e.g. data/femnist/data/train"
         )
+    # Skipping it would silently drop whatever the user meant it to hold.
+    folder = next((shard for shard in shards if not shard.is_file()), None)
+    if folder is not None:
+        raise ClientDataError(
+            f"{folder} is a directory (or another non-file), not a LEAF shard; every *.json entry of "
+            f"{str(path)!r} must be a shard file: move or rename it"
+        )
     return shards
 
 
-def read_leaf_split(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
+def read_leaf_split(path: str | os.PathLike) -> Users:
     """``{user: {"x": array, "y": array}}`` from a split (a directory of shards or one file), sorted by user."""
-    users: dict[str, dict[str, np.ndarray]] = {}
+    return _conform(_read_users(path))[0]
+
+
+def _read_users(path: str | os.PathLike) -> Users:
+    users: Users = {}
     for shard in leaf_shards(path):
         for user, data in _read_shard(shard).items():
             if user in users:
@@ -79,6 +102,30 @@ def read_leaf_split(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]
                 )
             users[user] = data
     return {user: users[user] for user in sorted(users)}
+
+
+def _conform(*splits: Users) -> tuple[Users, ...]:
+    """Gives every user's arrays the dtype and example shape the users with samples agree on.
+
+    JSON loses both for some users: ``[]`` has no shape, and ``[1, 2]`` reads
+    as integers where another user's ``[1.5, 2]`` reads as floats. Users with
+    samples whose shapes still differ are left for ``ClientData`` to name.
+    """
+    filled = [arrays for users in splits for arrays in users.values() if len(arrays["y"])]
+    if not filled:
+        return splits
+    for name in ("x", "y"):
+        template = filled[0][name]
+        if any(arrays[name].dtype.kind == "f" for arrays in filled) and template.dtype.kind in "iub":
+            template = template.astype(np.float32)
+        for users in splits:
+            for arrays in users.values():
+                array = arrays[name]
+                if not len(array):
+                    arrays[name] = np.zeros((0,) + template.shape[1:], template.dtype)
+                elif array.dtype.kind in "iub" and template.dtype.kind == "f":
+                    arrays[name] = array.astype(template.dtype)
+    return splits
 
 
 #: The older name of :func:`read_leaf_split`, which also reads a single ``.json`` file.
@@ -154,6 +201,8 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
     for user, num_samples in zip(user_list, counts):
         if not isinstance(user, str):
             raise ClientDataError(f"{shard}: user {user!r} in `users` is not a string")
+        if user in users:
+            raise ClientDataError(f"{shard}: user {user!r} is listed twice in `users`; list each user once")
         # bool is an int in Python, but `true` is never a count.
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
             raise ClientDataError(
@@ -173,7 +222,7 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
             name: _to_array(data.get(name, []), f"{shard}, user {user!r}, {name!r}")
             for name in ("x", "y")
         }
-        arrays["y"] = _whole_labels(arrays["y"], f"{shard}, user {user!r}")
+        arrays["y"] = whole_labels(arrays["y"], f"{shard}, user {user!r}")
         for name, array in arrays.items():
             if len(array) != num_samples:
                 raise ClientDataError(
@@ -181,22 +230,14 @@ def _read_shard(shard: Path) -> dict[str, dict[str, np.ndarray]]:
                     f"{len(array)} entries in {name!r}"
                 )
         users[user] = arrays
-    return users
-
-
-def _whole_labels(labels: np.ndarray, where: str) -> np.ndarray:
-    """Float labels as int64 when every one is a whole number; a class index cannot be 0.5."""
-    if labels.dtype.kind != "f":
-        return labels
-    fractional = ~np.isfinite(labels) | (labels != np.round(labels))
-    if fractional.any():
-        # Index into the flattened labels so multi-label ``y`` rows are named too.
-        index = int(np.flatnonzero(fractional)[0])
-        raise LeafLabelError(
-            f"{where}: label {float(labels.flat[index])} at position {index} of 'y' is not a whole number; "
-            "labels must be integer class indices (0 .. num_classes-1): fix the file's 'y' values"
+    unlisted = sorted(set(user_data) - set(users))
+    if unlisted:  # its examples would be dropped without a word
+        raise ClientDataError(
+            f"{shard}: user {unlisted[0]!r} has `user_data` but is not in `users`"
+            + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else "")
+            + "; list every user in `users` with its num_samples, or remove their data"
         )
-    return labels.astype(np.int64)
+    return users
 
 
 def _load_json(shard: Path) -> Any:
@@ -211,11 +252,19 @@ def _load_json(shard: Path) -> Any:
         raise ClientDataError(
             f"{shard} is not valid JSON ({error}); the file may be truncated, regenerate it"
         ) from None
+    except RecursionError:
+        raise ClientDataError(
+            f"{shard} nests JSON lists or objects deeper than the reader allows; a LEAF shard nests a "
+            "few levels (user_data, user, x, example): the file is not a LEAF shard, regenerate it"
+        ) from None
+    except OSError as error:  # unreadable: permissions, or removed since it was listed
+        raise ClientDataError(f"cannot read LEAF shard {shard}: {error.strerror or error}") from None
 
 
 def _to_array(values: Any, where: str) -> np.ndarray:
     ragged = ClientDataError(
-        f"{where}: entries have unequal lengths or mixed nesting; cannot form one array"
+        f"{where}: entries have unequal lengths or mixed nesting (or an integer beyond 64 bits); "
+        "cannot form one array"
     )
     try:
         array = np.asarray(values)

@@ -44,6 +44,17 @@ _REQUIRED_COLUMNS = {
 _FETCH_CHUNK = 65536
 
 
+class SqliteFileError(ClientDataError):
+    """A file that is not a readable SQLite database in TFF's format (damaged, truncated, another file).
+
+    ``reason`` says what is wrong without the path or the fix, for callers that name the file themselves.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def read_sql_client_data(
     database_path: str | os.PathLike,
     split_name: str | None = None,
@@ -65,9 +76,7 @@ def read_sql_client_data(
     if features is not None:
         check_flat_features(features, f"features for {path}")
     try:
-        with contextlib.closing(
-            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        ) as connection:
+        with _read_only(path) as connection:
             _check_schema(connection, path)
             encoded_ids, counts = _load_metadata(connection, split_name, path)
             if features is not None:
@@ -80,10 +89,7 @@ def read_sql_client_data(
                     stacklevel=2,
                 )
     except sqlite3.DatabaseError as error:  # not SQLite at all, or a corrupt page
-        raise ClientDataError(
-            f"{path} cannot be read as a SQLite database ({error}); the file is damaged or not "
-            "SQLite: write it again with write_sql_client_data"
-        ) from None
+        raise _unreadable(path, error) from None
     if len(encoded_ids) == 0:
         raise ClientDataError(
             f"{path} has no clients for split_name={split_name!r}; "
@@ -96,6 +102,19 @@ def read_sql_client_data(
         return int(counts[client_ids.index(client_id)])
 
     return ClientData(client_ids, dataset_fn, num_examples_fn=num_examples_fn)
+
+
+def check_sqlite_file(database_path: str | os.PathLike) -> None:
+    """Raises ``SqliteFileError`` unless the file opens as SQLite and has TFF's two tables.
+
+    Reads the schema only (a few pages), so it is cheap on a large file.
+    """
+    path = Path(database_path).expanduser()
+    try:
+        with _read_only(path) as connection:
+            _check_schema(connection, path)
+    except sqlite3.DatabaseError as error:
+        raise _unreadable(path, error) from None
 
 
 def write_sql_client_data(
@@ -224,14 +243,24 @@ def _check_first_example(
         ) from None
 
 
+def _read_only(path: Path) -> contextlib.closing:
+    return contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True))
+
+
+def _unreadable(path: Path, error: sqlite3.DatabaseError) -> SqliteFileError:
+    return SqliteFileError(
+        f"{path} cannot be read as a SQLite database ({error}); the file is damaged or not "
+        "SQLite: write it again with write_sql_client_data",
+        f"not a readable SQLite database: {error}",
+    )
+
+
 def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
     for table, required in _REQUIRED_COLUMNS.items():
         columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
         if not required <= columns:
-            raise ClientDataError(
-                f"{path} is not in TFF's SQLite format: table {table!r} needs columns "
-                f"{sorted(required)}, has {sorted(columns)}"
-            )
+            reason = f"table {table!r} needs columns {sorted(required)}, has {sorted(columns)}"
+            raise SqliteFileError(f"{path} is not in TFF's SQLite format: {reason}", reason)
 
 
 def _has_client_index(connection: sqlite3.Connection) -> bool:
@@ -243,9 +272,7 @@ def _has_client_index(connection: sqlite3.Connection) -> bool:
 
 
 def _split_names(path: Path) -> list[str]:
-    with contextlib.closing(
-        sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    ) as connection:
+    with _read_only(path) as connection:
         return [
             row[0] for row in connection.execute("SELECT DISTINCT split_name FROM client_metadata")
         ]

@@ -139,7 +139,12 @@ class ArraysData(DataBlock):
     """A centralized ``.npz`` with arrays ``x`` and ``y`` (integer labels), partitioned into clients.
 
     Each client's examples are split ``1 - test_fraction`` / ``test_fraction``
-    into its train and test data.
+    into its train and test data. Labels are class indices: integers, or
+    floats that are whole numbers (1.0; 1.5 and NaN are refused).
+    ``num_classes`` (optional) is the number of classes, every label below
+    it; unset, it is the largest label + 1, which must not exceed the number
+    of examples nor 100,000 (``build_data.MAX_INFERRED_CLASSES``): a stray
+    label of 1e9 is an error, not a model with a billion outputs.
     """
 
     name: str = "arrays"
@@ -147,6 +152,7 @@ class ArraysData(DataBlock):
     num_clients: int = attrs.field(default=100, validator=positive)
     test_fraction: float = attrs.field(default=0.1, validator=fraction)
     partitioner: PartitionerBlock = attrs.field(factory=IidPartition)
+    num_classes: Optional[int] = attrs.field(default=None, kw_only=True, validator=positive)
 
 
 DataBlock.registry = {

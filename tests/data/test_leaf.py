@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedsim.data import ClientDataError
-from fedsim.data.leaf import LeafLabelError, count_leaf_users, load_leaf
+from fedsim.data.leaf import LeafLabelError, count_leaf_users, load_leaf, read_leaf_split
 
 
 def _write_shard(path, user_data):
@@ -140,3 +140,49 @@ def test_string_features_like_shakespeare_are_kept(tmp_path):
     train, _ = load_leaf(tmp_path, tmp_path)
     element = next(train.create_tf_dataset_for_client("ROMEO").as_numpy_iterator())
     assert element == {"x": b"to be or not to b", "y": b"e"}
+
+
+def test_a_user_without_samples_gets_the_feature_shape_of_the_others(tmp_path):
+    # JSON's [] has no shape: without this the split's users would disagree on their element spec.
+    _write_shard(tmp_path / "s.json", {"a": {"x": [[1.0, 2.0]], "y": [1]}, "b": {"x": [], "y": []}})
+    users = read_leaf_split(tmp_path)
+    assert users["b"]["x"].shape == (0, 2) and users["b"]["x"].dtype == np.float32
+    assert users["b"]["y"].dtype == np.int64
+
+
+def test_integer_features_follow_other_users_floats(tmp_path):
+    _write_shard(tmp_path / "s.json", {"a": {"x": [[1.5, 2.0]], "y": [1]}, "b": {"x": [[1, 0]], "y": [0]}})
+    users = read_leaf_split(tmp_path)
+    assert users["b"]["x"].dtype == np.float32
+    np.testing.assert_array_equal(users["b"]["x"], [[1.0, 0.0]])
+
+
+def test_a_train_split_without_samples_is_refused(tmp_path):
+    _write_shard(tmp_path / "s.json", {"a": {"x": [], "y": []}})
+    with pytest.raises(ClientDataError, match="no user of the LEAF train split .* has a sample"):
+        load_leaf(tmp_path, tmp_path)
+
+
+def test_a_directory_named_like_a_shard_is_refused(tmp_path):
+    _write_shard(tmp_path / "a.json", {"u": {"x": [[0.0]], "y": [0]}})
+    (tmp_path / "b.json").mkdir()
+    with pytest.raises(ClientDataError, match=r"b\.json is a directory .*not a LEAF shard"):
+        read_leaf_split(tmp_path)
+
+
+def test_deeply_nested_json_names_the_shard(tmp_path):
+    (tmp_path / "s.json").write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ClientDataError, match=r"s\.json nests JSON .* deeper than the reader allows"):
+        read_leaf_split(tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda shard: shard["user_data"].update(ghost={"x": [], "y": []}), "user 'ghost' has `user_data` but is not in"),
+    (lambda shard: (shard["users"].append("u"), shard["num_samples"].append(1)), "user 'u' is listed twice"),
+])
+def test_users_and_user_data_must_match(tmp_path, change, message):
+    shard = {"users": ["u"], "num_samples": [1], "user_data": {"u": {"x": [[0.0]], "y": [0]}}}
+    change(shard)
+    (tmp_path / "s.json").write_text(json.dumps(shard))
+    with pytest.raises(ClientDataError, match=message):
+        read_leaf_split(tmp_path)
