@@ -28,7 +28,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedsim.data.client_data import ClientData
 from fedsim.data.errors import ClientDataError
 from fedsim.data.labels import LabelError, whole_labels
 
@@ -40,7 +39,7 @@ Users = dict[str, dict[str, np.ndarray]]
 
 def load_leaf(
     train_path: str | os.PathLike, test_path: str | os.PathLike
-) -> tuple[ClientData, ClientData]:
+) -> tuple["ClientData", "ClientData"]:
     """``(train, test)`` populations of two LEAF splits, each a directory of shards or one ``.json``.
 
     The splits may hold different writers (LEAF's split by user does):
@@ -48,6 +47,10 @@ def load_leaf(
     A test split whose users all have no samples is allowed (its evaluation
     counts no examples); a train split without samples is refused.
     """
+    # Imported here: the shard readers below need no TensorFlow, and a config's
+    # early checks (fedsim.experiment.early) count a split's users before it starts.
+    from fedsim.data.client_data import ClientData
+
     train, test = _read_users(train_path), _read_users(test_path)
     if not any(len(arrays["y"]) for arrays in train.values()):
         raise ClientDataError(
