@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 
@@ -18,6 +19,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value, e.g. --set rounds=5 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_allow_module(parser)
+
+
+def _add_allow_module(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-module", dest="allow_modules", action="append", default=[], metavar="NAME",
+                        help="allow the config's custom model function from module NAME (and its "
+                             "submodules): needed for a standard-library or built-in one, e.g. --allow-module "
+                             "math, and on resume in place of --trust (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an experiment from a TOML config",
                               description="Run an experiment from a TOML config into a run directory.")
     run.add_argument("config", help="path to the experiment's TOML file")
-    run.add_argument("--out", help="run directory (default: runs/<time>-<algorithm>-<model>-seed<N>)")
+    run.add_argument("--out", help="run directory (default: runs/<time>-<algorithm>-<model>-seed<N>); one "
+                                   "holding a run's files (config.toml, metrics.jsonl, checkpoints/, ...) is "
+                                   "refused")
+    run.add_argument("--overwrite", action="store_true",
+                     help="remove the run files already in --out first (only those: config.toml, "
+                          "metrics.jsonl, summary.json, run.log, checkpoints/, tensorboard/, client state)")
     _add_run_options(run)
 
     resume = commands.add_parser(
@@ -40,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="run until round N (extends the run; written into config.toml, the one change "
                              "to config.toml a resume accepts)")
     resume.add_argument("--quiet", action="store_true", help="no progress bar")
+    resume.add_argument("--trust", action="store_true",
+                        help="run the custom model function the run directory's config.toml names (needed "
+                             "for one: a run directory may come from someone else)")
+    _add_allow_module(resume)
 
     data = commands.add_parser(
         "data", help="build a config's population only and print its statistics",
@@ -160,16 +178,33 @@ def _dispatch(args: argparse.Namespace) -> None:
 
     if args.command == "run":
         config = experiment.load_config(args.config, args.overrides)
-        _print_summary(experiment.run_experiment(config, args.out, progress=not args.quiet))
+        if args.overwrite and args.out:
+            _refuse_overwriting_the_config(args.config, args.out)
+        _print_summary(experiment.run_experiment(config, args.out, progress=not args.quiet,
+                                                 allow_modules=args.allow_modules, overwrite=args.overwrite))
     elif args.command == "resume":
-        _print_summary(experiment.resume_run(args.run_dir, progress=not args.quiet, rounds=args.rounds))
+        _print_summary(experiment.resume_run(args.run_dir, progress=not args.quiet, rounds=args.rounds,
+                                             trust=args.trust, allow_modules=args.allow_modules))
     elif args.command == "data":
         _describe_data(args)
     elif args.command == "sweep":
         grid = sweep.parse_grid(args.grid)
-        out = sweep.run_sweep(args.config, grid, args.seeds, args.out, args.overrides, progress=not args.quiet)
+        out = sweep.run_sweep(args.config, grid, args.seeds, args.out, args.overrides, progress=not args.quiet,
+                              allow_modules=args.allow_modules)
         print((out / "results.md").read_text(encoding="utf-8"), end="")
         print(f"sweep directory: {out}")
+
+
+def _refuse_overwriting_the_config(config: str, out: str) -> None:
+    """``run CONFIG --out DIR --overwrite`` where CONFIG is DIR/config.toml would delete the user's own config."""
+    from fedsim.experiment import RunDirectoryError
+
+    target = Path(out) / "config.toml"
+    if target.exists() and target.resolve() == Path(config).resolve():
+        raise RunDirectoryError(
+            f"--overwrite would remove {str(target)!r}, the config this command runs; move your config out of "
+            "--out (or choose another --out): a run writes its own config.toml there"
+        )
 
 
 @contextlib.contextmanager

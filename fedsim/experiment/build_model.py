@@ -5,7 +5,9 @@ Three things a model block brings besides the architecture:
 - the image shape of the CNN (``input_shape``), inferred from the data when
   the block leaves it out (:func:`image_input_shape`);
 - a custom ``module:function``, looked up in the config file's folder and the
-  working directory before ``sys.path`` (:func:`resolve_custom_function`);
+  working directory before ``sys.path`` (:func:`resolve_custom_function`;
+  which modules a config may name is :mod:`fedsim.experiment.preflight`'s
+  rule), its result checked (:func:`_custom_model`);
 - ``initial_weights``, a ``.npz`` every model the run builds starts from
   (:func:`read_initial_weights`, :func:`fit_initial_weights`).
 """
@@ -18,6 +20,7 @@ import os
 import re
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -28,6 +31,8 @@ import tensorflow as tf
 
 from fedsim.experiment import blocks
 from fedsim.models import ModelWeights, from_keras_model, zoo
+from fedsim.models.keras_model import KerasModelError
+from fedsim.models.legacy import as_variable_model
 
 
 class ModelBuildError(ValueError):
@@ -40,6 +45,14 @@ class InputShapeError(ModelBuildError):
 
 class InitialWeightsError(ModelBuildError):
     """``model.initial_weights`` cannot start this model: unreadable, or arrays that do not fit it."""
+
+
+class CustomModelError(ModelBuildError):
+    """A custom model function that raised, or returned something fedsim cannot train."""
+
+
+class OutputWidthError(CustomModelError):
+    """A custom model with fewer outputs than the data has classes."""
 
 
 # Image shapes ---------------------------------------------------------------
@@ -208,13 +221,27 @@ def read_initial_weights(path: str | os.PathLike) -> list[tuple[str, np.ndarray]
         )
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise InitialWeightsError(f"cannot read model.initial_weights={str(path)!r} as a .npz: {error}") from None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as npz:
+                entries = [(key, npz[key]) for key in npz.files]
+    # A damaged .npz fails inside zipfile, zlib or NumPy's .npy reader: empty (EOFError),
+    # truncated or with a bad CRC (BadZipFile), a member that is not a .npy (ValueError).
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as error:
+        raise InitialWeightsError(
+            f"cannot read model.initial_weights={str(path)!r} as a .npz ({type(error).__name__}: {error}); "
+            "the file is damaged or not a NumPy archive: write it again with np.savez(path, *arrays)"
+        ) from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one array, not one per variable
         raise InitialWeightsError(f"model.initial_weights={str(path)!r} holds a single array (.npy); save one "
                                   "array per model variable with np.savez(path, *arrays)")
-    with loaded as npz:
-        entries = [(key, npz[key]) for key in npz.files]
+    # NumPy hands a member that is not a .npy (e.g. 'notes.txt') back as raw bytes.
+    strays = [key for key, value in entries if not isinstance(value, np.ndarray)]
+    if strays:
+        raise InitialWeightsError(
+            f"model.initial_weights={str(path)!r} holds members that are not .npy arrays ({strays}); "
+            "save only arrays, with np.savez(path, *arrays)"
+        )
     if not entries:
         raise InitialWeightsError(f"model.initial_weights={str(path)!r} holds no arrays")
     positional = [_POSITIONAL_KEY.fullmatch(key) for key, _ in entries]
@@ -297,6 +324,64 @@ def _starting_from(build: Callable[[], Any], path: str) -> Callable[[], Any]:
     return model_fn
 
 
+def _custom_model(function: CustomFunction, model: blocks.CustomModel, input_spec: Any, num_classes: int) -> Any:
+    """``function(**model.params)`` as a fedsim model: as returned, or from ``(keras_model, loss[, metrics])``.
+
+    Raises:
+      CustomModelError: the function raised (chained, so run.log has its
+        traceback), or returned something else, or a loss Keras cannot use.
+      OutputWidthError: a Keras model with fewer outputs than the data's classes.
+    """
+    where = f"model.function {model.function!r}"
+    try:
+        built = function(**model.params)
+    except ModelBuildError:
+        raise  # its module cannot be imported: already named
+    except Exception as error:
+        raise CustomModelError(
+            f"{where} raised {type(error).__name__}: {error} (called with model.params {model.params}); fix the "
+            "function or its params (the traceback is in the run directory's run.log)"
+        ) from error
+    if isinstance(built, keras.Model):
+        raise CustomModelError(f"{where} returned a bare Keras model; return (model, loss)")
+    if isinstance(built, tuple):
+        if len(built) not in (2, 3) or not isinstance(built[0], keras.Model):
+            kinds = ", ".join(type(item).__name__ for item in built)
+            raise CustomModelError(
+                f"{where} returned a tuple of {len(built)} ({kinds}); return (keras_model, loss) or "
+                "(keras_model, loss, metrics), or a fedsim model"
+            )
+        keras_model, loss, *metrics = built
+        _check_output_width(keras_model, num_classes, where)
+        try:
+            return from_keras_model(keras_model, loss, input_spec, metrics[0] if metrics else None)
+        except KerasModelError as error:
+            raise CustomModelError(f"{where} returned a model fedsim cannot wrap: {error}") from None
+    try:
+        as_variable_model(built)
+    except TypeError as error:
+        raise CustomModelError(f"{where} returned {type(built).__name__}: {error}; or return "
+                               "(keras_model, loss)") from None
+    return built
+
+
+def _check_output_width(keras_model: keras.Model, num_classes: int, where: str) -> None:
+    """Refuses a single-output model narrower than the data's classes (one logit for two classes is binary)."""
+    try:
+        outputs = keras_model.outputs
+    except AttributeError:
+        return  # a subclassed model, built only when first called: nothing to compare yet
+    if not outputs or len(outputs) != 1:
+        return
+    width = outputs[0].shape[-1]
+    if width is None or width >= num_classes or (width == 1 and num_classes == 2):
+        return
+    raise OutputWidthError(
+        f"{where} returned a model with {width} outputs, but the data has {num_classes} classes (labels 0 to "
+        f"{num_classes - 1}); give its last layer {num_classes} units, e.g. keras.layers.Dense({num_classes})"
+    )
+
+
 def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) -> Callable[[], Any]:
     """The model function of ``model`` for batches of ``element_spec`` ``(x, y)`` elements.
 
@@ -315,15 +400,7 @@ def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) 
         function = resolve_custom_function(model.function, model.module_dir)
 
         def build():
-            built = function(**model.params)
-            if isinstance(built, keras.Model):
-                raise ModelBuildError(
-                    f"model.function {model.function!r} returned a bare Keras model; return (model, loss)"
-                )
-            if isinstance(built, tuple):
-                keras_model, loss, *metrics = built
-                return from_keras_model(keras_model, loss, input_spec, metrics[0] if metrics else None)
-            return built
+            return _custom_model(function, model, input_spec, num_classes)
     else:
         if isinstance(model, blocks.FedAvgCnn):
             image_input_shape(model.input_shape, x_spec.shape)  # a shape problem is named before any build

@@ -40,18 +40,33 @@ class RunDirectoryLocked(RunDirectoryError):
     """Another live process holds the run directory's lock."""
 
 
+class RunDirectoryUnwritable(RunDirectoryError):
+    """The run directory refuses a file the run must write (read-only, full disk, no permission)."""
+
+
+def unwritable(path: Path, error: OSError, action: str) -> RunDirectoryUnwritable:
+    """The error for ``error`` raised by ``action`` (``"create the lock file"``) on ``path``, with the fix."""
+    return RunDirectoryUnwritable(
+        f"cannot {action} {str(path)!r}: {error.strerror or error}; a run needs a run directory it can "
+        "write: check its permissions and free disk space. Files already in it are unchanged"
+    )
+
+
 @contextlib.contextmanager
 def lock_run_dir(run_dir: str | Path) -> Iterator[Path]:
     """Holds the exclusive lock of ``run_dir`` (which must exist) for the ``with`` block.
 
     Raises:
       RunDirectoryLocked: another process holds it; the message names its pid.
+      RunDirectoryUnwritable: the lock file cannot be created (a read-only directory).
     """
     path = Path(run_dir) / LOCK_NAME
     fd = _acquire(path, Path(run_dir))
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # The pid only names the holder in another process's error: a full disk must not stop the run here.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         # Unlink while still holding the lock: a process that opened the old
@@ -63,7 +78,10 @@ def lock_run_dir(run_dir: str | Path) -> Iterator[Path]:
 
 def _acquire(path: Path, run_dir: Path) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise unwritable(path, error, "create the lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

@@ -7,6 +7,13 @@ and the model traced. Each check reads only what it must: file metadata, the
 ``users`` lists at the head of LEAF shards, the import system's search for a
 module (which finds the module's file without running it).
 
+A config names code it runs only through a custom model's ``model.function``
+(issue 18): :func:`check_custom_module` refuses a function of the standard
+library or a built-in module (``os:system``) unless the user allows that
+module (``--allow-module``), and :func:`check_resume_trust` refuses to resume
+a run directory that would import and call one without the user's consent
+(``--trust``): a run directory may come from someone else.
+
 Problems that only the loaded data can show (e.g. the size of a population
 read from a database) are checked by :func:`check_population` right after
 loading, still before the first round.
@@ -40,10 +47,23 @@ class CustomModuleNotFoundError(PreflightError):
     """The module of a custom model's ``module:function`` cannot be found."""
 
 
-def check_config(config: Any) -> None:
+class UntrustedModuleError(PreflightError):
+    """A custom model function the user has not allowed: a standard-library or built-in module's."""
+
+
+class UntrustedRunError(UntrustedModuleError):
+    """``fedsim resume`` of a run directory whose config calls a custom model function, without ``--trust``."""
+
+
+class AllowModuleError(PreflightError):
+    """An ``--allow-module`` value that is not a module name."""
+
+
+def check_config(config: Any, allow_modules: Sequence[str] = ()) -> None:
     """Raises a ``PreflightError`` for the first problem of ``config`` found without loading data.
 
-    A custom model's module is looked up where the run will import it from
+    A custom model's module must be allowed (:func:`check_custom_module`) and
+    is looked up where the run will import it from
     (:func:`fedsim.experiment.build_model.module_search_path`): the config
     file's folder (``model.module_dir``), the working directory, ``sys.path``.
     """
@@ -51,7 +71,7 @@ def check_config(config: Any) -> None:
     population_size = known_population_size(config.data)
     if population_size is not None:
         check_population(config, population_size)
-    _check_custom_module(config.model)
+    check_custom_module(config.model, allow_modules)
 
 
 def check_population(config: Any, population_size: int) -> None:
@@ -131,13 +151,37 @@ def _check_tff_cache(data: Any) -> None:
         )
 
 
-def _check_custom_module(model: Any) -> None:
-    function = getattr(model, "function", None)
-    if not isinstance(function, str) or ":" not in function:
+def check_custom_module(model: Any, allow_modules: Sequence[str] = ()) -> None:
+    """Checks a custom ``model.function`` may run and can be found, without importing its module.
+
+    Only modules the user brings may be called: one in the config file's
+    folder or the working directory, or an installed package. A module of
+    the standard library or a built-in one (``os``, ``subprocess``,
+    ``builtins``: a shell command or a file deletion away) is refused unless
+    its name, or a package above it, is in ``allow_modules``.
+
+    Raises:
+      AllowModuleError: an ``allow_modules`` entry is not a module name.
+      UntrustedModuleError: the module is the standard library's or built in, and not allowed.
+      CustomModuleNotFoundError: no such module where the run imports from.
+    """
+    allow_modules = _allowed_names(allow_modules)
+    function = _custom_function(model)
+    if function is None:
         return
+    module_name = function.partition(":")[0]
+    # Before find_spec, which imports the parent packages of a dotted name.
+    if _is_standard_library(module_name) and not _is_allowed(module_name, allow_modules):
+        raise UntrustedModuleError(
+            f"model.function={function!r} calls into {module_name!r}, a module of Python's standard library "
+            "or a built-in one; a config may call only model functions of modules you bring (next to the "
+            "config file, in the working directory, or an installed package), so that a config cannot run "
+            f"a shell command or delete files by surprise. If you mean it, allow the module: --allow-module "
+            f"{module_name} (in Python: allow_modules=[{module_name!r}]); a model module of your own that "
+            "shares a standard module's name needs another name"
+        )
     from fedsim.experiment.build_model import module_search_path  # the folders the build imports from
 
-    module_name = function.partition(":")[0]
     folders = module_search_path(getattr(model, "module_dir", None))
     importlib.invalidate_caches()  # a module written since the last import is seen
     with _on_sys_path(folders):
@@ -153,6 +197,66 @@ def _check_custom_module(model: Any) -> None:
             f"or on the Python path; put {module_name.replace('.', '/')}.py next to the config file "
             "or in the working directory, or install the package that provides it"
         )
+
+
+def check_resume_trust(model: Any, config_path: Path, trust: bool, allow_modules: Sequence[str] = ()) -> None:
+    """Refuses to resume a run whose config calls a custom model function, unless trusted or allowed.
+
+    ``config_path`` is the run directory's ``config.toml``. Resuming rebuilds
+    the model from it, and a run directory may come from someone else: it
+    must not import and run code without the user's consent. Called before
+    anything in the directory changes.
+
+    Raises:
+      UntrustedRunError: naming the ``module:function`` and how to allow it.
+    """
+    function = _custom_function(model)
+    if function is None or trust:
+        return
+    module_name = function.partition(":")[0]
+    if _is_allowed(module_name, _allowed_names(allow_modules)):
+        return
+    folder = getattr(model, "module_dir", None)
+    where = f" (looked up in {folder!r} first)" if folder else ""
+    raise UntrustedRunError(
+        f"{str(config_path)!r} names the custom model function {function!r}: resuming would import module "
+        f"{module_name!r}{where} and call {function.partition(':')[2]!r}. A run directory may come from someone "
+        "else, so resuming it runs no code without your consent: read that module, then resume with --trust "
+        f"(or --allow-module {module_name}; in Python: resume_run(..., trust=True))"
+    )
+
+
+def _is_standard_library(module_name: str) -> bool:
+    """Whether ``module_name``'s top-level package is the standard library's or built into the interpreter."""
+    top = module_name.partition(".")[0]
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names
+
+
+def _allowed_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` (``--allow-module`` values) checked to be dotted module names.
+
+    Raises:
+      AllowModuleError: naming the value that is not one.
+    """
+    if isinstance(names, str):  # one name where a list is expected would allow its letters
+        raise AllowModuleError(f"allow_modules={names!r}: give a list of module names, e.g. [{names!r}]")
+    for name in names:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise AllowModuleError(
+                f"--allow-module {name!r}: give a module name, e.g. --allow-module os or --allow-module "
+                "my_package.models (the part of model.function before ':')"
+            )
+    return tuple(names)
+
+
+def _is_allowed(module_name: str, allow_modules: Sequence[str]) -> bool:
+    # Allowing a package allows its submodules: --allow-module os covers os.path.
+    return any(module_name == name or module_name.startswith(name + ".") for name in allow_modules)
+
+
+def _custom_function(model: Any) -> Optional[str]:
+    function = getattr(model, "function", None)
+    return function if isinstance(function, str) and ":" in function else None
 
 
 @contextlib.contextmanager

@@ -8,9 +8,12 @@ A run directory holds:
 - ``checkpoints/round-NNNNNN/``: the state every ``checkpoint.every`` rounds, newest ``keep``;
 - ``run.log``: the library's log records for this run, and the error that ended it, if one did;
 - ``summary.json``: written when the run ends (with the TensorFlow thread settings);
+- ``client_state/``, ``client_non_trainable/``: per-client state of algorithms that keep it;
 - ``.fedsim.lock``: while a process owns the directory (:mod:`fedsim.experiment.lock`).
 
-Every checkpoint records ``config.toml`` (:mod:`fedsim.experiment.resume_checks`),
+A new run never replaces or prunes what a directory holds (:func:`prepare_run_dir`):
+a directory holding any of these is refused unless ``--overwrite``. Every
+checkpoint records ``config.toml`` (:mod:`fedsim.experiment.resume_checks`),
 so a resume continues only the run it belongs to.
 """
 from __future__ import annotations
@@ -21,10 +24,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import attrs
 
@@ -34,7 +38,7 @@ from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
 from fedsim.experiment.config import config_to_toml, load_config
 # RunDirectoryError is defined with the lock, re-exported here for the CLI's list of expected errors.
-from fedsim.experiment.lock import RunDirectoryError, RunDirectoryLocked, lock_run_dir  # noqa: F401
+from fedsim.experiment.lock import RunDirectoryError, RunDirectoryLocked, lock_run_dir, unwritable  # noqa: F401
 from fedsim.experiment.metrics_file import read_metrics, truncate_metrics
 from fedsim.experiment.tensorboard import TensorBoardWriter
 from fedsim.learning.process import ServerState
@@ -72,36 +76,165 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
     return Path(root) / f"{stamp}-{config.algorithm.name}-{config.model.name}-seed{config.seed}"
 
 
-def prepare_run_dir(run_dir: Path) -> Path:
-    """Makes ``run_dir``, refusing one that already holds a run."""
-    if (run_dir / "metrics.jsonl").exists():
-        raise RunDirectoryError(
-            f"{str(run_dir)!r} already holds a run (metrics.jsonl exists); choose another --out "
-            "so its metrics are not mixed with a new run's, or continue it with 'fedsim resume'"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+# What a run writes into its directory besides its lock: name -> (kind, what it holds).
+RUN_OUTPUTS = {
+    "config.toml": ("file", "resolved config"),
+    "metrics.jsonl": ("file", "per-round metrics"),
+    "summary.json": ("file", "summary"),
+    "run.log": ("file", "log"),
+    "checkpoints": ("folder", "checkpoints"),
+    "tensorboard": ("folder", "TensorBoard events"),
+    "client_state": ("folder", "per-client algorithm state"),
+    "client_non_trainable": ("folder", "per-client non-trainable weights"),
+}
+_START_MESSAGE = "starting run in %s"  # the first record of every run.log
+_START_RECORD = re.compile(rf"^\S+ \S+ INFO {re.escape(__name__)}: starting run in ")
 
 
-def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, progress: bool = True) -> dict:
+class RunDirectoryIsAFileError(RunDirectoryError):
+    """The run directory's path is an existing file, or lies under one."""
+
+
+class RunOutputsExistError(RunDirectoryError):
+    """The run directory holds files or folders a new run would replace or prune."""
+
+
+class RunOutputTypeError(RunDirectoryError):
+    """A run's file exists as a folder there, or a run's folder as a file (e.g. a folder named run.log)."""
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Makes ``run_dir`` for a new run; returns the earlier outputs to remove before the run writes.
+
+    A directory holding any of :data:`RUN_OUTPUTS` is refused, so a new run
+    never replaces a user's ``config.toml`` nor prunes (``checkpoint.keep``) or
+    later resumes from another run's checkpoints. Two exceptions:
+    ``overwrite`` (``--overwrite``) returns all of them, checkpoints included,
+    for :func:`_remove` to delete explicitly; and the remains of a run that
+    stopped before its first round (:func:`_stopped_before_round_one`) are
+    returned but for its ``run.log``, which the new run appends to. No other
+    file in ``run_dir`` is ever touched. Call it again once owning the directory.
+
+    Raises:
+      RunDirectoryIsAFileError: ``run_dir`` is a file, or a folder on its path is.
+      RunOutputTypeError: an output exists as the other kind (never removed, even with ``overwrite``).
+      RunOutputsExistError: outputs exist, and neither exception applies.
+    """
+    found = _outputs(run_dir)
+    if found and not overwrite:
+        if not _stopped_before_round_one(run_dir, found):
+            listing = [f"{name}/" if RUN_OUTPUTS[name][0] == "folder" else name for name in found]
+            raise RunOutputsExistError(
+                f"{str(run_dir)!r} already holds a run's files ({', '.join(listing)}), which a new run would "
+                "replace or prune. Choose another --out (or none: a new folder under runs/), continue an "
+                f"interrupted run with 'fedsim resume {run_dir}', or pass --overwrite to remove just those; "
+                "no other file in it is ever touched"
+            )
+        found.remove("run.log")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise RunDirectoryIsAFileError(
+            f"cannot make the run directory {str(run_dir)!r}: {error.strerror} (a folder on its path is a "
+            "file); choose another --out") from None
+    except OSError as error:
+        raise unwritable(run_dir, error, "make the run directory") from None
+    return [run_dir / name for name in found]
+
+
+def _outputs(run_dir: Path) -> list[str]:
+    """The names of :data:`RUN_OUTPUTS` in ``run_dir``, each checked to be of its kind."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryIsAFileError(
+            f"the run directory {str(run_dir)!r} is an existing file, not a directory; choose another --out "
+            "(a directory, made if missing)")
+    found = []
+    for name, (kind, holds) in RUN_OUTPUTS.items():
+        path = run_dir / name
+        if not os.path.lexists(path):
+            continue
+        actual = "folder" if path.is_dir() else "file" if path.is_file() else "broken link or special file"
+        if actual != kind:
+            raise RunOutputTypeError(
+                f"{str(path)!r} is a {actual}, where a run writes its {holds} {kind}; fedsim neither writes into "
+                "it nor removes it (not even with --overwrite): move or rename it, or choose another --out")
+        found.append(name)
+    return found
+
+
+def _stopped_before_round_one(run_dir: Path, found: list[str]) -> bool:
+    """Whether the outputs ``found`` are what a run that stopped before its first round leaves.
+
+    Its ``run.log`` is fedsim's (it begins with a run's start record), and
+    it wrote no metrics record, summary or checkpoint: its ``config.toml`` is
+    the resolved config of a run that never ran, so the directory is reused
+    without ``--overwrite``, as after a config or data error.
+    """
+    if "run.log" not in found or not _START_RECORD.match(_first_line(run_dir / "run.log")):
+        return False
+    if "summary.json" in found or list_checkpoints(run_dir / "checkpoints"):
+        return False
+    return "metrics.jsonl" not in found or (run_dir / "metrics.jsonl").stat().st_size == 0
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.readline(1000).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    """Deletes earlier run outputs (from :func:`prepare_run_dir`); a link is removed, not followed."""
+    for path in paths:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as error:
+            raise unwritable(path, error, "remove the earlier run output") from None
+
+
+def _write_atomic(path: Path, text: str, what: str) -> None:
+    """Writes ``text`` to ``path`` whole or not at all: a full disk never leaves a truncated file."""
+    temp = path.with_name(f".{path.name}.fedsim-tmp")  # a name no file of the user's has
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise unwritable(path, error, f"write {what}") from None
+
+
+def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, progress: bool = True, *,
+                   allow_modules: Sequence[str] = (), overwrite: bool = False) -> dict:
     """Runs ``config`` and returns its summary (also written to ``summary.json``).
 
     Problems the config shows without loading data (missing files, a cohort
-    larger than the population, a custom model module that does not exist:
-    :mod:`fedsim.experiment.preflight`) are raised before the run directory is
-    made. A run that fails later records the error in ``run.log``; if no round
-    finished, it leaves no ``metrics.jsonl``, so the same ``run_dir`` can be used again.
+    larger than the population, a custom model module that does not exist or
+    is not allowed: :mod:`fedsim.experiment.preflight`; ``allow_modules`` are
+    the standard-library modules the user allows a custom model function
+    from) and a ``run_dir`` that holds a run's outputs (:func:`prepare_run_dir`;
+    ``overwrite`` removes them) are raised before the run directory is made.
+    A run that fails later records the error in ``run.log``; if no round
+    finished, the same ``run_dir`` can be used again.
     """
-    preflight.check_config(config)
+    preflight.check_config(config, allow_modules)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    prepare_run_dir(run_dir)  # fails before taking the lock when the answer is already clear
+    prepare_run_dir(run_dir, overwrite)  # fails before taking the lock when the answer is already clear
     with _signals() as signals, lock_run_dir(run_dir):
-        prepare_run_dir(run_dir)  # again, owning it: another process may have started a run meanwhile
-        remove_temporary(run_dir / "checkpoints")
-        config_text = config_to_toml(config)
-        (run_dir / "config.toml").write_text(config_text, encoding="utf-8")
+        # Again, owning it: another process may have started a run meanwhile.
+        _remove(prepare_run_dir(run_dir, overwrite))
         with _run_log(run_dir), _no_empty_metrics(run_dir / "metrics.jsonl"):
-            logger.info("starting run in %s", run_dir)
+            logger.info(_START_MESSAGE, run_dir)  # first: it marks run.log as a run's (see prepare_run_dir)
+            config_text = config_to_toml(config)
+            _write_atomic(run_dir / "config.toml", config_text, "the run's config")
             experiment = build_experiment(config, state_dir=run_dir)
             # Populations whose size only the loaded data tells (TFF's files): still before round 1.
             preflight.check_population(config, len(experiment.train_data.client_ids))
@@ -124,8 +257,14 @@ def _no_empty_metrics(metrics: Path) -> Iterator[None]:
         raise
 
 
-def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int] = None) -> dict:
+def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int] = None, *,
+               trust: bool = False, allow_modules: Sequence[str] = ()) -> dict:
     """Continues the run in ``run_dir`` from its newest readable checkpoint of the same config.
+
+    A ``config.toml`` that calls a custom model function is resumed only with
+    ``trust`` or that module in ``allow_modules``, checked before anything in
+    the directory changes: a run directory may come from someone else
+    (:func:`fedsim.experiment.preflight.check_resume_trust`).
 
     Unreadable checkpoints, and those written under another ``config.toml``,
     are skipped (each printed with the reason); a ``config.toml`` edited since
@@ -143,9 +282,11 @@ def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int]
     if rounds is not None and rounds < 1:
         raise resume_checks.RoundsError(f"--rounds {rounds}: a run has at least 1 round")
     with _signals() as signals, lock_run_dir(run_dir):
-        remove_temporary(run_dir / "checkpoints")
         config_text = (run_dir / "config.toml").read_text(encoding="utf-8")
         config = load_config(run_dir / "config.toml")
+        preflight.check_resume_trust(config.model, run_dir / "config.toml", trust, allow_modules)
+        preflight.check_custom_module(config.model, allow_modules)
+        remove_temporary(run_dir / "checkpoints")
         with _run_log(run_dir):
             # Built for the new length at once: a schedule sampler checks it covers every round.
             experiment = build_experiment(config if rounds is None else attrs.evolve(config, rounds=rounds),
@@ -173,9 +314,7 @@ def _set_rounds(run_dir: Path, config_text: str, old: int, new: int) -> str:
     if new == old:
         return config_text
     text = resume_checks.set_rounds(config_text, new, was=old)
-    temp = run_dir / "config.toml.tmp"
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, run_dir / "config.toml")
+    _write_atomic(run_dir / "config.toml", text, "the run's config")
     logger.warning("rounds changed from %d to %d by 'fedsim resume --rounds %d' (recorded in config.toml)",
                    old, new, new)
     print(f"fedsim: rounds set to {new} (was {old}); config.toml records the change")
@@ -228,7 +367,7 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
     summary["interrupted"] = interrupted
     # The thread count changes float rounding (fedsim.runtime): keep it with the results.
     summary["threads"] = thread_settings()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n", "the run's summary")
     if interrupted:
         raise RunInterrupted(
             f"interrupted after round {result.state.round_num} of {config.rounds} ({signals.received_name}); "
@@ -329,7 +468,13 @@ def _checkpointer(directory: Path, config: RunConfig, meta: dict, client_stores=
 
 
 def _save(directory: Path, state: ServerState, config: RunConfig, meta: dict, client_stores=()) -> None:
-    """Writes the checkpoint of ``state``, with ``meta`` (the run's config) that a resume checks."""
+    """Writes the checkpoint of ``state``, with ``meta`` (the run's config) that a resume checks.
+
+    ``checkpoint.keep`` prunes the oldest checkpoints in ``directory`` whatever
+    config wrote them. A new run never prunes another run's: it never starts
+    in a directory holding checkpoints (:func:`prepare_run_dir` refuses it, or
+    with ``--overwrite`` removes them first, explicitly).
+    """
     path = save_checkpoint(directory, state.round_num, {"server_state": state}, meta=meta,
                            keep=config.checkpoint.keep)
     logger.info("checkpoint %s", path)
@@ -340,8 +485,11 @@ def _save(directory: Path, state: ServerState, config: RunConfig, meta: dict, cl
 
 @contextlib.contextmanager
 def _run_log(run_dir: Path) -> Iterator[None]:
-    """Copies the library's log records into ``run_dir/run.log`` while the run lasts."""
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    """Copies the library's log records into ``run_dir/run.log`` (appended) while the run lasts."""
+    try:
+        handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    except OSError as error:
+        raise unwritable(run_dir / "run.log", error, "open the run's log") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     package_logger = logging.getLogger("fedsim")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from fedsim.checkpoint import CheckpointError
+from fedsim.experiment import preflight
 from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.config import ConfigError, config_to_toml, load_config, parse_override
 from fedsim.experiment.lock import RunDirectoryError, lock_run_dir
@@ -58,13 +59,15 @@ def run_sweep(
     out: Optional[str | Path] = None,
     overrides: Sequence[str] = (),
     progress: bool = True,
+    allow_modules: Sequence[str] = (),
 ) -> Path:
     """Runs every grid point with seeds ``seed, seed+1, ...``; writes ``results.md`` and ``results.json``.
 
-    Every config is validated before the first run starts, so a typo in the
-    last grid value does not surface hours into the sweep. The sweep
-    directory is locked for the sweep's life (and each run's directory by
-    its run); an existing ``out`` of the same sweep is continued.
+    Every config is validated and preflight-checked (``allow_modules`` as
+    for :func:`~fedsim.experiment.run.run_experiment`) before the first run
+    starts, so a typo in the last grid value does not surface hours into the
+    sweep. The sweep directory is locked for the sweep's life (and each run's
+    directory by its run); an existing ``out`` of the same sweep is continued.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: need at least one seed")
@@ -74,7 +77,9 @@ def run_sweep(
     for index, point in enumerate(points):
         for offset in range(seeds):
             settings = [*overrides, *(f"{k}={v}" for k, v in point.items()), f"seed={base_seed + offset}"]
-            plan.append((index, point, load_config(config_path, settings)))
+            config = load_config(config_path, settings)
+            preflight.check_config(config, allow_modules)
+            plan.append((index, point, config))
     out = Path(out) if out else Path("runs") / f"sweep-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     summaries: dict[int, list[dict]] = {i: [] for i in range(len(points))}
@@ -82,7 +87,7 @@ def run_sweep(
         for index, point, config in plan:
             run_dir = out / f"point{index:03d}-seed{config.seed}"
             try:
-                summaries[index].append(_run_point(config, run_dir, progress))
+                summaries[index].append(_run_point(config, run_dir, progress, allow_modules))
             except RunInterrupted as interrupted:
                 raise RunInterrupted(
                     f"sweep interrupted in {run_dir.name} after round {interrupted.round_num} of "
@@ -101,13 +106,15 @@ class SweepPointError(RunDirectoryError):
     """A sweep's run directory that cannot be continued as part of this sweep."""
 
 
-def _run_point(config: RunConfig, run_dir: Path, progress: bool) -> dict:
-    """The summary of one point's run: read back if finished, resumed if interrupted, else run."""
+def _run_point(config: RunConfig, run_dir: Path, progress: bool, allow_modules: Sequence[str]) -> dict:
+    """The summary of one point's run: read back if finished, resumed if interrupted, else run.
+
+    A point stopped before its first round is run again: ``run_experiment``
+    takes over what such a run leaves (an empty ``metrics.jsonl`` included).
+    """
     metrics = run_dir / "metrics.jsonl"
-    if metrics.exists() and metrics.stat().st_size == 0 and not (run_dir / "checkpoints").exists():
-        metrics.unlink()  # killed before its first round: nothing to keep, and it would block the rerun
-    if not metrics.exists():  # never started, or failed before its first round
-        return run_experiment(config, run_dir, progress=progress)
+    if not metrics.exists() or (metrics.stat().st_size == 0 and not (run_dir / "checkpoints").exists()):
+        return run_experiment(config, run_dir, progress=progress, allow_modules=allow_modules)
     expected, found = config_to_toml(config), _read(run_dir / "config.toml")
     if found != expected:
         diff = "\n".join(difflib.unified_diff((found or "").splitlines(), expected.splitlines(),
@@ -120,7 +127,8 @@ def _run_point(config: RunConfig, run_dir: Path, progress: bool) -> dict:
         print(f"fedsim: {run_dir.name} already finished; its results are reused")
         return summary
     try:
-        return resume_run(run_dir, progress=progress)
+        # This sweep's own run (its config.toml is the one just checked): no --trust to ask for.
+        return resume_run(run_dir, progress=progress, trust=True, allow_modules=allow_modules)
     except CheckpointError as error:
         raise SweepPointError(
             f"{run_dir.name} was interrupted and cannot be resumed ({error}); delete {run_dir} to run it again "

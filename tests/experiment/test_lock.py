@@ -1,6 +1,7 @@
 """One process per run directory (issue 18, item 1): real processes, real ``flock``."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 from fedsim.checkpoint import list_checkpoints
 from fedsim.cli import main
 from fedsim.experiment import EXPECTED_ERRORS
-from fedsim.experiment.lock import LOCK_NAME, RunDirectoryLocked, lock_run_dir
+from fedsim.experiment.lock import LOCK_NAME, RunDirectoryLocked, RunDirectoryUnwritable, lock_run_dir
 from tests.experiment.conftest import tiny_config  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,3 +104,20 @@ def test_a_resume_killed_by_sigkill_leaves_the_directory_usable(tmp_path, tiny_c
     newest = max(r for r, _ in list_checkpoints(run_dir / "checkpoints"))
     assert main(["resume", str(run_dir), "--quiet", "--rounds", str(newest + 2)]) == 0
     assert _rounds(run_dir) == list(range(1, newest + 3))
+
+
+def test_a_lock_file_that_cannot_be_created_is_a_named_error(tmp_path, monkeypatch):
+    # A read-only directory (simulated: chmod does not stop root) or a full disk.
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        if Path(path) == tmp_path / LOCK_NAME:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
+    assert issubclass(RunDirectoryUnwritable, EXPECTED_ERRORS)
+    with pytest.raises(RunDirectoryUnwritable, match=rf"cannot create the lock file '{tmp_path / LOCK_NAME}': "
+                                                     "Permission denied; .*check its permissions"):
+        with lock_run_dir(tmp_path):
+            pass
