@@ -119,6 +119,12 @@ def save_checkpoint(
 
 def _write(temp: Path, final: Path, round_num: int, state: Any, meta: Optional[dict]) -> None:
     arrays, structure = flatten(state)
+    # Through JSON first, as a reader will parse them (and as the header hash covers them).
+    structure, meta = json.loads(json.dumps(structure)), json.loads(json.dumps(meta or {}))
+    if _holds(final, round_num, arrays, structure, meta):
+        # A second save of one round (a stopped run's final checkpoint): replacing the copy
+        # would leave a moment with no checkpoint of that round, and may fail on a full disk.
+        return
     if temp.exists():
         shutil.rmtree(temp)
     temp.mkdir()
@@ -132,8 +138,7 @@ def _write(temp: Path, final: Path, round_num: int, state: Any, meta: Optional[d
         "round": round_num,
         "arrays_sha256": _sha256(temp / "arrays.npz"),
         "structure": structure,
-        # Through JSON first, so the hash is of the values a reader will parse.
-        "meta": json.loads(json.dumps(meta or {})),
+        "meta": meta,
     }
     document["header_sha256"] = _header_sha256(document)
     with open(temp / "state.json", "w", encoding="utf-8") as handle:
@@ -145,6 +150,25 @@ def _write(temp: Path, final: Path, round_num: int, state: Any, meta: Optional[d
         shutil.rmtree(final)
     os.replace(temp, final)
     _fsync_dir(final.parent)
+
+
+def _holds(path: Path, round_num: int, arrays: dict[str, np.ndarray], structure: Any, meta: dict) -> bool:
+    """Whether the intact checkpoint at ``path`` already holds exactly this round, state and metadata."""
+    if not path.is_dir():
+        return False
+    try:
+        document = _read_document(path)
+        if (document["round"], document.get("structure"), document.get("meta")) != (round_num, structure, meta):
+            return False
+        if _sha256(path / "arrays.npz") != document.get("arrays_sha256"):
+            return False
+        with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+            stored = {key: npz[key] for key in npz.files}
+    except (CheckpointError, OSError, EOFError, RuntimeError, ValueError, zipfile.BadZipFile):
+        return False  # damaged: the new copy replaces it
+    return stored.keys() == arrays.keys() and all(
+        stored[key].dtype == np.asarray(value).dtype and np.array_equal(stored[key], value)
+        for key, value in arrays.items())
 
 
 def read_header(path: str | Path) -> tuple[int, dict]:

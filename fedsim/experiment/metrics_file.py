@@ -1,4 +1,6 @@
-"""Reading and repairing ``metrics.jsonl``: one JSON record per round.
+"""Writing, reading and repairing ``metrics.jsonl``: one JSON record per round.
+
+``MetricsAppender`` writes the run's records, each whole or not at all.
 
 Two readers over one line parser. ``read_metrics`` serves the run itself
 (resume, the summary): a damaged line is a ``MetricsFileError`` naming it,
@@ -13,6 +15,7 @@ This module imports no TensorFlow: the file-reading commands start without it.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 from pathlib import Path
@@ -24,6 +27,58 @@ MAX_ROUND = 2**53
 
 class MetricsFileError(ValueError):
     """``metrics.jsonl`` does not hold the rounds a run directory says it should."""
+
+
+class MetricsWriteError(MetricsFileError):
+    """A record could not be appended (e.g. the disk is full); the file keeps every earlier record whole."""
+
+
+# A write refused for lack of space: the fix is to free some, then resume.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class MetricsAppender:
+    """Appends one record per line to a metrics file, each line whole or not at all.
+
+    A line goes to the kernel in one ``os.write``, so it is on its way to disk
+    when ``append`` returns (nothing is buffered in the process). A write
+    that fails or stops short (a full disk) is cut back off, so the file never
+    ends in half a line, and raises ``MetricsWriteError`` saying how to continue.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        # O_APPEND: each line lands at the file's current end, also after a failed line was cut
+        # back off (a plain offset would stay past it and leave a gap of zero bytes).
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):  # the disk filled up mid-line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:
+            raise self._failed(record.get("round"), size, error) from error
+
+    def _failed(self, round_num, size: int, error: OSError) -> MetricsWriteError:
+        try:
+            os.ftruncate(self._fd, size)
+            kept = "the file is as it was before"
+        except OSError:
+            # A resume rewrites the file from its whole records; a cut-short last line is ignored.
+            kept = "the file may end in part of that line, which 'fedsim resume' drops"
+        reason = error.strerror or str(error)
+        if error.errno in _NO_SPACE:
+            reason += " (the disk is full)"
+        return MetricsWriteError(
+            f"could not append round {round_num}'s record to {self.path}: {reason}; {kept}. "
+            f"Free disk space, then continue the run with 'fedsim resume {self.path.parent}'"
+        )
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class _NotARecord(Exception):

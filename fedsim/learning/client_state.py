@@ -21,6 +21,8 @@ or the run must resume after a restart.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -29,7 +31,13 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
+from fedsim.checkpoint import CheckpointWriteError
+
 ClientKey = str | int
+
+
+class ClientStateWriteError(CheckpointWriteError):
+    """A client's state could not be written (e.g. the disk is full); its earlier versions are intact."""
 
 
 class ClientStore(Protocol):
@@ -92,7 +100,8 @@ class NpzClientStore:
     Folder names are a hash of the id, so any id (slashes, unicode) maps to a
     safe name, spread over 256 subfolders so no folder grows huge; writes go
     to a temporary file renamed into place, so a crash mid-write leaves the
-    previous version intact.
+    previous version intact, and a write the disk refuses raises
+    ``ClientStateWriteError`` with nothing of it left behind.
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -123,9 +132,26 @@ class NpzClientStore:
         folder = self._folder(client_id)
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f"tmp-{os.getpid()}.partial"
-        with open(temporary, "wb") as handle:
-            np.savez(handle, *[np.asarray(a) for a in arrays])
-        os.replace(temporary, folder / f"r{round_num}.npz")
+        try:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, *[np.asarray(a) for a in arrays])
+            os.replace(temporary, folder / f"r{round_num}.npz")
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a client whose first write failed has no state
+            raise self._write_failed(client_id, round_num, error) from error
+
+    def _write_failed(self, client_id: ClientKey, round_num: int, error: OSError) -> ClientStateWriteError:
+        reason = error.strerror or str(error)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason += " (the disk is full)"
+        return ClientStateWriteError(
+            f"could not write client {client_id!r}'s state of round {round_num} to {self.directory}: {reason}; "
+            "its earlier state, if any, is intact. Free disk space, then continue the run with "
+            f"'fedsim resume {self.directory.parent}'"
+        )
 
     def prune(self, up_to_round: int) -> None:
         for shard in self.directory.iterdir():
@@ -133,6 +159,9 @@ class NpzClientStore:
                 rounds = self._rounds(folder)
                 for stale in rounds[: _keep_from(rounds, up_to_round)]:
                     (folder / f"r{stale}.npz").unlink()
+                # What a writer killed mid-put left; no put runs while its run prunes (one process, one thread).
+                for partial in folder.glob("tmp-*.partial"):
+                    partial.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Removes every client's state (a new run reusing the directory)."""

@@ -1,7 +1,6 @@
 """The simulation loop: sample a cohort, run a round, evaluate, log; repeat."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from fedsim.data import ClientData
+from fedsim.experiment.metrics_file import MetricsAppender
 from fedsim.learning.process import FederatedProcess, ServerState
 from fedsim.evaluation.federated import evaluate_federated
 from fedsim.metrics import to_python
@@ -82,7 +82,10 @@ def simulate(
         ``participation(population_size)``, which must equal the mechanism's.
       eval_data: held-out clients, evaluated every ``eval_every`` rounds and
         after the last round (never when ``eval_every`` is 0).
-      metrics_path: appends one JSON line per round, flushed as it is written.
+      metrics_path: appends one JSON line per round, handed to the kernel as it is
+        written. A round whose evaluation raises still gets its line, with
+        ``eval_error`` (the error's type and message) in place of ``eval``,
+        before the error propagates.
       progress: show a tqdm bar with the round's loss and accuracy.
       state: continue from this state instead of ``process.initialize()``.
       callbacks: called with ``(state, record)`` after each round, once its
@@ -108,7 +111,7 @@ def simulate(
     mechanism.check_run(getattr(process, "aggregator", None), participation(len(client_ids)) if participation else None)
     first, last = state.round_num + 1, state.round_num + rounds
     history = []
-    metrics_file = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+    metrics_file = MetricsAppender(metrics_path) if metrics_path else None
     # total/initial count absolute rounds, so a resumed run's bar starts where the last one stopped.
     bar = tqdm(total=last, initial=first - 1, desc="rounds", disable=not progress, unit="round")
     try:
@@ -130,13 +133,16 @@ def simulate(
             if privacy is not None:
                 record["privacy"] = privacy
             if eval_data is not None and eval_every and (round_num % eval_every == 0 or round_num == last):
-                record["eval"], record["eval_clients"] = evaluate_population(
-                    process, state.model_weights, eval_data, eval_clients)
-            record["round_time_s"] = time.perf_counter() - start
+                try:
+                    record["eval"], record["eval_clients"] = evaluate_population(
+                        process, state.model_weights, eval_data, eval_clients)
+                except Exception as error:
+                    # The round trained: its record must outlive the failed evaluation.
+                    record["eval_error"] = f"{type(error).__name__}: {error}"
+                    _write(metrics_file, record, start)
+                    raise
+            _write(metrics_file, record, start)
             history.append(record)
-            if metrics_file:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
             bar.set_postfix(_postfix(history), refresh=False)
             bar.update()
             for callback in callbacks:
@@ -149,6 +155,13 @@ def simulate(
         if metrics_file:
             metrics_file.close()
     return SimulationResult(state=state, history=history)
+
+
+def _write(metrics_file: Optional[MetricsAppender], record: dict, start: float) -> None:
+    """Stamps the round's time on ``record`` and appends it to the metrics file, if there is one."""
+    record["round_time_s"] = time.perf_counter() - start
+    if metrics_file:
+        metrics_file.append(record)
 
 
 def _postfix(history: list[dict]) -> dict:
