@@ -32,7 +32,7 @@ _ERROR_MODULES = {
     "ConfigError": "fedsim.experiment.config",
     "DataBuildError": "fedsim.experiment.build_data",
     "MetricsFileError": "fedsim.experiment.metrics_file",
-    "ModelBuildError": "fedsim.experiment.build_model",
+    "ModelBuildError": "fedsim.experiment.custom_code",
     "ReportError": "fedsim.experiment.report",
     "RunDirectoryError": "fedsim.experiment.run",
 }

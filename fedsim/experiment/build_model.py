@@ -13,30 +13,25 @@ Three things a model block brings besides the architecture:
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
 import os
 import re
-import sys
-import zipfile
-import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-import attrs
 import keras
 import numpy as np
 import tensorflow as tf
 
+from fedsim.data.npz import NpzError, read_npz
 from fedsim.experiment import blocks
+# ModelBuildError, the family of this module's errors, is importable from here as before.
+from fedsim.experiment.custom_code import (  # noqa: F401
+    CustomFunction, ModelBuildError, module_search_path, resolve_custom_function,
+)
 from fedsim.models import ModelWeights, from_keras_model, zoo
 from fedsim.models.keras_model import KerasModelError
 from fedsim.models.legacy import as_variable_model
-
-
-class ModelBuildError(ValueError):
-    """A model block that cannot be built (e.g. a custom function that cannot be imported)."""
 
 
 class InputShapeError(ModelBuildError):
@@ -117,80 +112,6 @@ def _keras_model(model: blocks.ModelBlock, x_shape: list[int], num_classes: int)
 
 
 # Custom model functions -------------------------------------------------------
-def module_search_path(config_dir: Optional[str | os.PathLike] = None) -> list[Path]:
-    """The folders a custom model's module is looked up in before ``sys.path``, first first:
-    the config file's folder (``config_dir``; a block's ``module_dir``), then the working directory."""
-    folders = [Path(config_dir).expanduser().resolve()] if config_dir is not None else []
-    cwd = Path.cwd().resolve()
-    return folders + ([cwd] if cwd not in folders else [])
-
-
-@contextlib.contextmanager
-def _searching(folders: Sequence[str]) -> Iterator[None]:
-    # Ahead of sys.path only while the user's code runs (its import, and each call,
-    # which may import sibling modules lazily); the process's sys.path is left as it was.
-    saved = list(sys.path)
-    sys.path[:0] = [folder for folder in folders if folder not in sys.path]
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-
-
-def _imported(import_path: str, folders: Sequence[str]) -> Callable[..., Any]:
-    module_name, _, attribute = import_path.partition(":")
-    importlib.invalidate_caches()  # a module written since the interpreter last looked is seen
-    with _searching(folders):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ModelBuildError(
-                f"model.function {import_path!r}: cannot import {module_name!r} ({error}); searched "
-                f"{list(folders)} and sys.path: put {module_name.replace('.', '/')}.py next to the "
-                "config file or in the working directory, or install the package that provides it"
-            ) from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise ModelBuildError(
-            f"model.function {import_path!r}: {module_name!r} ({getattr(module, '__file__', '?')}) has no "
-            f"function {attribute!r}"
-        )
-    return function
-
-
-@attrs.frozen
-class CustomFunction:
-    """A custom model function, held by name and the folders its module is found in.
-
-    Calling it imports the module (once per process: ``sys.modules`` keeps it)
-    with those folders ahead of ``sys.path``. Held by name, it pickles as
-    such, so a Ray actor, in another working directory, imports the module
-    from the same absolute folders.
-    """
-
-    import_path: str
-    folders: tuple[str, ...]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        function = _imported(self.import_path, self.folders)
-        with _searching(self.folders):
-            return function(*args, **kwargs)
-
-
-def resolve_custom_function(import_path: str, config_dir: Optional[str | os.PathLike] = None) -> CustomFunction:
-    """The function named by ``import_path`` (``"package.module:function"``), checked importable now.
-
-    The module is looked up in :func:`module_search_path` ``(config_dir)``,
-    then on ``sys.path``; the function runs with those folders on the path too.
-
-    Raises:
-      ModelBuildError: the module cannot be imported (naming the folders searched) or has no such function.
-    """
-    folders = tuple(str(folder) for folder in module_search_path(config_dir))
-    _imported(import_path, folders)  # fails here, before any model is built
-    return CustomFunction(import_path, folders)
-
-
 # Initial weights ---------------------------------------------------------------
 _POSITIONAL_KEY = re.compile(r"arr_(\d+)")
 
@@ -220,28 +141,12 @@ def read_initial_weights(path: str | os.PathLike) -> list[tuple[str, np.ndarray]
             "(a relative path is read from the config file's folder)"
         )
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded as npz:
-                entries = [(key, npz[key]) for key in npz.files]
-    # A damaged .npz fails inside zipfile, zlib or NumPy's .npy reader: empty (EOFError),
-    # truncated or with a bad CRC (BadZipFile), a member that is not a .npy (ValueError).
-    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
-            zlib.error) as error:
+        entries = list(read_npz(path).items())
+    except NpzError as error:  # one reader for every .npz a user writes, damage named (fedsim.data.npz)
         raise InitialWeightsError(
-            f"cannot read model.initial_weights={str(path)!r} as a .npz ({type(error).__name__}: {error}); "
-            "the file is damaged or not a NumPy archive: write it again with np.savez(path, *arrays)"
+            f"cannot read model.initial_weights={str(path)!r}: {error.reason}; write it again with "
+            "np.savez(path, *arrays), one array per model variable"
         ) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one array, not one per variable
-        raise InitialWeightsError(f"model.initial_weights={str(path)!r} holds a single array (.npy); save one "
-                                  "array per model variable with np.savez(path, *arrays)")
-    # NumPy hands a member that is not a .npy (e.g. 'notes.txt') back as raw bytes.
-    strays = [key for key, value in entries if not isinstance(value, np.ndarray)]
-    if strays:
-        raise InitialWeightsError(
-            f"model.initial_weights={str(path)!r} holds members that are not .npy arrays ({strays}); "
-            "save only arrays, with np.savez(path, *arrays)"
-        )
     if not entries:
         raise InitialWeightsError(f"model.initial_weights={str(path)!r} holds no arrays")
     positional = [_POSITIONAL_KEY.fullmatch(key) for key, _ in entries]

@@ -8,9 +8,10 @@ and the model traced. Each check reads only what it must: file metadata, the
 module (which finds the module's file without running it).
 
 A config names code it runs only through a custom model's ``model.function``
-(issue 18): :func:`check_custom_module` refuses a function of the standard
-library or a built-in module (``os:system``) unless the user allows that
-module (``--allow-module``), and :func:`check_resume_trust` refuses to resume
+(issue 18): :func:`check_custom_module` refuses a function of any module
+that is not the user's own (next to the config file or in the working
+directory: not the standard library's ``os:system``, not an installed tool's
+entry point, not fedsim's) unless the user allows it (``--allow-module``), and :func:`check_resume_trust` refuses to resume
 a run directory that would import and call one without the user's consent
 (``--trust``): a run directory may come from someone else.
 
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from fedsim.experiment import data_blocks
-from fedsim.experiment.config import ConfigError
+from fedsim.experiment.config_source import ConfigError
+from fedsim.experiment.custom_code import module_search_path  # the folders the build imports from
 
 
 class PreflightError(ConfigError):
@@ -64,7 +66,7 @@ def check_config(config: Any, allow_modules: Sequence[str] = ()) -> None:
 
     A custom model's module must be allowed (:func:`check_custom_module`) and
     is looked up where the run will import it from
-    (:func:`fedsim.experiment.build_model.module_search_path`): the config
+    (:func:`fedsim.experiment.custom_code.module_search_path`): the config
     file's folder (``model.module_dir``), the working directory, ``sys.path``.
     """
     _check_data_exists(config.data)
@@ -152,51 +154,74 @@ def _check_tff_cache(data: Any) -> None:
 
 
 def check_custom_module(model: Any, allow_modules: Sequence[str] = ()) -> None:
-    """Checks a custom ``model.function`` may run and can be found, without importing its module.
+    """Checks a custom ``model.function`` may run and can be found, importing nothing of it.
 
-    Only modules the user brings may be called: one in the config file's
-    folder or the working directory, or an installed package. A module of
-    the standard library or a built-in one (``os``, ``subprocess``,
-    ``builtins``: a shell command or a file deletion away) is refused unless
-    its name, or a package above it, is in ``allow_modules``.
+    Only modules the user brings may be called without asking: a module or
+    package in the config file's folder (``model.module_dir``) or the working
+    directory. Any other module needs its name, or a package above it, in
+    ``allow_modules`` (``--allow-module``): the standard library and built-in
+    modules (``os:system`` is a shell command), installed packages (a tool's
+    entry point runs whatever its arguments say, e.g. ``pip``'s), and fedsim
+    itself (``fedsim.cli:main`` would start another run with other flags).
 
     Raises:
       AllowModuleError: an ``allow_modules`` entry is not a module name.
-      UntrustedModuleError: the module is the standard library's or built in, and not allowed.
       CustomModuleNotFoundError: no such module where the run imports from.
+      UntrustedModuleError: the module is not the user's own, and not allowed.
     """
     allow_modules = _allowed_names(allow_modules)
     function = _custom_function(model)
     if function is None:
         return
     module_name = function.partition(":")[0]
-    # Before find_spec, which imports the parent packages of a dotted name.
-    if _is_standard_library(module_name) and not _is_allowed(module_name, allow_modules):
+    top = module_name.partition(".")[0]
+    allowed = _is_allowed(module_name, allow_modules)
+    # Named before any look-up: a standard module is refused even when a file of the user's shadows it.
+    if _is_standard_library(module_name) and not allowed:
         raise UntrustedModuleError(
             f"model.function={function!r} calls into {module_name!r}, a module of Python's standard library "
-            "or a built-in one; a config may call only model functions of modules you bring (next to the "
-            "config file, in the working directory, or an installed package), so that a config cannot run "
-            f"a shell command or delete files by surprise. If you mean it, allow the module: --allow-module "
-            f"{module_name} (in Python: allow_modules=[{module_name!r}]); a model module of your own that "
-            "shares a standard module's name needs another name"
+            f"or a built-in one{_OWN_MODULES_ONLY} If you mean it, allow the module: --allow-module {module_name} "
+            f"(in Python: allow_modules=[{module_name!r}]); a model module of your own that shares a standard "
+            "module's name needs another name"
         )
-    from fedsim.experiment.build_model import module_search_path  # the folders the build imports from
-
     folders = module_search_path(getattr(model, "module_dir", None))
     importlib.invalidate_caches()  # a module written since the last import is seen
     with _on_sys_path(folders):
         try:
-            # find_spec locates the module's file without running it; a dotted name
-            # imports its parent packages, as the model's own import will.
-            spec = importlib.util.find_spec(module_name)
+            # A top-level name is located without running anything (a dotted one would import its parents).
+            spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):
             spec = None
     if spec is None:
         raise CustomModuleNotFoundError(
-            f"model.function={function!r}: no module {module_name!r} in {[str(f) for f in folders]} "
+            f"model.function={function!r}: no module {top!r} in {[str(f) for f in folders]} "
             f"or on the Python path; put {module_name.replace('.', '/')}.py next to the config file "
             "or in the working directory, or install the package that provides it"
         )
+    home = _home_of(spec)
+    # The user's own: the module's file (or package folder) sits right in one of those folders.
+    if allowed or (top != "fedsim" and home is not None and home.parent in folders):
+        return
+    where = "fedsim itself" if top == "fedsim" else f"an installed package ({home or 'built in'})"
+    raise UntrustedModuleError(
+        f"model.function={function!r} calls into {module_name!r}, {where}, not a module of yours next to the "
+        f"config file or in the working directory ({[str(f) for f in folders]}){_OWN_MODULES_ONLY} If you mean "
+        f"it, allow the package: --allow-module {top} (in Python: allow_modules=[{top!r}])"
+    )
+
+
+_OWN_MODULES_ONLY = ("; a config calls, unasked, only model functions of modules you bring (next to the config "
+                     "file or in the working directory), so that a config cannot run a shell command or delete "
+                     "files by surprise.")
+
+
+def _home_of(spec: Any) -> Optional[Path]:
+    """The file or package folder a module spec was found at (None for a built-in or namespace-less module)."""
+    locations = list(spec.submodule_search_locations or [])
+    origin = locations[0] if locations else spec.origin
+    if not origin or not os.path.isabs(origin):
+        return None
+    return Path(origin).resolve()
 
 
 def check_resume_trust(model: Any, config_path: Path, trust: bool, allow_modules: Sequence[str] = ()) -> None:

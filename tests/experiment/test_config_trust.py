@@ -170,3 +170,31 @@ def test_sweep_refuses_a_standard_library_function_before_any_point_runs(tmp_pat
     assert main(["sweep", str(config), "--grid", "seed=1,2", "--out", str(out), "--quiet"]) == 2
     assert "--allow-module os" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "ran.txt").exists()
+
+
+@pytest.mark.parametrize("function, package", [
+    ("pytest:main", "pytest"),            # an installed tool's entry point: it runs what its arguments say
+    ("fedsim.cli:main", "fedsim"),        # fedsim itself would start another run with other flags
+    ("numpy.lib.npyio:load", "numpy"),    # any installed package, even a harmless one
+])
+def test_modules_outside_the_config_folder_and_working_directory_need_allowing(tmp_path, capsys, function, package):
+    marker = tmp_path / "ran.txt"
+    config = write_config(tmp_path, function, f"{{ args = ['--version', '{marker}'] }}")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"model.function={function!r} calls into" in err
+    assert f"--allow-module {package}" in err
+    assert not out.exists() and not marker.exists()
+    check_config(config_from_dict(custom(function)), allow_modules=[package])  # allowed: the gate opens
+
+
+def test_a_module_of_ones_own_in_the_working_directory_needs_no_flag(tmp_path, monkeypatch):
+    (tmp_path / "cwd_models_t18.py").write_text(USER_MODULE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    check_config(config_from_dict(custom("cwd_models_t18:build")))
+    with pytest.raises(UntrustedModuleError, match="cwd_models_t18"):
+        # The same module reached from elsewhere is an installed one: allowed only by name.
+        monkeypatch.chdir(tmp_path.parent)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        check_config(config_from_dict(custom("cwd_models_t18:build")))
