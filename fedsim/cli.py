@@ -258,6 +258,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         return 0
 
+    if args.command in ("run", "sweep"):
+        # Missing files, a cohort larger than the population, a module that may not run: said
+        # before TensorFlow takes seconds to start (the full load after it reports everything else).
+        from fedsim.experiment.config_source import ConfigError
+        from fedsim.experiment.early import check_early
+
+        try:
+            check_early(args.config, args.overrides, args.allow_modules)
+        except ConfigError as error:
+            print(f"fedsim: error: {error}", file=sys.stderr)
+            return 2
     try:
         _import_tensorflow_quietly(args.verbose)
         from fedsim.data.statistics import StatisticsError

@@ -89,3 +89,51 @@ def test_run_prints_no_tensorflow_start_up_lines(tmp_path):
              if any(word in line.lower() for word in ("cuinit", "cuda", "onednn", "absl"))]
     assert noisy == [], result.stderr
     assert "rounds:        1" in result.stdout
+
+
+# Config problems that need neither data nor a model: each found before TensorFlow is imported.
+_EARLY_PROBLEMS = {
+    "cohort larger than the population": (
+        TINY_CONFIG.replace("cohort_size = 3", "cohort_size = 7"),
+        "sampler.cohort_size=7 is larger than the population of 6 train clients (data.num_devices)"),
+    "cohort larger than a --set population": (
+        TINY_CONFIG, "sampler.cohort_size=3 is larger than the population of 2 train clients"),
+    "missing arrays file": (
+        TINY_CONFIG.replace('name = "synthetic"\nnum_devices = 6', 'name = "arrays"\npath = "absent.npz"'),
+        "data.path='absent.npz': no such file"),
+    "missing LEAF directory": (
+        TINY_CONFIG.replace('name = "synthetic"\nnum_devices = 6',
+                            'name = "leaf"\ntrain_dir = "nowhere/train"\ntest_dir = "nowhere/test"\nnum_classes = 2'),
+        "data.train_dir='nowhere/train': no such directory or file"),
+    "missing EMNIST cache": (
+        TINY_CONFIG.replace('name = "synthetic"\nnum_devices = 6', 'name = "emnist"\ncache_dir = "no_cache_here"'),
+        "data.name='emnist': neither emnist_all.sqlite nor emnist_all.sqlite.lzma is in 'no_cache_here'"),
+    "a standard-library model function": (
+        TINY_CONFIG.replace('name = "logreg"', 'name = "custom"\nfunction = "os:system"'),
+        "model.function='os:system' calls into 'os'"),
+    "unknown custom module": (
+        TINY_CONFIG.replace('name = "logreg"', 'name = "custom"\nfunction = "no_such_models:build"'),
+        "model.function='no_such_models:build': no module 'no_such_models'"),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(_EARLY_PROBLEMS))
+def test_config_problems_are_reported_before_tensorflow_starts(tmp_path, problem):
+    text, message = _EARLY_PROBLEMS[problem]
+    config = tmp_path / "bad.toml"
+    config.write_text(text, encoding="utf-8")
+    overrides = ["--set", "data.num_devices=2"] if "--set" in problem else []
+    result = _cli_in_fresh_process("run", str(config), "--out", str(tmp_path / "run"), "--quiet", *overrides)
+    assert result.stdout.splitlines()[-1] == "EXIT 2 HEAVY []", result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing made: the same --out works once the config is fixed
+
+
+def test_sweep_checks_its_config_before_tensorflow_starts(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(TINY_CONFIG.replace("cohort_size = 3", "cohort_size = 7"), encoding="utf-8")
+    result = _cli_in_fresh_process("sweep", str(config), "--grid", "seed=1,2", "--out", str(tmp_path / "sweep"))
+    assert result.stdout.splitlines()[-1] == "EXIT 2 HEAVY []", result.stderr
+    assert "sampler.cohort_size=7 is larger than the population of 6" in result.stderr
+    assert not (tmp_path / "sweep").exists()

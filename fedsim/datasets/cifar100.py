@@ -7,9 +7,10 @@ import os
 import tensorflow as tf
 
 from fedsim.data import ClientData
+from fedsim.datasets import cache_files
 from fedsim.datasets.tff_sqlite import load_splits
 
-FILE_NAME = "cifar100.sqlite.lzma"
+FILE_NAME = cache_files.CIFAR100
 FEATURES = {
     "coarse_label": tf.TensorSpec([], tf.int64),
     "image": tf.TensorSpec([32, 32, 3], tf.uint8),

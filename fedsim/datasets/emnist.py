@@ -7,9 +7,10 @@ import os
 import tensorflow as tf
 
 from fedsim.data import ClientData
+from fedsim.datasets import cache_files
 from fedsim.datasets.tff_sqlite import load_splits
 
-FILE_NAME = "emnist_all.sqlite.lzma"
+FILE_NAME = cache_files.EMNIST
 FEATURES = {
     "label": tf.TensorSpec([], tf.int32),
     "pixels": tf.TensorSpec([28, 28], tf.float32),

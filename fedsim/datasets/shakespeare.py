@@ -7,9 +7,10 @@ import os
 import tensorflow as tf
 
 from fedsim.data import ClientData
+from fedsim.datasets import cache_files
 from fedsim.datasets.tff_sqlite import load_splits
 
-FILE_NAME = "shakespeare.sqlite.lzma"
+FILE_NAME = cache_files.SHAKESPEARE
 FEATURES = {"snippets": tf.TensorSpec([], tf.string)}
 
 

@@ -7,9 +7,10 @@ import os
 import tensorflow as tf
 
 from fedsim.data import ClientData
+from fedsim.datasets import cache_files
 from fedsim.datasets.tff_sqlite import load_splits
 
-FILE_NAME = "stackoverflow.sqlite.lzma"
+FILE_NAME = cache_files.STACKOVERFLOW
 FEATURES = {
     "creation_date": tf.TensorSpec([], tf.string),
     "score": tf.TensorSpec([], tf.int64),

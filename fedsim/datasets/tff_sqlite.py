@@ -27,9 +27,9 @@ import tensorflow as tf
 
 from fedsim.data import ClientData, ClientDataError, DatasetNotFoundError, read_sql_client_data
 from fedsim.data.sql import SqliteFileError, check_sqlite_file
+from fedsim.datasets.cache_files import DEFAULT_CACHE_DIR
 
 TFF_DATASETS_URL = "https://storage.googleapis.com/tff-datasets-public/"
-DEFAULT_CACHE_DIR = "~/.cache/fedsim/datasets"
 _CHUNK_BYTES = 1 << 20
 
 

@@ -14,11 +14,12 @@ which reports every problem of the config at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import attrs
 import cattrs
 
+from fedsim.experiment import preflight
 from fedsim.experiment.config_source import apply_overrides, read_toml
 from fedsim.experiment.data_blocks import DataBlock, PartitionerBlock
 from fedsim.experiment.model_blocks import ModelBlock
@@ -55,10 +56,11 @@ def early_view(path: str | Path, overrides: Iterable[str] = ()) -> Optional[Earl
     return attrs.evolve(view, model=view.model.relative_to(folder), sampler=view.sampler.relative_to(folder))
 
 
-def check_early(path: str | Path, overrides: Iterable[str] = ()) -> None:
-    """Raises the first ``PreflightError`` (a ``ConfigError``) the config at ``path`` shows without TensorFlow."""
-    from fedsim.experiment import preflight
+def check_early(path: str | Path, overrides: Iterable[str] = (), allow_modules: Sequence[str] = ()) -> None:
+    """Raises the first ``PreflightError`` (a ``ConfigError``) the config at ``path`` shows without TensorFlow.
 
+    ``allow_modules``: as ``--allow-module`` (:func:`fedsim.experiment.preflight.check_custom_module`).
+    """
     view = early_view(path, overrides)
     if view is not None:
-        preflight.check_config(view)
+        preflight.check_config(view, allow_modules)

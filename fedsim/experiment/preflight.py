@@ -140,11 +140,10 @@ def _check_leaf_split(key: str, path: str) -> None:
 
 
 def _check_tff_cache(data: Any) -> None:
-    from fedsim.datasets import emnist, shakespeare
-    from fedsim.datasets.tff_sqlite import DEFAULT_CACHE_DIR
+    from fedsim.datasets import cache_files
 
-    file_name = emnist.FILE_NAME if isinstance(data, data_blocks.EmnistData) else shakespeare.FILE_NAME
-    cache = Path(data.cache_dir or DEFAULT_CACHE_DIR).expanduser()
+    file_name = cache_files.EMNIST if isinstance(data, data_blocks.EmnistData) else cache_files.SHAKESPEARE
+    cache = Path(data.cache_dir or cache_files.DEFAULT_CACHE_DIR).expanduser()
     decompressed = file_name.removesuffix(".lzma")
     if not ((cache / decompressed).is_file() or (cache / file_name).is_file()):
         raise DataNotFoundError(

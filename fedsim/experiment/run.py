@@ -292,6 +292,10 @@ def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int]
             experiment = build_experiment(config if rounds is None else attrs.evolve(config, rounds=rounds),
                                           state_dir=run_dir)
             template = {"server_state": experiment.process.initialize()}
+            if _before_first_checkpoint(run_dir, config):
+                if rounds is not None:
+                    config_text = _set_rounds(run_dir, config_text, config.rounds, rounds)
+                return _restart(experiment, run_dir, template["server_state"], progress, config_text, signals)
             name_variables = _variable_namer(experiment.process.model)
             restored = resume_checks.choose_checkpoint(
                 run_dir, template, config_text, rounds_given=rounds is not None, describe=name_variables)
@@ -307,6 +311,33 @@ def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int]
             kept = truncate_metrics(run_dir / "metrics.jsonl", restored.round_num)
             return _execute(experiment, run_dir, restored.state["server_state"], progress, config_text, signals,
                             kept_records=kept)
+
+
+def _before_first_checkpoint(run_dir: Path, config: RunConfig) -> bool:
+    """Whether the run stopped before its first checkpoint was due: then it starts again from round 1.
+
+    A kill between round 1's record and its checkpoint, or a failed first
+    evaluation, leaves such a directory. Starting again loses nothing: the run
+    is determined by its config and seed, and the rounds recorded are fewer
+    than ``checkpoint.every``. A finished run, or one whose checkpoints are all
+    unreadable, is never restarted (``choose_checkpoint`` explains those).
+    """
+    if not config.checkpoint.every or list_checkpoints(run_dir / "checkpoints"):
+        return False
+    if (run_dir / "summary.json").exists():
+        return False
+    metrics = run_dir / "metrics.jsonl"
+    return not metrics.exists() or len(read_metrics(metrics)) < config.checkpoint.every
+
+
+def _restart(experiment: Experiment, run_dir: Path, initial: ServerState, progress: bool, config_text: str,
+             signals: "_Signals") -> dict:
+    """Runs ``experiment`` from round 1 in its own directory, dropping the records of rounds it redoes."""
+    metrics = run_dir / "metrics.jsonl"
+    kept = truncate_metrics(metrics, 0) if metrics.exists() else []
+    print(f"fedsim: {run_dir} stopped before its first checkpoint; starting again from round 1")
+    logger.info("restarting %s from round 1 (no checkpoint was due yet)", run_dir)
+    return _execute(experiment, run_dir, initial, progress, config_text, signals, kept_records=kept)
 
 
 def _set_rounds(run_dir: Path, config_text: str, old: int, new: int) -> str:

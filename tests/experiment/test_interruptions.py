@@ -206,3 +206,34 @@ def test_resume_rewrites_tensorboard_and_removes_temporary_checkpoints(tmp_path,
                 steps.setdefault(value.tag, []).append(event.step)
     assert sorted(steps["train/loss"]) == [1, 2, 3, 4]  # rounds 3 and 4 ran twice, recorded once
     assert sorted(steps["eval/accuracy"]) == [2, 4]
+
+
+def _training(run_dir: Path) -> list[dict]:
+    return [json.loads(line)["train"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_round_one(tmp_path, tiny_config, capsys):  # noqa: F811
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    settings = ["--set", "checkpoint.every=3", "--quiet"]
+    assert main(["run", str(tiny_config), "--out", str(reference), *settings]) == 0
+    assert main(["run", str(tiny_config), "--out", str(stopped), *settings]) == 0
+    # What a kill after round 1's record, before round 3's checkpoint, leaves behind.
+    shutil.rmtree(stopped / "checkpoints")
+    (stopped / "summary.json").unlink()
+    first = (stopped / "metrics.jsonl").read_text().splitlines()[0]
+    (stopped / "metrics.jsonl").write_text(first + "\n")
+    capsys.readouterr()
+
+    assert main(["resume", str(stopped), "--quiet"]) == 0
+    assert "stopped before its first checkpoint; starting again from round 1" in capsys.readouterr().out
+    assert _rounds(stopped) == [1, 2, 3, 4]
+    assert _training(stopped) == _training(reference)  # the same seeded run, every round once
+
+
+def test_a_finished_run_without_checkpoints_is_never_restarted(tmp_path, tiny_config, capsys):  # noqa: F811
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tiny_config), "--out", str(run_dir), "--set", "checkpoint.every=0", "--quiet"]) == 0
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    assert main(["resume", str(run_dir), "--quiet"]) == 2
+    assert "no readable checkpoint" in capsys.readouterr().err
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
