@@ -24,12 +24,15 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from fedsim.data.errors import ClientDataError
 from fedsim.data.labels import LabelError, whole_labels
+
+if TYPE_CHECKING:  # imported in load_leaf: the shard readers stay free of TensorFlow
+    from fedsim.data.client_data import ClientData
 
 #: The older name of :class:`fedsim.data.labels.LabelError`, raised for a LEAF label that is not a whole number.
 LeafLabelError = LabelError
@@ -39,7 +42,7 @@ Users = dict[str, dict[str, np.ndarray]]
 
 def load_leaf(
     train_path: str | os.PathLike, test_path: str | os.PathLike
-) -> tuple["ClientData", "ClientData"]:
+) -> tuple[ClientData, ClientData]:
     """``(train, test)`` populations of two LEAF splits, each a directory of shards or one ``.json``.
 
     The splits may hold different writers (LEAF's split by user does):
