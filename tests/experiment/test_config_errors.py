@@ -5,6 +5,7 @@ import pytest
 
 import fedsim
 
+from fedsim.cli import main
 from fedsim.experiment.config import ConfigError, config_to_toml, load_config
 
 BASE = '''rounds = 3
@@ -152,7 +153,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_malformed_config_is_rejected_with_its_key_path(tmp_path, name):
+def test_malformed_config_is_rejected_with_its_key_path(tmp_path, name, capsys):
     text, expected = CASES[name]
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
@@ -160,6 +161,14 @@ def test_malformed_config_is_rejected_with_its_key_path(tmp_path, name):
         load_config(path)
     for fragment in expected:
         assert fragment in str(raised.value)
+    # The same through the command line: exit code 2, the message, no traceback, nothing made.
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedsim: error: ") and "Traceback" not in err
+    for fragment in expected:
+        assert fragment in err
+    assert not out.exists() and path.read_text(encoding="utf-8") == text
 
 
 def test_missing_file(tmp_path):
