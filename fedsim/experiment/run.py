@@ -18,17 +18,12 @@ so a resume continues only the run it belongs to.
 """
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import json
 import logging
-import os
 import re
-import shutil
 import signal
-import threading
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import attrs
 
@@ -38,8 +33,13 @@ from fedsim.experiment.blocks import RunConfig
 from fedsim.experiment.build import Experiment, build_experiment
 from fedsim.experiment.config import config_to_toml, load_config
 # RunDirectoryError is defined with the lock, re-exported here for the CLI's list of expected errors.
-from fedsim.experiment.lock import RunDirectoryError, RunDirectoryLocked, lock_run_dir, unwritable  # noqa: F401
+from fedsim.experiment.lock import RunDirectoryError, RunDirectoryLocked, lock_run_dir  # noqa: F401
 from fedsim.experiment.metrics_file import read_metrics, truncate_metrics
+from fedsim.experiment.run_dir import (  # noqa: F401 (RUN_OUTPUTS and the errors: importable from here)
+    RUN_OUTPUTS, START_MESSAGE, RunDirectoryIsAFileError, RunOutputsExistError, RunOutputTypeError,
+    default_run_dir, no_empty_metrics, prepare_run_dir, remove_outputs, run_log, write_atomic,
+)
+from fedsim.experiment.signals import RunAborted, RunInterrupted, StopSignals, handling_signals  # noqa: F401
 from fedsim.experiment.tensorboard import TensorBoardWriter
 from fedsim.learning.process import ServerState
 from fedsim.runtime import thread_settings
@@ -47,169 +47,6 @@ from fedsim.simulation import simulate
 from fedsim.simulation.loop import evaluation_sample
 
 logger = logging.getLogger(__name__)
-
-
-class RunInterrupted(Exception):
-    """A run stopped by SIGINT or SIGTERM after a finished round, its checkpoint and metrics written.
-
-    ``exit_code`` is the shell's code for a command ended by that signal (130, 143);
-    ``signal_name`` and ``round_num`` say which signal and after which round.
-    """
-
-    def __init__(self, message: str, signum: int = signal.SIGINT, round_num: Optional[int] = None):
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
-        self.signal_name = signal.Signals(signum).name
-        self.round_num = round_num
-
-
-class RunAborted(KeyboardInterrupt):
-    """A signal during start-up, or a second one during a round: the run ends at once.
-
-    A KeyboardInterrupt, so code that cleans up after Ctrl-C cleans up after
-    it too; the message says what was kept.
-    """
-
-
-def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{config.algorithm.name}-{config.model.name}-seed{config.seed}"
-
-
-# What a run writes into its directory besides its lock: name -> (kind, what it holds).
-RUN_OUTPUTS = {
-    "config.toml": ("file", "resolved config"),
-    "metrics.jsonl": ("file", "per-round metrics"),
-    "summary.json": ("file", "summary"),
-    "run.log": ("file", "log"),
-    "checkpoints": ("folder", "checkpoints"),
-    "tensorboard": ("folder", "TensorBoard events"),
-    "client_state": ("folder", "per-client algorithm state"),
-    "client_non_trainable": ("folder", "per-client non-trainable weights"),
-}
-_START_MESSAGE = "starting run in %s"  # the first record of every run.log
-_START_RECORD = re.compile(rf"^\S+ \S+ INFO {re.escape(__name__)}: starting run in ")
-
-
-class RunDirectoryIsAFileError(RunDirectoryError):
-    """The run directory's path is an existing file, or lies under one."""
-
-
-class RunOutputsExistError(RunDirectoryError):
-    """The run directory holds files or folders a new run would replace or prune."""
-
-
-class RunOutputTypeError(RunDirectoryError):
-    """A run's file exists as a folder there, or a run's folder as a file (e.g. a folder named run.log)."""
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> list[Path]:
-    """Makes ``run_dir`` for a new run; returns the earlier outputs to remove before the run writes.
-
-    A directory holding any of :data:`RUN_OUTPUTS` is refused, so a new run
-    never replaces a user's ``config.toml`` nor prunes (``checkpoint.keep``) or
-    later resumes from another run's checkpoints. Two exceptions:
-    ``overwrite`` (``--overwrite``) returns all of them, checkpoints included,
-    for :func:`_remove` to delete explicitly; and the remains of a run that
-    stopped before its first round (:func:`_stopped_before_round_one`) are
-    returned but for its ``run.log``, which the new run appends to. No other
-    file in ``run_dir`` is ever touched. Call it again once owning the directory.
-
-    Raises:
-      RunDirectoryIsAFileError: ``run_dir`` is a file, or a folder on its path is.
-      RunOutputTypeError: an output exists as the other kind (never removed, even with ``overwrite``).
-      RunOutputsExistError: outputs exist, and neither exception applies.
-    """
-    found = _outputs(run_dir)
-    if found and not overwrite:
-        if not _stopped_before_round_one(run_dir, found):
-            listing = [f"{name}/" if RUN_OUTPUTS[name][0] == "folder" else name for name in found]
-            raise RunOutputsExistError(
-                f"{str(run_dir)!r} already holds a run's files ({', '.join(listing)}), which a new run would "
-                "replace or prune. Choose another --out (or none: a new folder under runs/), continue an "
-                f"interrupted run with 'fedsim resume {run_dir}', or pass --overwrite to remove just those; "
-                "no other file in it is ever touched"
-            )
-        found.remove("run.log")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise RunDirectoryIsAFileError(
-            f"cannot make the run directory {str(run_dir)!r}: {error.strerror} (a folder on its path is a "
-            "file); choose another --out") from None
-    except OSError as error:
-        raise unwritable(run_dir, error, "make the run directory") from None
-    return [run_dir / name for name in found]
-
-
-def _outputs(run_dir: Path) -> list[str]:
-    """The names of :data:`RUN_OUTPUTS` in ``run_dir``, each checked to be of its kind."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirectoryIsAFileError(
-            f"the run directory {str(run_dir)!r} is an existing file, not a directory; choose another --out "
-            "(a directory, made if missing)")
-    found = []
-    for name, (kind, holds) in RUN_OUTPUTS.items():
-        path = run_dir / name
-        if not os.path.lexists(path):
-            continue
-        actual = "folder" if path.is_dir() else "file" if path.is_file() else "broken link or special file"
-        if actual != kind:
-            raise RunOutputTypeError(
-                f"{str(path)!r} is a {actual}, where a run writes its {holds} {kind}; fedsim neither writes into "
-                "it nor removes it (not even with --overwrite): move or rename it, or choose another --out")
-        found.append(name)
-    return found
-
-
-def _stopped_before_round_one(run_dir: Path, found: list[str]) -> bool:
-    """Whether the outputs ``found`` are what a run that stopped before its first round leaves.
-
-    Its ``run.log`` is fedsim's (it begins with a run's start record), and
-    it wrote no metrics record, summary or checkpoint: its ``config.toml`` is
-    the resolved config of a run that never ran, so the directory is reused
-    without ``--overwrite``, as after a config or data error.
-    """
-    if "run.log" not in found or not _START_RECORD.match(_first_line(run_dir / "run.log")):
-        return False
-    if "summary.json" in found or list_checkpoints(run_dir / "checkpoints"):
-        return False
-    return "metrics.jsonl" not in found or (run_dir / "metrics.jsonl").stat().st_size == 0
-
-
-def _first_line(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            return handle.readline(1000).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _remove(paths: Sequence[Path]) -> None:
-    """Deletes earlier run outputs (from :func:`prepare_run_dir`); a link is removed, not followed."""
-    for path in paths:
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except OSError as error:
-            raise unwritable(path, error, "remove the earlier run output") from None
-
-
-def _write_atomic(path: Path, text: str, what: str) -> None:
-    """Writes ``text`` to ``path`` whole or not at all: a full disk never leaves a truncated file."""
-    temp = path.with_name(f".{path.name}.fedsim-tmp")  # a name no file of the user's has
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise unwritable(path, error, f"write {what}") from None
 
 
 def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, progress: bool = True, *,
@@ -228,33 +65,17 @@ def run_experiment(config: RunConfig, run_dir: Optional[str | Path] = None, prog
     preflight.check_config(config, allow_modules)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     prepare_run_dir(run_dir, overwrite)  # fails before taking the lock when the answer is already clear
-    with _signals() as signals, lock_run_dir(run_dir):
+    with handling_signals() as signals, lock_run_dir(run_dir):
         # Again, owning it: another process may have started a run meanwhile.
-        _remove(prepare_run_dir(run_dir, overwrite))
-        with _run_log(run_dir), _no_empty_metrics(run_dir / "metrics.jsonl"):
-            logger.info(_START_MESSAGE, run_dir)  # first: it marks run.log as a run's (see prepare_run_dir)
+        remove_outputs(prepare_run_dir(run_dir, overwrite))
+        with run_log(run_dir), no_empty_metrics(run_dir / "metrics.jsonl"):
+            logger.info(START_MESSAGE, run_dir)  # first: it marks run.log as a run's (see prepare_run_dir)
             config_text = config_to_toml(config)
-            _write_atomic(run_dir / "config.toml", config_text, "the run's config")
+            write_atomic(run_dir / "config.toml", config_text, "the run's config")
             experiment = build_experiment(config, state_dir=run_dir)
             # Populations whose size only the loaded data tells (TFF's files): still before round 1.
             preflight.check_population(config, len(experiment.train_data.client_ids))
             return _execute(experiment, run_dir, experiment.process.initialize(), progress, config_text, signals)
-
-
-@contextlib.contextmanager
-def _no_empty_metrics(metrics: Path) -> Iterator[None]:
-    """Removes ``metrics`` if the run fails before writing its first round.
-
-    Only for a new run: ``prepare_run_dir`` made sure the file did not exist, so
-    an empty one is this run's own, and left behind it would block ``--out``.
-    """
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(OSError):
-            if metrics.stat().st_size == 0:
-                metrics.unlink()
-        raise
 
 
 def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int] = None, *,
@@ -281,13 +102,13 @@ def resume_run(run_dir: str | Path, progress: bool = True, rounds: Optional[int]
         raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
     if rounds is not None and rounds < 1:
         raise resume_checks.RoundsError(f"--rounds {rounds}: a run has at least 1 round")
-    with _signals() as signals, lock_run_dir(run_dir):
+    with handling_signals() as signals, lock_run_dir(run_dir):
         config_text = (run_dir / "config.toml").read_text(encoding="utf-8")
         config = load_config(run_dir / "config.toml")
         preflight.check_resume_trust(config.model, run_dir / "config.toml", trust, allow_modules)
         preflight.check_custom_module(config.model, allow_modules)
         remove_temporary(run_dir / "checkpoints")
-        with _run_log(run_dir):
+        with run_log(run_dir):
             # Built for the new length at once: a schedule sampler checks it covers every round.
             experiment = build_experiment(config if rounds is None else attrs.evolve(config, rounds=rounds),
                                           state_dir=run_dir)
@@ -331,7 +152,7 @@ def _before_first_checkpoint(run_dir: Path, config: RunConfig) -> bool:
 
 
 def _restart(experiment: Experiment, run_dir: Path, initial: ServerState, progress: bool, config_text: str,
-             signals: "_Signals") -> dict:
+             signals: "StopSignals") -> dict:
     """Runs ``experiment`` from round 1 in its own directory, dropping the records of rounds it redoes."""
     metrics = run_dir / "metrics.jsonl"
     kept = truncate_metrics(metrics, 0) if metrics.exists() else []
@@ -345,7 +166,7 @@ def _set_rounds(run_dir: Path, config_text: str, old: int, new: int) -> str:
     if new == old:
         return config_text
     text = resume_checks.set_rounds(config_text, new, was=old)
-    _write_atomic(run_dir / "config.toml", text, "the run's config")
+    write_atomic(run_dir / "config.toml", text, "the run's config")
     logger.warning("rounds changed from %d to %d by 'fedsim resume --rounds %d' (recorded in config.toml)",
                    old, new, new)
     print(f"fedsim: rounds set to {new} (was {old}); config.toml records the change")
@@ -353,7 +174,7 @@ def _set_rounds(run_dir: Path, config_text: str, old: int, new: int) -> str:
 
 
 def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress: bool, config_text: str,
-             signals: "_Signals", kept_records: Optional[list[dict]] = None) -> dict:
+             signals: "StopSignals", kept_records: Optional[list[dict]] = None) -> dict:
     """Runs the remaining rounds; ``kept_records`` (on resume) are the metrics records already written."""
     config = experiment.config
     meta = resume_checks.checkpoint_meta(config_text)
@@ -398,7 +219,7 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
     summary["interrupted"] = interrupted
     # The thread count changes float rounding (fedsim.runtime): keep it with the results.
     summary["threads"] = thread_settings()
-    _write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n", "the run's summary")
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n", "the run's summary")
     if interrupted:
         raise RunInterrupted(
             f"interrupted after round {result.state.round_num} of {config.rounds} ({signals.received_name}); "
@@ -434,61 +255,6 @@ def _variable_namer(model):
     return rewrite
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class _Signals:
-    """What SIGINT and SIGTERM (what job schedulers send) do at each stage of a run.
-
-    During start-up (building data and model) a signal aborts at once with
-    :class:`RunAborted`: there is nothing to save. Once rounds run
-    (:meth:`running`), the first asks the run to stop after the round in
-    progress, which then writes its checkpoint and metrics; a second aborts.
-    Either way the CLI prints one line, never a traceback.
-    """
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.received: Optional[int] = None
-        self._rounds_started = False
-
-    @property
-    def received_name(self) -> str:
-        return signal.Signals(self.received or signal.SIGINT).name
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[threading.Event]:
-        # Never reset: after the last round, a signal must not abort the final checkpoint and summary.
-        self._rounds_started = True
-        yield self.stop
-
-    def handle(self, signum: int, frame) -> None:
-        name = signal.Signals(signum).name
-        if not self._rounds_started:
-            raise RunAborted(f"{name} during start-up: no round ran in this process")
-        if self.stop.is_set():
-            raise RunAborted(f"aborted by a second {name} during a round; the run directory keeps every "
-                             "round up to its newest checkpoint. Continue with 'fedsim resume'")
-        self.received = signum
-        self.stop.set()
-        logger.warning("%s: stopping after this round (send it again to abort now)", name)
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[_Signals]:
-    """Installs :class:`_Signals`' handler for SIGINT and SIGTERM, restoring the previous ones after."""
-    handler = _Signals()
-    if threading.current_thread() is not threading.main_thread():
-        yield handler  # signal handlers can only be set from the main thread
-        return
-    previous = {signum: signal.signal(signum, handler.handle) for signum in _STOP_SIGNALS}
-    try:
-        yield handler
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def _checkpointer(directory: Path, config: RunConfig, meta: dict, client_stores=()):
     def save(state: ServerState, record: dict) -> None:
         round_num = state.round_num
@@ -512,44 +278,6 @@ def _save(directory: Path, state: ServerState, config: RunConfig, meta: dict, cl
     for store in client_stores:
         # Per-client state older than the oldest kept checkpoint can never be read again.
         store.prune(min(r for r, _ in list_checkpoints(directory)))
-
-
-@contextlib.contextmanager
-def _run_log(run_dir: Path) -> Iterator[None]:
-    """Copies the library's log records into ``run_dir/run.log`` (appended) while the run lasts."""
-    try:
-        handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    except OSError as error:
-        raise unwritable(run_dir / "run.log", error, "open the run's log") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    package_logger = logging.getLogger("fedsim")
-    previous_level = package_logger.level
-    package_logger.addHandler(handler)
-    if package_logger.getEffectiveLevel() > logging.INFO:
-        package_logger.setLevel(logging.INFO)
-    try:
-        yield
-    except BaseException as error:
-        # To the file only: the CLI prints the message of an expected error itself.
-        handler.handle(_failure_record(error))
-        raise
-    finally:
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(previous_level)
-        handler.close()
-
-
-def _failure_record(error: BaseException) -> logging.LogRecord:
-    """The log record of how a run ended early: interrupted, aborted, or failed (with its traceback)."""
-    if isinstance(error, RunInterrupted):
-        level, message, exc_info = logging.WARNING, f"run interrupted: {error}", None
-    elif isinstance(error, KeyboardInterrupt):
-        level, message, exc_info = logging.ERROR, f"run aborted: {error or 'Ctrl-C'}", None
-    else:
-        level, message = logging.ERROR, f"run failed: {type(error).__name__}: {error}"
-        exc_info = (type(error), error, error.__traceback__)
-    return logger.makeRecord(logger.name, level, __file__, 0, message, None, exc_info)
 
 
 def summarize(history: list[dict]) -> dict:

@@ -25,6 +25,7 @@ from fedsim.experiment.build_model import CustomModelError, InitialWeightsError,
 from fedsim.experiment.lock import LOCK_NAME, RunDirectoryLocked, RunDirectoryUnwritable, lock_run_dir
 from fedsim.experiment.preflight import AllowModuleError, UntrustedModuleError, UntrustedRunError
 from fedsim.experiment.resume_checks import RoundsError
+from fedsim.experiment import early
 from fedsim.experiment.run import (
     RunDirectoryError,
     RunDirectoryIsAFileError,
@@ -509,16 +510,20 @@ def test_the_catalogue_has_enough_probes():
 @pytest.mark.parametrize("name", sorted(PROBES))
 def test_probe_ends_with_a_named_error_and_keeps_what_was_there(name, tmp_path, monkeypatch, capsys, finished_run):
     raised: list[BaseException] = []
-    dispatch = cli._dispatch
 
-    def spy(args) -> None:  # the error the CLI turned into its message
-        try:
-            dispatch(args)
-        except BaseException as error:
-            raised.append(error)
-            raise
+    def spying(call):  # records the error the CLI turned into its message
+        def spy(*args) -> None:
+            try:
+                call(*args)
+            except BaseException as error:
+                raised.append(error)
+                raise
 
-    monkeypatch.setattr(cli, "_dispatch", spy)
+        return spy
+
+    # The checks before TensorFlow starts (fedsim.experiment.early), then the command itself.
+    monkeypatch.setattr(early, "check_early", spying(early.check_early))
+    monkeypatch.setattr(cli, "_dispatch", spying(cli._dispatch))
     with contextlib.ExitStack() as stack:
         case = PROBES[name](Probe(tmp_path, monkeypatch, finished_run, stack))
         before = snapshot(tmp_path)
