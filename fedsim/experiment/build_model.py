@@ -307,6 +307,11 @@ def model_fn_for(model: blocks.ModelBlock, element_spec: Any, num_classes: int) 
         def build():
             return _custom_model(function, model, input_spec, num_classes)
     else:
+        if x_spec.dtype == tf.string:  # e.g. LEAF's Sent140 or Shakespeare shards: raw text
+            raise InputShapeError(
+                f"model.name={model.name!r} takes numbers, but the data's examples are text (tf.string); "
+                "use a custom model that encodes the text, or data that holds it encoded"
+            )
         if isinstance(model, blocks.FedAvgCnn):
             image_input_shape(model.input_shape, x_spec.shape)  # a shape problem is named before any build
 

@@ -150,3 +150,14 @@ def test_arrays_whole_float_labels_become_classes(tmp_path):
     labels = np.concatenate([[y for _, y in population.train.create_tf_dataset_for_client(c).as_numpy_iterator()]
                              for c in population.train.client_ids])
     assert labels.dtype == np.int32 and sorted(labels) == sorted(np.arange(12) % 3)
+
+
+def test_a_built_in_model_on_text_examples_is_refused_by_name():
+    import tensorflow as tf
+
+    from fedsim.experiment import blocks
+    from fedsim.experiment.build_model import InputShapeError, model_fn_for
+
+    spec = (tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64))
+    with pytest.raises(InputShapeError, match=r"model.name='mlp' takes numbers, but the data's examples are text"):
+        model_fn_for(blocks.MultiLayerPerceptron(), spec, num_classes=2)
