@@ -50,13 +50,24 @@ def make_examples(rng: np.random.Generator, position: int) -> dict[str, np.ndarr
     }
 
 
-def write_sqlite_population(path: Path, num_clients: int) -> None:
+def write_sqlite_population(
+    path: Path,
+    num_clients: int,
+    num_features: int = 8,
+    examples_per_client: int = EXAMPLES_PER_CLIENT,
+) -> None:
+    """Writes ``num_clients`` clients ``client_0000000``, ... of ``examples_per_client`` examples
+    ``{"x": float32[num_features], "y": int64 in 0..9}`` to a new SQLite file in TFF's format.
+
+    Rows are cycled from 256 pre-serialized examples, so writing millions of rows stays fast.
+    ``benchmarks.scaling`` uses it too (with the shared workload's 60 features).
+    """
     from fedsim.data.sql import create_schema
     from fedsim.data.tf_example import serialize_example
 
     rng = np.random.default_rng(0)
     protos = [
-        serialize_example({"x": rng.normal(size=8).astype(np.float32), "y": i % 10})
+        serialize_example({"x": rng.normal(size=num_features).astype(np.float32), "y": i % 10})
         for i in range(256)
     ]
     client_ids = (f"client_{i:07d}" for i in range(num_clients))
@@ -67,14 +78,14 @@ def write_sqlite_population(path: Path, num_clients: int) -> None:
             connection.executemany(
                 "INSERT INTO examples VALUES ('train', ?, ?)",
                 (
-                    (cid, protos[(n * EXAMPLES_PER_CLIENT + k) % 256])
+                    (cid, protos[(n * examples_per_client + k) % 256])
                     for n, cid in enumerate(ids)
-                    for k in range(EXAMPLES_PER_CLIENT)
+                    for k in range(examples_per_client)
                 ),
             )
             connection.executemany(
                 "INSERT INTO client_metadata VALUES (?, 'train', ?)",
-                ((cid, EXAMPLES_PER_CLIENT) for cid in ids),
+                ((cid, examples_per_client) for cid in ids),
             )
         connection.commit()
 

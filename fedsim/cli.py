@@ -261,12 +261,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command in ("run", "sweep"):
         # Missing files, a cohort larger than the population, a module that may not run: said
         # before TensorFlow takes seconds to start (the full load after it reports everything else).
+        from fedsim.data.errors import ClientDataError  # e.g. a LEAF split whose users cannot be counted
         from fedsim.experiment.config_source import ConfigError
         from fedsim.experiment.early import check_early
 
         try:
             check_early(args.config, args.overrides, args.allow_modules)
-        except ConfigError as error:
+        except (ConfigError, ClientDataError) as error:
             print(f"fedsim: error: {error}", file=sys.stderr)
             return 2
     try:
