@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +11,9 @@ import tensorflow as tf
 from fedsim.data.array_dataset import ArrayDataset
 from fedsim.data.client_ids import ClientIds, as_client_ids, sample_positions
 from fedsim.data.errors import ClientDataError
+
+if TYPE_CHECKING:
+    from fedsim.data.sources import ClientSource
 
 DatasetFn = Callable[[str], tf.data.Dataset]
 PreprocessFn = Callable[[tf.data.Dataset], tf.data.Dataset]
@@ -32,6 +35,10 @@ class ClientData:
     population (once per distinct source ``element_spec``), not once per
     client. Python values used by the chain (e.g. a shuffle seed) are therefore
     fixed when the population is preprocessed.
+
+    ``client_source`` (a ``fedsim.data.sources.ClientSource``), when given, says
+    how another process builds this same population, so executors whose workers
+    live elsewhere (Ray) can build clients there instead of receiving their data.
     """
 
     def __init__(
@@ -41,6 +48,7 @@ class ClientData:
         preprocess_fns: Sequence[PreprocessFn] = (),
         *,
         num_examples_fn: NumExamplesFn | None = None,
+        client_source: Optional["ClientSource"] = None,
     ):
         self._client_ids = as_client_ids(client_ids)
         if len(self._client_ids) == 0:
@@ -48,6 +56,7 @@ class ClientData:
         self._dataset_fn = dataset_fn
         self._preprocess_fns = tuple(preprocess_fns)
         self._num_examples_fn = num_examples_fn
+        self._client_source = client_source
 
     # Constructors ---------------------------------------------------------
     @classmethod
@@ -67,6 +76,8 @@ class ClientData:
             client_id: _check_slices(client_id, value) for client_id, value in slices.items()
         }
         _check_same_spec(slices)
+        # The same arrays (a new dict: dataset_fn pops from ``slices``), so no memory is doubled.
+        source = _arrays_source(dict(slices))
 
         datasets: dict[str, tf.data.Dataset] = {}
 
@@ -79,7 +90,7 @@ class ClientData:
                 datasets[client_id] = ArrayDataset.from_arrays(slices.pop(client_id))
             return datasets[client_id]
 
-        return cls(list(slices), dataset_fn, num_examples_fn=lengths.__getitem__)
+        return cls(list(slices), dataset_fn, num_examples_fn=lengths.__getitem__, client_source=source)
 
     @classmethod
     def from_clients_and_tf_fn(cls, client_ids: Sequence[str], fn: DatasetFn) -> "ClientData":
@@ -108,6 +119,28 @@ class ClientData:
         return dataset
 
     @property
+    def client_source(self) -> Optional["ClientSource"]:
+        """How another process builds this population (``ClientSource``), or None when unknown.
+
+        Known for SQLite files, tensor slices and populations given one with
+        ``with_client_source``; None for a ``from_clients_and_tf_fn`` closure or a split.
+        """
+        return self._client_source
+
+    def with_client_source(self, source: "ClientSource") -> "ClientData":
+        """This population, described by ``source`` (which must build the same ids and datasets)."""
+        from fedsim.data.sources import ClientSource  # sources names ClientData: imported late
+
+        if not isinstance(source, ClientSource):
+            raise ClientDataError(
+                f"with_client_source takes a fedsim.data.sources.ClientSource, got {type(source).__name__}"
+            )
+        return ClientData(
+            self._client_ids, self._dataset_fn, self._preprocess_fns,
+            num_examples_fn=self._num_examples_fn, client_source=source,
+        )
+
+    @property
     def element_type_structure(self) -> Any:
         """The ``element_spec`` of every client's dataset."""
         return self.create_tf_dataset_for_client(self._client_ids[0]).element_spec
@@ -119,6 +152,7 @@ class ClientData:
             self._dataset_fn,
             self._preprocess_fns + (fn,),
             num_examples_fn=self._num_examples_fn,
+            client_source=None if self._client_source is None else self._client_source.then(fn),
         )
 
     def num_examples(self, client_id: str) -> int:
@@ -217,6 +251,12 @@ class ClientData:
             return dataset
 
         return tf.function(apply_all)
+
+
+def _arrays_source(slices: Mapping[str, Any]) -> "ClientSource":
+    from fedsim.data.sources import ClientSource  # see with_client_source
+
+    return ClientSource(ClientData.from_tensor_slices, (slices,))
 
 
 def _to_arrays(value: Any) -> Any:

@@ -8,7 +8,9 @@ The format (as in TFF's ``sql_client_data``) has two tables::
 with one serialized ``tf.train.Example`` per row of ``examples``. Reading
 loads only the client ids and sizes (as NumPy arrays) up front; a client's
 rows are queried when its dataset is iterated, through
-``tf.data.experimental.SqlDataset``.
+``tf.data.experimental.SqlDataset``. The population's ``client_source`` is the
+file's path, split and features, so a worker on any node that sees the file
+reads its clients itself.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tensorflow as tf
 from fedsim.data.client_data import ClientData
 from fedsim.data.client_ids import SortedArrayIds
 from fedsim.data.errors import ClientDataError
+from fedsim.data.sources import ClientSource
 from fedsim.data.tf_example import Features, build_parser, check_flat_features, serialize_example
 
 _SCHEMA = (
@@ -101,7 +104,9 @@ def read_sql_client_data(
     def num_examples_fn(client_id: str) -> int:
         return int(counts[client_ids.index(client_id)])
 
-    return ClientData(client_ids, dataset_fn, num_examples_fn=num_examples_fn)
+    # An absolute path: a worker that reads the file itself may start in another directory.
+    source = ClientSource(read_sql_client_data, (str(path.resolve()), split_name, features))
+    return ClientData(client_ids, dataset_fn, num_examples_fn=num_examples_fn, client_source=source)
 
 
 def check_sqlite_file(database_path: str | os.PathLike) -> None:

@@ -1,4 +1,10 @@
-"""Client datasets as picklable values, so Ray can ship them to actors.
+"""Client datasets as picklable values, so Ray can ship them to actors (or have actors build them).
+
+A client reaches an actor in one of two forms. A ``SourcedClient`` (from a
+``ClientRecipe``: the population has a ``ClientSource``) is a few hundred bytes:
+the client id and preparation steps, and a reference to the source the
+executor put in the object store once; the actor builds the dataset itself.
+Otherwise the driver exports the dataset's elements (``ExportedDataset``).
 
 A ``tf.data.Dataset`` does not pickle. The executor receives each client's
 dataset already prepared by the process (batched, repeated for local epochs,
@@ -22,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from fedsim.data.array_dataset import ArrayDataset
+from fedsim.data.sources import ClientRecipe
 
 
 class UnsupportedDatasetError(TypeError):
@@ -56,6 +63,19 @@ class ExportedDataset:
         for run in runs[1:]:
             dataset = dataset.concatenate(tf.data.Dataset.from_tensor_slices(run))
         return dataset
+
+
+@attrs.frozen
+class SourcedClient:
+    """A client the actor builds from its population's source.
+
+    ``source`` holds the source's object-store reference inside a list, so Ray
+    hands the actor the reference (fetched once, kept across clients), not a copy
+    of the source per task; ``recipe`` is the client's, without its source.
+    """
+
+    source: list
+    recipe: ClientRecipe
 
 
 def export_dataset(dataset: tf.data.Dataset) -> ExportedDataset:

@@ -3,9 +3,17 @@
 Each actor builds one compiled ``ClientWork`` from a picklable recipe (``model_fn``
 plus the client optimizer and flags) and keeps it for the whole run, so tracing
 happens once per actor, not once per round. A round's model weights go into the
-object store once and every task gets the reference. Client datasets travel as
-NumPy arrays of their prepared elements (see ``ray_datasets`` for why), so
-preprocessing runs in the driver and the actors run only the compiled training.
+object store once and every task gets the reference.
+
+Where client data comes from (``client_data``): when the population has a
+``ClientSource`` (a SQLite file, arrays, a seeded generator; see
+``fedsim.data.sources``), ``simulate`` hands the round ``ClientRecipe`` values
+instead of datasets; the executor puts the source in the object store once and
+sends each actor only the client id and its preparation steps, and the actor
+reads and prepares the client itself, so the driver's cost per round does not
+grow with the data or the population. Otherwise the driver exports each client's
+prepared elements as NumPy arrays (see ``ray_datasets``) every round, and says so
+once in the log; ``client_data="actors"`` refuses that with ``NoClientSourceError``.
 
 Ray is optional: ``pip install 'fedsim[ray]'``. It is imported when an executor is
 built, so ``import fedsim`` works without it.
@@ -18,14 +26,22 @@ import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
+import attrs
+
 from fedsim.client import ClientFailure, ClientTask
+from fedsim.data.sources import ClientRecipe, ClientSource, NoClientSourceError
 from fedsim.execution.failures import with_defaults
+from fedsim.execution.ray_datasets import SourcedClient
 from fedsim.execution.ray_pool import ActorPool, RoundStats
 from fedsim.execution.ray_worker import WorkRecipe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClientFailure", "RayExecutor", "RoundStats"]
+__all__ = ["CLIENT_DATA", "ClientFailure", "NoClientSourceError", "RayExecutor", "RoundStats"]
+
+# Where training clients' datasets are built: by the actors from the population's source,
+# exported from the driver, or the actors whenever the run can give them a source.
+CLIENT_DATA = ("auto", "actors", "driver")
 
 
 def import_ray() -> Any:
@@ -56,6 +72,13 @@ class RayExecutor:
         raised yields a ``ClientFailure`` record at once, as on every executor: the round's
         fault policy retries, drops or raises.
       start_timeout: seconds to wait for actors to start and build their model.
+      client_data: where training clients' datasets are built. ``"actors"``: each actor
+        reads its clients from the population's ``ClientSource``; a run that cannot give
+        one (no source, one that does not pickle, a ``client_dataset_fn``, a preparation
+        step a recipe cannot record) raises ``NoClientSourceError``. ``"driver"``: the
+        driver exports every client's data each round. ``"auto"`` (default): the actors
+        when the run gives a source, else the driver, said once in the log.
+        Evaluation datasets always come from the driver.
 
     After each ``train``/``evaluate``, ``last_round_stats`` (a ``RoundStats``) says which
     clients failed or were re-run after an actor died, and where the time went.
@@ -72,7 +95,10 @@ class RayExecutor:
         num_actors: Optional[int] = None,
         max_retries: int = 2,
         start_timeout: float = 300.0,
+        client_data: str = "auto",
     ):
+        if client_data not in CLIENT_DATA:
+            raise ValueError(f"client_data={client_data!r} must be one of {list(CLIENT_DATA)}")
         if not callable(model_fn):
             raise TypeError(
                 f"model_fn must be a no-argument callable building the model, got {model_fn!r}"
@@ -90,7 +116,16 @@ class RayExecutor:
         self._ray = ray
         self._owns_ray = _connect(ray, address, num_actors)
         self.max_retries = max_retries
+        self.client_data = client_data
         self.last_round_stats: Optional[RoundStats] = None
+        # (source, its object-store reference): a run's population is put once.
+        self._source: tuple[Optional[ClientSource], Any] = (None, None)
+        self._said: set[str] = set()  # log lines said once per executor
+        # Why the driver ships training data under "auto", once use_source found out.
+        self._driver_reason = (
+            "the round was given datasets, not ClientRecipes (simulate gives recipes for a population "
+            "with a client source)"
+        )
         num_actors, options = _actor_layout(ray, num_actors)
         self._pool = ActorPool(ray, recipe, num_actors, options, start_timeout)
 
@@ -107,6 +142,38 @@ class RayExecutor:
             return cls(model_fn, client_work.task, **options)
 
         return executor_fn
+
+    def use_source(self, source: Optional[ClientSource], blocker: Optional[str] = None) -> bool:
+        """Whether the actors build this run's training clients from ``source`` (then pass
+        ``ClientRecipe`` values to ``train``); False: pass datasets, the driver exports them.
+
+        ``blocker`` says why the caller cannot make recipes, if it cannot (``simulate``
+        passes one for a ``client_dataset_fn``, say).
+
+        Raises:
+          NoClientSourceError: under ``client_data="actors"``, when the actors cannot build the clients.
+        """
+        if self.client_data == "driver":
+            return False
+        reason = blocker
+        if reason is None and source is None:
+            reason = (
+                "the population has no client source (ClientData.client_source is None: built by a "
+                "function, or a split of another population); describe it with "
+                "ClientData.with_client_source"
+            )
+        if reason is None and source is not self._source[0]:  # a resumed run keeps its reference
+            reason = self._put_source(source)
+        if reason is None:
+            return True
+        if self.client_data == "actors":
+            raise NoClientSourceError(
+                f"client_data='actors', but the actors cannot build this run's clients: {reason}; or "
+                "use client_data='driver' (or 'auto') to have the driver ship every client's data"
+            )
+        self._driver_reason = reason
+        self._check_driver_data("train")
+        return False
 
     @property
     def actors(self) -> list:
@@ -161,12 +228,16 @@ class RayExecutor:
             raise ValueError(
                 f"got {len(datasets)} datasets but {len(ids)} client ids; pass one id per dataset"
             )
+        built = sum(isinstance(d, ClientRecipe) for d in datasets)
+        if built < len(datasets):
+            self._check_driver_data(method)
         start = time.perf_counter()
         self._pool.top_up()  # replaces actors that died in an earlier round
         put_start = time.perf_counter()
         weights_ref = self._ray.put(model_weights)
+        clients = [self._sourced(d) if isinstance(d, ClientRecipe) else d for d in datasets]
         put_seconds = time.perf_counter() - put_start
-        results, counts = self._pool.run(method, weights_ref, datasets, inputs, ids, self.max_retries)
+        results, counts = self._pool.run(method, weights_ref, clients, inputs, ids, self.max_retries)
         kept = [r for r in results if not isinstance(r, ClientFailure)]
         failed = tuple(i for i, r in enumerate(results) if isinstance(r, ClientFailure))
         self.last_round_stats = RoundStats(
@@ -176,6 +247,8 @@ class RayExecutor:
             failed_client_ids=tuple(ids[i] for i in failed),
             actor_deaths=int(counts.get("actor_deaths", 0)),
             failures=counts["failures"],
+            built_by_actors=built,
+            sent_bytes=int(counts.get("sent_bytes", 0)),
             export_seconds=counts.get("export_seconds", 0.0),
             put_seconds=put_seconds,
             dispatch_seconds=counts.get("dispatch_seconds", 0.0),
@@ -186,6 +259,45 @@ class RayExecutor:
             wall_seconds=time.perf_counter() - start,
         )
         return [r if isinstance(r, ClientFailure) else r.value for r in results]
+
+    def _check_driver_data(self, method: str) -> None:
+        """Datasets built in the driver are exported: refused for training under "actors", else said once."""
+        if self.client_data == "driver":
+            return
+        if method == "evaluate":
+            self._say_once("the Ray executor exports evaluation datasets from the driver")
+        elif self.client_data == "actors":
+            raise NoClientSourceError(
+                "client_data='actors', but this cohort's datasets were built in the driver; pass "
+                "ClientRecipe values (simulate does, for a population with a client source), or use "
+                "client_data='driver' (or 'auto') to have the driver ship them"
+            )
+        else:
+            self._say_once(f"the Ray executor ships every client's data from the driver each round: {self._driver_reason}")
+
+    def _sourced(self, recipe: ClientRecipe) -> SourcedClient:
+        """The recipe as sent: its source put in the object store once per run, then referenced."""
+        if recipe.source is not self._source[0]:
+            problem = self._put_source(recipe.source)
+            if problem is not None:
+                raise NoClientSourceError(f"the actors cannot build client {recipe.client_id!r}: {problem}")
+        return SourcedClient([self._source[1]], attrs.evolve(recipe, source=None))
+
+    def _put_source(self, source: ClientSource) -> Optional[str]:
+        """Puts ``source`` in the object store (the one pickling it gets); else says why it does not pickle."""
+        try:
+            self._source = (source, self._ray.put(source))
+        except Exception as error:  # noqa: BLE001 - any pickling failure says the same thing
+            return (
+                f"its client source {source!r} does not pickle ({type(error).__name__}: {error}); build it "
+                "from module-level functions and plain values"
+            )
+        return None
+
+    def _say_once(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            logger.info(message)
 
 
 def _connect(ray: Any, address: Optional[str], num_cpus: Optional[int]) -> bool:

@@ -24,8 +24,8 @@ from typing import Any, Optional, Sequence
 
 import attrs
 
-from fedsim.execution.ray_datasets import ExportedDataset, export_dataset
-from fedsim.execution.ray_worker import ClientWorker, WorkRecipe
+from fedsim.execution.ray_datasets import SourcedClient, export_dataset
+from fedsim.execution.ray_worker import ClientPayload, ClientWorker, WorkRecipe
 
 # One exception class for a failing client, whichever executor or process saw it.
 from fedsim.client import ClientFailure
@@ -50,12 +50,14 @@ class RoundStats:
     failed_client_ids: tuple
     actor_deaths: int
     failures: tuple[ClientFailure, ...]
-    export_seconds: float = 0.0  # tf.data -> NumPy, in the driver (part of dispatch)
-    put_seconds: float = 0.0  # model weights into the object store, once
+    built_by_actors: int = 0  # clients the actors built from the population's source
+    sent_bytes: int = 0  # client data sent, every attempt: exported arrays, or pickled recipes
+    export_seconds: float = 0.0  # tf.data -> NumPy (or sizing a recipe), in the driver (part of dispatch)
+    put_seconds: float = 0.0  # model weights (and a run's new source) into the object store, once
     dispatch_seconds: float = 0.0  # exporting datasets and submitting tasks
     wait_seconds: float = 0.0  # blocked until some task finishes
     gather_seconds: float = 0.0  # fetching and unpickling results
-    rebuild_seconds: float = 0.0  # NumPy -> tf.data, in the actors
+    rebuild_seconds: float = 0.0  # NumPy or the source -> tf.data, in the actors
     compute_seconds: float = 0.0  # compiled client work, in the actors
     wall_seconds: float = 0.0
 
@@ -142,29 +144,30 @@ class ActorPool:
         self,
         method: str,
         weights_ref: Any,
-        datasets: Sequence[Any],
+        clients: Sequence[Any],
         inputs: Sequence[Any],
         client_ids: Sequence[Any],
         max_retries: int,
     ) -> tuple[list[Any], dict]:
-        """Runs ``method`` for every dataset; returns per position a ``TaskResult`` or a
-        ``ClientFailure``, and counters.
+        """Runs ``method`` for every client (a ``SourcedClient`` or a ``tf.data.Dataset``);
+        returns per position a ``TaskResult`` or a ``ClientFailure``, and counters.
 
         A client whose actor died runs again on another actor, up to
         ``max_retries`` times (Ray's failure, not the client's); a client whose
         own work raised yields a ``ClientFailure`` at once: the round's fault
         policy decides what happens to it, as for every executor.
         Each dataset is exported just before its task is sent, so the driver reads
-        the next client while the actors compute (and a retry reuses the export).
+        the next client while the actors compute (and a retry reuses the export);
+        a ``SourcedClient`` goes as it is.
         """
         ray = self._ray
         for slot in self._slots:
             # A round that raised ClientFailure left its other tasks uncounted; they only queue.
             slot.load = 0
-        results: list[Any] = [None] * len(datasets)
-        exported: list[Optional[ExportedDataset]] = [None] * len(datasets)
-        attempts = [0] * len(datasets)
-        queue = collections.deque(range(len(datasets)))
+        results: list[Any] = [None] * len(clients)
+        payloads: list[Optional[tuple[ClientPayload, int]]] = [None] * len(clients)
+        attempts = [0] * len(clients)
+        queue = collections.deque(range(len(clients)))
         in_flight: dict[Any, tuple[int, _Slot]] = {}
         counts: dict[str, float] = collections.defaultdict(float)
         failures, retried = [], set()
@@ -172,11 +175,13 @@ class ActorPool:
             start = time.perf_counter()
             while queue and (slot := self._free_slot()) is not None:
                 position = queue.popleft()
-                if exported[position] is None:
+                if payloads[position] is None:
                     export_start = time.perf_counter()
-                    exported[position] = export_dataset(datasets[position])
+                    payloads[position] = _payload(ray, clients[position])
                     counts["export_seconds"] += time.perf_counter() - export_start
-                ref = getattr(slot.actor, method).remote(weights_ref, exported[position], inputs[position])
+                payload, size = payloads[position]
+                counts["sent_bytes"] += size
+                ref = getattr(slot.actor, method).remote(weights_ref, payload, inputs[position])
                 in_flight[ref] = (position, slot)
                 slot.load += 1
             counts["dispatch_seconds"] += time.perf_counter() - start  # export included
@@ -216,6 +221,15 @@ class ActorPool:
     def _free_slot(self) -> Optional[_Slot]:
         live = [s for s in self._slots if s.alive and s.load < TASKS_PER_ACTOR]
         return min(live, key=lambda s: s.load, default=None)
+
+
+def _payload(ray: Any, client: Any) -> tuple[ClientPayload, int]:
+    """What goes to the actor for ``client``, and its size in bytes."""
+    if isinstance(client, SourcedClient):
+        # The recipe alone: pickling an object reference out of band would pin its object for good.
+        return client, len(ray.cloudpickle.dumps(client.recipe))
+    exported = export_dataset(client)
+    return exported, exported.nbytes
 
 
 def _original(error: Any) -> BaseException:

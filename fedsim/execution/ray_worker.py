@@ -1,19 +1,22 @@
 """What runs inside a Ray actor: one compiled ``ClientWork``, built once, kept across rounds.
 
-This module does not import Ray: ``RayExecutor`` wraps ``ClientWorker`` with
-``ray.remote`` when it starts its actors, so the class stays a plain, testable one.
+``RayExecutor`` wraps ``ClientWorker`` with ``ray.remote`` when it starts its
+actors, so the class stays a plain, testable one; Ray is imported only to fetch
+a population's source from the object store.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import attrs
 
 from fedsim.client import NO_INPUTS, ClientInputs, ClientTask, ClientWork
-from fedsim.execution.ray_datasets import ExportedDataset
+from fedsim.execution.ray_datasets import ExportedDataset, SourcedClient
+
+ClientPayload = Union[ExportedDataset, SourcedClient]
 
 
 @attrs.frozen
@@ -35,7 +38,7 @@ class TaskResult:
     """A client's output (``ClientOutput`` or unfinalized metrics) and where the actor's time went."""
 
     value: Any
-    rebuild_seconds: float  # NumPy arrays -> tf.data.Dataset
+    rebuild_seconds: float  # NumPy arrays or the population's source -> tf.data.Dataset
     compute_seconds: float  # the compiled client work
 
 
@@ -55,6 +58,9 @@ class ClientWorker:
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
         self.client_work = ClientWork.for_task(recipe.model_fn(), recipe.task)
+        # (object-store id, population) of the last source read: a run reads one
+        # population, built once per actor (reading a 10^6-client SQLite index takes seconds).
+        self._population: tuple[str, Any] = ("", None)
 
     def pid(self) -> int:
         """The actor's process id (the executor waits on this to know the actor is up)."""
@@ -64,18 +70,30 @@ class ClientWorker:
         """How many times this actor's training function was traced."""
         return self.client_work.trace_count
 
-    def train(self, model_weights: Any, exported: ExportedDataset, inputs: ClientInputs = NO_INPUTS) -> TaskResult:
-        """``ClientWork.train`` on the rebuilt dataset."""
-        return self._run(lambda w, d: self.client_work.train(w, d, inputs), model_weights, exported)
+    def train(self, model_weights: Any, client: ClientPayload, inputs: ClientInputs = NO_INPUTS) -> TaskResult:
+        """``ClientWork.train`` on the client's dataset, rebuilt or built from its source."""
+        return self._run(lambda w, d: self.client_work.train(w, d, inputs), model_weights, client)
 
-    def evaluate(self, model_weights: Any, exported: ExportedDataset, inputs: ClientInputs = NO_INPUTS) -> TaskResult:
-        """``ClientWork.evaluate`` on the rebuilt dataset (``inputs`` is unused)."""
-        return self._run(self.client_work.evaluate, model_weights, exported)
+    def evaluate(self, model_weights: Any, client: ClientPayload, inputs: ClientInputs = NO_INPUTS) -> TaskResult:
+        """``ClientWork.evaluate`` on the client's dataset (``inputs`` is unused)."""
+        return self._run(self.client_work.evaluate, model_weights, client)
 
-    @staticmethod
-    def _run(method: Callable, model_weights: Any, exported: ExportedDataset) -> TaskResult:
+    def _run(self, method: Callable, model_weights: Any, client: ClientPayload) -> TaskResult:
         start = time.perf_counter()
-        dataset = exported.to_dataset()
+        if isinstance(client, SourcedClient):
+            dataset = client.recipe.build(self._population_of(client.source[0]))
+        else:
+            dataset = client.to_dataset()
         built = time.perf_counter()
         value = method(model_weights, dataset)
         return TaskResult(value, built - start, time.perf_counter() - built)
+
+    def _population_of(self, source_ref: Any) -> Any:
+        """The population the source behind ``source_ref`` builds, built once per actor."""
+        import ray
+
+        key, population = self._population
+        if key != source_ref.hex():
+            population = ray.get(source_ref).client_data()
+            self._population = (source_ref.hex(), population)
+        return population

@@ -202,6 +202,8 @@ class FederatedProcess:
     ) -> RoundResult:
         """Runs one round over the cohort's datasets and returns the new state and metrics.
 
+        A client's "dataset" may also be a ``fedsim.data.sources.ClientRecipe``, for an
+        executor that builds clients itself (Ray): it is prepared the same way.
         ``client_ids`` (one stable id per dataset) key per-client randomness and
         state; without them, cohort positions stand in (an algorithm that keeps
         per-client state refuses to run without them).
@@ -371,8 +373,9 @@ class FederatedProcess:
         if memo is not None and memo[0] is self.prepare_train:
             return memo[1]
         prepared = self.prepare_train(dataset)
-        # object.__setattr__: tf.data's trackable __setattr__ would track it as a dependency.
-        object.__setattr__(dataset, "_fedsim_prepared", (self.prepare_train, prepared))
+        if isinstance(dataset, tf.data.Dataset):  # not a ClientRecipe: a new, frozen value every round
+            # object.__setattr__: tf.data's trackable __setattr__ would track it as a dependency.
+            object.__setattr__(dataset, "_fedsim_prepared", (self.prepare_train, prepared))
         return prepared
 
     @staticmethod

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from fedsim.data import ClientData
+from fedsim.data.sources import ClientRecipe, RecipeStepError
 from fedsim.experiment.metrics_file import MetricsAppender
 from fedsim.learning.process import FederatedProcess, ServerState
 from fedsim.evaluation.federated import evaluate_federated
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 RoundCallback = Callable[[ServerState, dict], None]
 ClientDatasetFn = Callable[[str, int], tf.data.Dataset]
+# (dataset or ClientRecipe, round_num, client_id) -> the same, prepared for the round.
+PrepareDatasetFn = Callable[[Any, int, str], Any]
 # What the progress bar shows for a round or evaluation that measured no example (no loss, no accuracy).
 NO_EXAMPLES = "no examples"
 
@@ -73,6 +76,7 @@ def simulate(
     client_dataset_fn: Optional[ClientDatasetFn] = None,
     should_stop: Optional[Callable[[], bool]] = None,
     eval_clients: Optional[Sequence[str]] = None,
+    prepare_dataset_fn: Optional[PrepareDatasetFn] = None,
 ) -> SimulationResult:
     """Runs ``rounds`` rounds of ``process`` on cohorts drawn from ``train_data``.
 
@@ -92,19 +96,31 @@ def simulate(
         metrics line is written (e.g. checkpointing, TensorBoard).
       client_dataset_fn: ``(client_id, round_num) -> dataset``, for per-round
         preparation such as seeded shuffling; default the client's dataset as is.
+        It builds datasets in the driver, so a Ray executor cannot build the clients
+        in its actors: prefer ``prepare_dataset_fn``.
       should_stop: asked after each round (and its callbacks); True ends the
         simulation there, e.g. on SIGINT, with every finished round recorded.
       eval_clients: evaluate only these clients of ``eval_data`` (a fixed sample of
         a huge test population, ``evaluation_sample``); None: every client.
+      prepare_dataset_fn: ``(dataset, round_num, client_id) -> dataset``, per-round
+        preparation of a client's dataset (seeded shuffling) that also applies to a
+        ``ClientRecipe``, so an executor that builds clients itself (Ray, from the
+        population's ``client_source``) does it there. Not with ``client_dataset_fn``.
+
+    An executor with ``use_source`` (Ray) is asked once whether its workers build the
+    clients; if so each round passes ``ClientRecipe`` values instead of datasets.
     """
     if rounds < 0:
         raise ValueError(f"rounds={rounds} must be >= 0")
     if eval_every < 0:
         raise ValueError(f"eval_every={eval_every} must be >= 0 (0 turns evaluation off)")
+    if client_dataset_fn is not None and prepare_dataset_fn is not None:
+        raise ValueError(
+            "pass client_dataset_fn (builds each client's dataset) or prepare_dataset_fn (prepares "
+            "the population's), not both"
+        )
     state = state if state is not None else process.initialize()
-    if client_dataset_fn is None:
-        def client_dataset_fn(client_id: str, round_num: int) -> tf.data.Dataset:
-            return train_data.create_tf_dataset_for_client(client_id)
+    client_dataset_fn = _client_dataset_fn(process, state, train_data, client_dataset_fn, prepare_dataset_fn)
     client_ids = train_data.client_ids
     # A privacy mechanism must account the sampling that runs, not one declared beside it.
     participation = getattr(sampler, "participation", None)
@@ -155,6 +171,52 @@ def simulate(
         if metrics_file:
             metrics_file.close()
     return SimulationResult(state=state, history=history)
+
+
+def _client_dataset_fn(
+    process: Any,
+    state: ServerState,
+    train_data: ClientData,
+    client_dataset_fn: Optional[ClientDatasetFn],
+    prepare_dataset_fn: Optional[PrepareDatasetFn],
+) -> Callable[[str, int], Any]:
+    """``(client_id, round_num) ->`` the client's dataset, or its ``ClientRecipe`` when the
+    executor's workers build clients from the population's source (decided once, here)."""
+    prepare = prepare_dataset_fn or (lambda dataset, round_num, client_id: dataset)
+
+    def dataset_fn(client_id: str, round_num: int) -> tf.data.Dataset:
+        return prepare(train_data.create_tf_dataset_for_client(client_id), round_num, client_id)
+
+    in_driver = client_dataset_fn or dataset_fn
+    use_source = getattr(process.executor, "use_source", None)
+    if use_source is None:
+        return in_driver
+    source = train_data.client_source
+    if client_dataset_fn is not None or source is None:
+        # Never True with a blocker or without a source: it says why once, or raises under "actors".
+        use_source(source, _CLIENT_DATASET_FN if client_dataset_fn is not None else None)
+        return in_driver
+    spec = train_data.element_type_structure
+
+    def recipe_fn(client_id: str, round_num: int) -> ClientRecipe:
+        return prepare(ClientRecipe.start(source, client_id, spec), round_num, client_id)
+
+    blocker = _recipe_blocker(process, state, recipe_fn, train_data.client_ids[0])
+    return recipe_fn if use_source(source, blocker) else in_driver
+
+
+_CLIENT_DATASET_FN = "a client_dataset_fn builds each client's dataset in the driver (pass prepare_dataset_fn)"
+
+
+def _recipe_blocker(process: Any, state: ServerState, recipe_fn: Callable, client_id: str) -> Optional[str]:
+    """Why a round cannot prepare recipes (a step they do not record), tried on one client."""
+    try:
+        recipe = recipe_fn(client_id, state.round_num + 1)
+        if hasattr(process, "prepare_cohort"):
+            process.prepare_cohort(state, [recipe], [client_id])
+    except RecipeStepError as error:
+        return str(error)
+    return None
 
 
 def _write(metrics_file: Optional[MetricsAppender], record: dict, start: float) -> None:
