@@ -47,14 +47,14 @@ class ReplayedCohorts:
         return self.cohorts[round_num - 1]
 
 
-def workload_model_fn(workload, kind: str, x_shape):
+def workload_model_fn(workload, kind: str, x_shape, label_dtype: str = "int32"):
     """The workload's Keras model as a fedsim model (sparse cross-entropy on logits, accuracy)."""
     import keras
     import tensorflow as tf
 
     import fedsim
 
-    input_spec = (tf.TensorSpec([None, *x_shape], tf.float32), tf.TensorSpec([None], tf.int32))
+    input_spec = (tf.TensorSpec([None, *x_shape], tf.float32), tf.TensorSpec([None], label_dtype))
 
     def model_fn():
         return fedsim.from_keras_model(

@@ -104,23 +104,14 @@ def load_average() -> list[float]:
 def build_process(kind: str, label_dtype):
     """A FedAvg process for the workload's ``kind`` model over ``{"x", "y"}`` or ``(x, y)`` batches."""
     import keras
-    import tensorflow as tf
 
     import fedsim
-    from benchmarks.fedavg import DEFAULT_WORKLOAD, load_workload
+    from benchmarks.fedavg import workload_model_fn, DEFAULT_WORKLOAD, load_workload
     from fedsim.execution import make_executor
 
     workload = load_workload(DEFAULT_WORKLOAD)
     keras.utils.set_random_seed(0)
-    input_spec = (tf.TensorSpec([None, NUM_FEATURES], tf.float32), tf.TensorSpec([None], label_dtype))
-
-    def model_fn():
-        return fedsim.from_keras_model(
-            workload.build_model(keras, kind),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=input_spec,
-            metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        )
+    model_fn = workload_model_fn(workload, kind, (NUM_FEATURES,), label_dtype)
 
     process = fedsim.build_fedavg(
         model_fn,
