@@ -31,16 +31,12 @@ Prints one JSON line per kind (or size) and writes a Markdown report.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
 import platform
 import resource
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +49,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from benchmarks.fedavg import DEFAULT_WORKLOAD, ReplayedCohorts, load_workload, workload_model_fn  # noqa: E402
+from fedsim.execution.local_cluster import local_ray_cluster  # noqa: E402
 
 NUM_ACTORS = 2
 EXECUTORS = ("sequential", "auto", "ray", "ray_driver")
@@ -308,53 +305,6 @@ def scale_driver(address: str, databases: dict, pairs: int, rounds: int, cohort:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def two_node_cluster():
-    """``(address, env)`` of a head node and a worker node on this machine, 1 CPU each.
-
-    Each node has its own ports and the cluster its own session folder and token, so
-    another Ray instance on the machine neither collides with it nor is stopped with
-    it: the nodes' process groups are stopped, never ``ray stop``. A node that fails to
-    start raises with Ray's own output.
-    """
-    address = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0")
-    ray_command = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are limited
-    groups = []
-
-    def ray_start(*args):
-        process = subprocess.Popen([*ray_command, "start", *args], env=env, start_new_session=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        groups.append(process.pid)
-        output, _ = process.communicate(timeout=300)
-        if process.returncode != 0:
-            raise RuntimeError(f"ray start {' '.join(args)} failed (exit {process.returncode}):\n{output}")
-
-    def own_ports():
-        return [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
-
-    try:
-        ray_start("--head", f"--port={address.split(':')[1]}", f"--ray-client-server-port={free_port()}",
-                  f"--temp-dir={temp_dir}", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
-                  *own_ports())
-        ray_start(f"--address={address}", "--num-cpus=1", *own_ports())
-        yield address, env
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for group in groups:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(group, sig)
-            time.sleep(5)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 def scale(args, argv) -> None:
     from benchmarks.population_scale import write_sqlite_population
 
@@ -367,7 +317,7 @@ def scale(args, argv) -> None:
             write_sqlite_population(Path(databases[size]), size)
             write_seconds[size] = time.perf_counter() - start
             print(f"wrote {size:,} clients in {write_seconds[size]:.1f} s", flush=True)
-        with two_node_cluster() as (address, env):
+        with local_ray_cluster(nodes=2) as (address, env):
             child = subprocess.run(
                 [sys.executable, "-m", "benchmarks.ray_vs_inprocess", "--scale-driver", address,
                  json.dumps(databases), str(args.pairs), str(args.rounds), str(args.cohort), args.client_data],

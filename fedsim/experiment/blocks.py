@@ -31,6 +31,7 @@ from fedsim.experiment.sampler_blocks import (  # noqa: F401 (re-exported)
 )
 from fedsim.learning.non_trainable import NON_TRAINABLE_RULES
 from fedsim.experiment.validators import FieldError, non_negative, positive
+from fedsim.execution.ray_executor import CLIENT_DATA
 
 
 # Optimizers ---------------------------------------------------------------
@@ -44,6 +45,14 @@ class Optimizer(Protocol):
 
 
 # Execution -------------------------------------------------------------------
+def _one_of(*allowed: str):
+    def check(instance: Any, attribute: Any, value: str) -> None:
+        if value not in allowed:
+            raise FieldError(attribute.name, f"{value!r} is not one of {list(allowed)}")
+
+    return check
+
+
 class ExecutorBlock(Block):
     registry: ClassVar[dict[str, type]] = {}
     default_name: ClassVar[Optional[str]] = "auto"
@@ -75,11 +84,15 @@ class RayExecutorConfig(ExecutorBlock):
     """Client work in Ray actors (``pip install 'fedsim[ray]'``): a local instance, or the
     cluster at ``address``; ``num_actors`` defaults to one per CPU (or GPU) slot. Failing
     clients follow the ``[faults]`` block (retries, then drop; or stop at the first failure);
-    a client whose actor died runs again elsewhere, up to ``faults.client_retries`` times."""
+    a client whose actor died runs again elsewhere, up to ``faults.client_retries`` times.
+    ``client_data``: where training clients' datasets are built: ``"actors"`` (each actor
+    builds its clients from the population's source, the driver sends ids and weights),
+    ``"driver"`` (the driver ships every client's data), ``"auto"`` (actors when they can)."""
 
     name: str = "ray"
     address: Optional[str] = None
     num_actors: Optional[int] = attrs.field(default=None, validator=positive)
+    client_data: str = attrs.field(default="auto", validator=_one_of(*CLIENT_DATA))
 
 
 ExecutorBlock.registry = {
@@ -110,13 +123,6 @@ class CheckpointConfig:
     every: int = attrs.field(default=10, validator=non_negative)
     keep: int = attrs.field(default=2, validator=positive)
 
-
-def _one_of(*allowed: str):
-    def check(instance: Any, attribute: Any, value: str) -> None:
-        if value not in allowed:
-            raise FieldError(attribute.name, f"{value!r} is not one of {list(allowed)}")
-
-    return check
 
 
 @attrs.frozen

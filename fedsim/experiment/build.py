@@ -29,20 +29,25 @@ class Experiment:
     test_data: ClientData
     sampler: Any
 
-    def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
-        """Client ``client_id``'s training data for round ``round_num``.
+    def prepare_dataset(self, dataset: Any, round_num: int, client_id: str) -> Any:
+        """Client ``client_id``'s training data for round ``round_num``, from its population dataset.
 
         With ``client.shuffle_buffer`` the order is shuffled with a seed
         drawn from (run seed, round, client) alone, so a resumed run sees the
         same orders as an uninterrupted one; with ``data.shuffle = false``
         (which refuses a buffer) it is the population's order, every round.
+        ``dataset`` may be a ``ClientRecipe`` (Ray actors build the client
+        from the population's source): it records the same shuffle.
         """
-        dataset = self.train_data.create_tf_dataset_for_client(client_id)
         buffer = self.config.client.shuffle_buffer
         if not buffer:
             return dataset
         seed = client_seed(self.config.seed, round_num, client_id)
         return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
+        """Client ``client_id``'s training data for round ``round_num`` (see ``prepare_dataset``)."""
+        return self.prepare_dataset(self.train_data.create_tf_dataset_for_client(client_id), round_num, client_id)
 
 
 def build_experiment(config: blocks.RunConfig, state_dir: Optional[Path] = None) -> Experiment:

@@ -30,7 +30,8 @@ def _executor_fn(block: Any, model_fn: Callable[[], Any], faults: FaultPolicy) -
     from fedsim.execution.ray_executor import RayExecutor
 
     return RayExecutor.factory(
-        model_fn, address=block.address, num_actors=block.num_actors, max_retries=faults.client_retries)
+        model_fn, address=block.address, num_actors=block.num_actors, max_retries=faults.client_retries,
+        client_data=block.client_data)
 
 
 def build_process(

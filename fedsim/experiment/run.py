@@ -205,7 +205,7 @@ def _execute(experiment: Experiment, run_dir: Path, state: ServerState, progress
                 progress=progress,
                 state=state,
                 callbacks=callbacks,
-                client_dataset_fn=experiment.client_dataset,
+                prepare_dataset_fn=experiment.prepare_dataset,
                 should_stop=stop.is_set,
             )
     finally:

@@ -5,16 +5,8 @@ script): `ray start --head` turns token authentication on, and Ray reads
 RAY_AUTH_MODE once per process, so the driver must start with it set.
 """
 
-import contextlib
-import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
 import keras
 import numpy as np
@@ -58,83 +50,17 @@ def simulate(executor_fn=None):
     return process, fedsim.simulate(process, data, rounds=ROUNDS, sampler=sampler, progress=False)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def cluster(tmp_path):
+def cluster():
     """(address, env) of a head node and one worker node, 1 CPU each; stopped afterwards."""
     pytest.importorskip("ray")
-    address = f"127.0.0.1:{free_port()}"
-    # The cluster's own token, in the environment: the test never depends on a token file
-    # this machine may or may not have (~/.ray/auth_token).
-    env = dict(
-        os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-        RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="2",
-    )
-
-    # Ray's CLI through this interpreter: works whether or not its script is on PATH.
-    ray_command = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
-
-    # Each `ray start` runs in a session of its own, and the node's processes stay in its process
-    # group; stopping those groups stops this cluster only (`ray stop` would stop every Ray
-    # instance on the machine, other tests' and other people's included).
-    groups = []
-
-    def ray_start(*args):
-        process = subprocess.Popen([*ray_command, "start", *args], env=env, start_new_session=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        groups.append(process.pid)
-        output, _ = process.communicate(timeout=180)
-        if process.returncode != 0:  # Ray's own account of why the node did not start
-            pytest.fail(f"ray start {' '.join(args)} failed (exit {process.returncode}):\n{output}")
-
-    # Ports and the session folder of this cluster alone, so another Ray instance on the machine
-    # (defaults: client server 10001, dashboard agent 52365, /tmp/ray) cannot collide with it.
-    # The folder is short: Ray's Unix sockets live in it, and their paths are limited to 107 bytes.
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-
-    def own_ports():
-        return [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    from fedsim.execution.local_cluster import RayStartError, local_ray_cluster
 
     try:
-        ray_start(
-            "--head",
-            f"--port={address.split(':')[1]}",
-            f"--ray-client-server-port={free_port()}",
-            f"--temp-dir={temp_dir}",
-            "--num-cpus=1",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            *own_ports(),
-        )
-        ray_start(f"--address={address}", "--num-cpus=1", *own_ports())
-        yield address, env
-    finally:
-        stop_process_groups(groups)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def stop_process_groups(groups, grace_s=10.0):
-    """SIGTERM to every process of the groups, then SIGKILL to what is left after ``grace_s``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, sig)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_alive(group) for group in groups):
-            time.sleep(0.2)
-
-
-def _alive(group):
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        with local_ray_cluster(nodes=2, start_timeout_s=180) as (address, env):
+            yield address, env
+    except RayStartError as error:  # Ray's own account of why a node did not start
+        pytest.fail(str(error))
 
 
 def test_simulation_on_a_two_node_cluster_equals_in_process(cluster, tmp_path):
@@ -154,6 +80,14 @@ def test_simulation_on_a_two_node_cluster_equals_in_process(cluster, tmp_path):
     for i, array in enumerate(want.state.model_weights.trainable):
         np.testing.assert_allclose(got[f"trainable_{i}"], array, atol=1e-6)
     np.testing.assert_allclose(got["loss"], want.history[-1]["train"]["loss"], atol=1e-6)
+
+
+def test_a_cluster_without_nodes_is_refused_before_ray_starts():
+    from fedsim.execution.local_cluster import local_ray_cluster
+
+    with pytest.raises(ValueError, match="nodes=0"):
+        with local_ray_cluster(nodes=0):
+            pass
 
 
 def _simulate_on_cluster(address, out):
