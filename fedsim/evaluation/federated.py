@@ -8,13 +8,14 @@ deviation, 10th/50th/90th percentiles, and the worst client with its id.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import attrs
 import numpy as np
 import tensorflow as tf
 
 from fedsim.data import ClientData
+from fedsim.data.sources import ClientRecipe, RecipeStepError
 from fedsim.metrics import metrics_aggregator_for, to_python
 from fedsim.models.model_weights import ModelWeights
 
@@ -52,16 +53,24 @@ def evaluate_federated(
     num_clients: Optional[int] = None,
     seed: int = 0,
     lower_is_better: Optional[Mapping[str, bool]] = None,
+    client_ids: Optional[Sequence[str]] = None,
 ) -> FederatedEvaluation:
     """Evaluates ``model_weights`` on every client of ``client_data`` (or a seeded sample).
+
+    Where the process's executor builds clients in its workers (Ray actors, from
+    the population's ``client_source``), the clients travel as ``ClientRecipe``
+    values (a few hundred bytes), not as exported datasets.
 
     Args:
       process: a built process; its ``evaluate_clients`` and model's metrics are used.
       num_clients: evaluate a sample of this many clients, drawn from ``seed``; None: all.
+      client_ids: evaluate exactly these clients of ``client_data`` (not with ``num_clients``).
       lower_is_better: per metric name, whether a lower value is better (decides the
         worst client); default: names containing "loss" or "error" are, others are not.
     """
-    ids = list(client_data.client_ids)
+    if client_ids is not None and num_clients is not None:
+        raise ValueError("pass num_clients (a seeded sample) or client_ids (the clients), not both")
+    ids = list(client_data.client_ids if client_ids is None else client_ids)
     if num_clients is not None:
         if not 0 < num_clients <= len(ids):
             raise ValueError(
@@ -69,8 +78,7 @@ def evaluate_federated(
             )
         chosen = np.random.default_rng(seed).choice(len(ids), num_clients, replace=False)
         ids = [ids[i] for i in sorted(chosen)]
-    datasets = [client_data.create_tf_dataset_for_client(c) for c in ids]
-    unfinalized = process.evaluate_clients(model_weights, datasets, ids)
+    unfinalized = process.evaluate_clients(model_weights, _client_datasets(process, client_data, ids), ids)
     aggregate_fn = metrics_aggregator_for(process.model)
     # A client without examples has no metric of its own (0 / 0): it counts in the aggregate only.
     evaluated = [(c, m) for c, m in zip(ids, unfinalized) if _num_examples(m) != 0]
@@ -96,6 +104,22 @@ def evaluate_federated(
     return FederatedEvaluation(
         to_python(dict(aggregate_fn(unfinalized))), per_client, distributions
     )
+
+
+def _client_datasets(process: Any, client_data: ClientData, ids: Sequence[str]) -> list:
+    """Each client's dataset, or its ``ClientRecipe`` when the executor's workers build the
+    population's clients themselves and the process's evaluation batching records on a recipe."""
+    builds = getattr(getattr(process, "executor", None), "builds_evaluation_clients", None)
+    source = client_data.client_source
+    if ids and builds is not None and builds(source):
+        spec = client_data.element_type_structure
+        recipes = [ClientRecipe.start(source, c, spec) for c in ids]
+        try:
+            process.prepare_eval(recipes[0])
+            return recipes
+        except RecipeStepError:  # a preparation step recipes do not record: the driver builds them
+            pass
+    return [client_data.create_tf_dataset_for_client(c) for c in ids]
 
 
 def _num_examples(unfinalized: Mapping[str, Any]) -> Optional[float]:

@@ -118,8 +118,9 @@ class RayExecutor:
         self.max_retries = max_retries
         self.client_data = client_data
         self.last_round_stats: Optional[RoundStats] = None
-        # (source, its object-store reference): a run's population is put once.
-        self._source: tuple[Optional[ClientSource], Any] = (None, None)
+        # id(source) -> (source, its object-store reference): each population (training,
+        # evaluation) is put once per run.
+        self._sources: dict[int, tuple[ClientSource, Any]] = {}
         self._said: set[str] = set()  # log lines said once per executor
         # Why the driver ships training data under "auto", once use_source found out.
         self._driver_reason = (
@@ -162,7 +163,7 @@ class RayExecutor:
                 "function, or a split of another population); describe it with "
                 "ClientData.with_client_source"
             )
-        if reason is None and source is not self._source[0]:  # a resumed run keeps its reference
+        if reason is None and id(source) not in self._sources:  # a resumed run keeps its reference
             reason = self._put_source(source)
         if reason is None:
             return True
@@ -174,6 +175,16 @@ class RayExecutor:
         self._driver_reason = reason
         self._check_driver_data("train")
         return False
+
+    def builds_evaluation_clients(self, source: Optional[ClientSource]) -> bool:
+        """Whether the actors build the evaluation clients of the population with ``source``
+        (then pass ``ClientRecipe`` values to ``evaluate``); False: the driver exports them."""
+        if self.client_data == "driver" or source is None:
+            return False
+        problem = None if id(source) in self._sources else self._put_source(source)
+        if problem is not None:
+            self._say_once(f"the Ray executor exports evaluation datasets from the driver: {problem}")
+        return problem is None
 
     @property
     def actors(self) -> list:
@@ -277,16 +288,16 @@ class RayExecutor:
 
     def _sourced(self, recipe: ClientRecipe) -> SourcedClient:
         """The recipe as sent: its source put in the object store once per run, then referenced."""
-        if recipe.source is not self._source[0]:
+        if id(recipe.source) not in self._sources:
             problem = self._put_source(recipe.source)
             if problem is not None:
                 raise NoClientSourceError(f"the actors cannot build client {recipe.client_id!r}: {problem}")
-        return SourcedClient([self._source[1]], attrs.evolve(recipe, source=None))
+        return SourcedClient([self._sources[id(recipe.source)][1]], attrs.evolve(recipe, source=None))
 
     def _put_source(self, source: ClientSource) -> Optional[str]:
         """Puts ``source`` in the object store (the one pickling it gets); else says why it does not pickle."""
         try:
-            self._source = (source, self._ray.put(source))
+            self._sources[id(source)] = (source, self._ray.put(source))
         except Exception as error:  # noqa: BLE001 - any pickling failure says the same thing
             return (
                 f"its client source {source!r} does not pickle ({type(error).__name__}: {error}); build it "

@@ -17,6 +17,7 @@ from fedsim.client import NO_INPUTS, ClientInputs, ClientTask, ClientWork
 from fedsim.execution.ray_datasets import ExportedDataset, SourcedClient
 
 ClientPayload = Union[ExportedDataset, SourcedClient]
+MAX_POPULATIONS = 4  # populations an actor keeps built (oldest dropped first)
 
 
 @attrs.frozen
@@ -58,9 +59,9 @@ class ClientWorker:
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
         self.client_work = ClientWork.for_task(recipe.model_fn(), recipe.task)
-        # (object-store id, population) of the last source read: a run reads one
-        # population, built once per actor (reading a 10^6-client SQLite index takes seconds).
-        self._population: tuple[str, Any] = ("", None)
+        # Object-store id -> population, built once per actor (reading a 10^6-client
+        # SQLite index takes seconds): a run reads its training and its test population.
+        self._populations: dict[str, Any] = {}
 
     def pid(self) -> int:
         """The actor's process id (the executor waits on this to know the actor is up)."""
@@ -92,8 +93,9 @@ class ClientWorker:
         """The population the source behind ``source_ref`` builds, built once per actor."""
         import ray
 
-        key, population = self._population
-        if key != source_ref.hex():
-            population = ray.get(source_ref).client_data()
-            self._population = (source_ref.hex(), population)
-        return population
+        key = source_ref.hex()
+        if key not in self._populations:
+            if len(self._populations) >= MAX_POPULATIONS:  # a run has two; more are other runs'
+                del self._populations[next(iter(self._populations))]
+            self._populations[key] = ray.get(source_ref).client_data()
+        return self._populations[key]

@@ -45,10 +45,7 @@ def evaluate_population(
 
     Client ids go along, so under FedBN (``non_trainable="per_client"``) a client evaluates with its own weights.
     """
-    ids = list(client_data.client_ids if clients is None else clients)
-    if clients is not None:
-        client_data = ClientData.from_clients_and_tf_fn(ids, client_data.create_tf_dataset_for_client)
-    evaluation = evaluate_federated(process, model_weights, client_data)
+    evaluation = evaluate_federated(process, model_weights, client_data, client_ids=clients)
     distribution = {name: attrs.asdict(d) for name, d in evaluation.distributions.items()}
     return evaluation.aggregate, distribution
 

@@ -185,3 +185,33 @@ def test_clients_built_by_actors_equal_sequential(local_ray, tmp_path, kind, alg
     assert stats.built_by_actors == stats.num_clients > 0
     assert stats.sent_bytes < 2000 * stats.num_clients
     assert_same(process, state, metrics, reference, expected_state, expected, list(data.client_ids))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "arrays"])
+def test_evaluation_clients_built_by_actors_equal_sequential(local_ray, tmp_path, kind):
+    """Evaluation clients travel as recipes too: the actors build them from the test
+    population's source (a second source beside the training one) with the same metrics."""
+    train, test = POPULATIONS["generated"](tmp_path), POPULATIONS[kind](tmp_path)
+    model_fn = MODELS["logreg"][0]
+
+    def evaluated(process):
+        tf.random.set_seed(1234)
+        result = fedsim.simulate(process, train, rounds=2, sampler=fedsim.UniformSampler(cohort_size=4, seed=1),
+                                 eval_data=test, eval_every=1, progress=False)
+        return [(r["eval"], r["eval_clients"]) for r in result.history]
+
+    expected = evaluated(ALGORITHMS["fedavg"](model_fn, executor_fn=SequentialExecutor))
+    process = ALGORITHMS["fedavg"](model_fn, executor_fn=RayExecutor.factory(model_fn, num_actors=2,
+                                                                              client_data="actors"))
+    try:
+        got = evaluated(process)
+        stats = process.executor.last_round_stats  # the last call: round 2's evaluation
+    finally:
+        process.executor.shutdown()
+    assert stats.built_by_actors == stats.num_clients == len(test.client_ids)
+    assert stats.sent_bytes < 2000 * stats.num_clients
+    for (aggregate, distribution), (want_aggregate, want_distribution) in zip(got, expected):
+        assert aggregate.keys() == want_aggregate.keys()
+        for name, value in want_aggregate.items():
+            np.testing.assert_allclose(aggregate[name], value, atol=1e-6, rtol=0)
+        assert distribution.keys() == want_distribution.keys()
