@@ -141,3 +141,18 @@ def test_seeded_population_of_a_million_clients_builds_any_client_reproducibly()
     assert first[0]["y"] == 123456
     with pytest.raises(ClientDataError):
         population.create_tf_dataset_for_client("client_1000000")
+
+
+def _generated_examples(rng, position):
+    return rng.normal(size=(position + 1, 2)).astype(np.float32), np.arange(position + 1, dtype=np.int32)
+
+
+def test_a_seeded_population_carries_its_source_and_gives_the_generator_s_examples():
+    population = seeded_population(5, _generated_examples, seed=3, prefix="g")
+    rebuilt = population.client_source.client_data()  # what a Ray actor builds from the source
+    x, y = _generated_examples(np.random.default_rng([3, 4]), 4)  # client g4, drawn independently
+    for data in (population, rebuilt):
+        rows = list(data.create_tf_dataset_for_client("g4").as_numpy_iterator())
+        np.testing.assert_array_equal(np.stack([r[0] for r in rows]), x)
+        np.testing.assert_array_equal([r[1] for r in rows], y)
+    assert list(rebuilt.client_ids) == ["g0", "g1", "g2", "g3", "g4"]
