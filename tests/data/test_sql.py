@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from fedsim.data import ClientData, ClientDataError, read_sql_client_data, write_sql_client_data
+from fedsim.data.array_dataset import ArrayDataset
 from fedsim.data.sql import create_schema
 
 FEATURES = {
@@ -60,11 +61,14 @@ def test_reading_all_splits_and_raw_protos(database):
     assert example.features.feature["y"].int64_list.value[0] == CLIENTS["alice"]["y"][0]
 
 
-def test_dataset_function_is_traced_once_for_all_clients(database):
-    train = read_sql_client_data(database, "train", FEATURES)
-    for client_id in train.client_ids:
-        list(train.create_tf_dataset_for_client(client_id))
-    assert train._dataset_fn.experimental_get_tracing_count() == 1
+def test_numeric_clients_are_array_datasets_built_without_tf_data(database):
+    # Replaces a check that one traced tf.function built every client's SqlDataset:
+    # clients are now NumPy-backed, built with no tf.data graph at all.
+    numeric = {key: spec for key, spec in FEATURES.items() if spec.dtype != tf.string}
+    train = read_sql_client_data(database, "train", numeric)
+    for client_id, expected in CLIENTS.items():
+        dataset = train.create_tf_dataset_for_client(client_id)
+        assert isinstance(dataset, ArrayDataset) and dataset.num_examples == len(expected["y"])
 
 
 def test_unknown_split_error_lists_the_splits(database):

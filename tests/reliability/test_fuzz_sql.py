@@ -7,9 +7,10 @@ not match, and opens it. ``read_sql_client_data`` must raise
 ``ClientDataError`` naming the file, or return a population whose every
 client reads back the original examples.
 
-Not covered: a garbage proto in a later row is only met when that client's
-dataset is iterated (inside TensorFlow), since checking every row on open
-would read the whole file.
+Not covered here: a garbage proto in a later row is met when that client's
+dataset is requested (a ``ClientDataError`` naming the file and client, see
+``tests/data/test_sql_reading.py``), since checking every row on open would
+read the whole file.
 """
 
 from __future__ import annotations
