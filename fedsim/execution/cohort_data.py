@@ -134,31 +134,69 @@ def array_client_tensors(dataset: tf.data.Dataset) -> Optional[ClientTensors]:
     return ClientTensors(x, y, mask)
 
 
+# TensorFlow's CPU allocator aligns tensors to 64 bytes; a tensor may share a
+# NumPy array's memory (``as_tensor``) only when the array is aligned so too.
+_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple, dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on a 64-byte boundary, so that ``as_tensor`` need not copy it.
+
+    (NumPy aligns large arrays to 16 bytes only.)
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % _ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def as_tensor(array: np.ndarray) -> tf.Tensor:
+    """``array`` as a CPU tensor, sharing its memory (DLPack) when it is a 64-byte-aligned numeric C array.
+
+    ``tf.convert_to_tensor`` copies every array (19 ms for a 77 MB cohort);
+    TensorFlow can use aligned memory as is, but aborts the process on an
+    unaligned one, hence the checks. The tensor shares the array's memory
+    (and keeps it alive): writing the array changes the tensor.
+    """
+    if (array.dtype.kind in "fiu" and array.size and array.flags.c_contiguous and array.flags.writeable
+            and array.ctypes.data % _ALIGNMENT == 0):
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
+
+
 def stack_clients(clients: Sequence[ClientTensors], clients_to=0, batches_to=0, batch_size_to=0) -> CohortTensors:
     """Pads NumPy clients to a common shape and stacks them (see ``CohortTensors``).
 
     The batch and batch-size axes are padded to the cohort's largest or to
     ``batches_to``/``batch_size_to`` when larger; ``clients_to`` adds empty
-    clients (no batches) at the end.
+    clients (no batches) at the end. Numeric arrays are 64-byte-aligned
+    (``aligned_empty``): the compiled step takes them through ``as_tensor``
+    without a copy, which for 1,000 logreg clients (32 chunks of 2.4 MB)
+    halved stacking plus conversion, 48 to 24 ms a round.
     """
     shapes = [c.mask.shape for c in clients]
     batches = max([batches_to] + [s[0] for s in shapes])
     width = max([batch_size_to] + [s[1] for s in shapes])
     rows = max(clients_to, len(clients))
 
-    def stacked(*leaves):
+    def stacked(leaves):
         first = leaves[0]
-        out = np.zeros((rows, batches, width) + first.shape[2:], first.dtype)
-        if first.dtype == object:  # strings: tf.data pads them with ""
-            out[...] = b""
+        shape = (rows, batches, width) + first.shape[2:]
+        out = np.empty(shape, first.dtype) if first.dtype == object else aligned_empty(shape, first.dtype)
+        padding = b"" if first.dtype == object else 0  # strings: tf.data pads them with ""
+        # Every element is written once: the clients' values, padding only where a client is short.
         for c, leaf in enumerate(leaves):
+            if leaf.shape[:2] != (batches, width):
+                out[c] = padding
             out[c, :leaf.shape[0], :leaf.shape[1]] = leaf
+        out[len(leaves):] = padding
         return out
 
+    per_client = [tf.nest.flatten((c.x, c.y, c.mask)) for c in clients]
+    leaves = [stacked(same) for same in zip(*per_client)]
+    x, y, mask = tf.nest.pack_sequence_as((clients[0].x, clients[0].y, clients[0].mask), leaves)
     return CohortTensors(
-        x=tf.nest.map_structure(stacked, *[c.x for c in clients]),
-        y=tf.nest.map_structure(stacked, *[c.y for c in clients]),
-        mask=stacked(*[c.mask for c in clients]),
+        x=x, y=y, mask=mask,
         num_batches=np.array([s[0] for s in shapes] + [0] * (rows - len(clients)), np.int32),
     )
 

@@ -116,8 +116,11 @@ def test_xla_pads_to_the_largest_shape_seen_so_compiles_stay_few():
     work = ClientWork(model_fn()(), fedsim.SGD(0.1))
     executor = VectorizedExecutor(work, xla=True)
     weights = fedsim.ModelWeights.from_model(work.model)
-    executor.train(weights, _datasets([20, 20, 20]))  # 5 batches of 4: padded to 8
+    executor.train(weights, _datasets([20, 20, 20]))  # 5 batches of 4 each: nothing to pad
+    assert executor.trainer.padded == (3, 5, 4)
     executor.train(weights, _datasets([7, 13]))  # fewer clients and batches: padded up, not down
+    assert executor.trainer.padded == (3, 5, 4)
+    executor.train(weights, _datasets([24, 7]))  # ragged, 6 batches at most: to a power of two, 8
     assert executor.trainer.padded == (3, 8, 4)
     # A smaller cohort (dropouts) is padded with empty clients, which return nothing.
     got = executor.train(weights, _datasets([7, 13]))
@@ -207,10 +210,22 @@ def test_chunked_cohorts_match_sequential_in_cohort_order(xla):
     expected = SequentialExecutor(work).train(weights, _datasets(sizes))
     got = VectorizedExecutor(work, xla=xla, max_chunk=3).train(weights, _datasets(sizes))
     assert [g.num_examples for g in got] == sizes
+    atol = ATOL if xla else 0.0  # the graph client loop: bit for bit
     for e, g in zip(expected, got):
         for a, b in zip(e.delta, g.delta):
-            np.testing.assert_allclose(b, a, atol=ATOL)
-        np.testing.assert_allclose(g.metrics["loss"], e.metrics["loss"], rtol=1e-5)
+            np.testing.assert_allclose(b, a, atol=atol, rtol=0.0 if atol == 0.0 else 1e-7)
+        np.testing.assert_allclose(g.metrics["loss"], e.metrics["loss"], rtol=1e-5 if xla else 0.0)
+
+
+@pytest.mark.parametrize("max_chunk", [3, 32], ids=["chunked", "one_call"])
+def test_results_are_writable_arrays_of_their_own(max_chunk):
+    work = ClientWork(model_fn()(), fedsim.SGD(0.1))
+    weights = fedsim.ModelWeights.from_model(work.model)
+    got = VectorizedExecutor(work, max_chunk=max_chunk).train(weights, _datasets([5, 40, 3, 17, 8]))
+    deltas = [d for g in got for d in g.delta]
+    assert all(d.flags.writeable for d in deltas)
+    deltas[0][...] = 7.0  # aggregators may scale a delta in place: no other client's array may change
+    assert not any((d == 7.0).all() for d in deltas[1:])
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
