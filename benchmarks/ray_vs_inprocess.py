@@ -12,7 +12,10 @@ executors live in one process and run in turn (A B C D A B C D), so load from
 elsewhere on the machine hits all alike; each run's first round is left out
 (tracing, actor warm-up): in-process ``sequential`` and ``auto`` (vectorized), and
 Ray with 2 actors (1 CPU each) that build their clients from the population's
-source (``ray``) or receive them exported from the driver (``ray_driver``).
+source and train their share of the cohort in one call (``ray``, the defaults),
+build them and train one client per task (``ray_per_client``,
+``actor_executor="sequential"``), or receive them exported from the driver
+(``ray_driver``, one client per task).
 
 Scale (``--scale``): a FedAvg logistic regression over populations of the given
 sizes in TFF SQLite files (written by ``benchmarks.population_scale``'s writer:
@@ -52,8 +55,12 @@ from benchmarks.fedavg import DEFAULT_WORKLOAD, ReplayedCohorts, load_workload, 
 from fedsim.execution.local_cluster import local_ray_cluster  # noqa: E402
 
 NUM_ACTORS = 2
-EXECUTORS = ("sequential", "auto", "ray", "ray_driver")
-RAY_EXECUTORS = {"ray": "auto", "ray_driver": "driver"}  # name -> client_data
+EXECUTORS = ("sequential", "auto", "ray", "ray_per_client", "ray_driver")
+RAY_EXECUTORS = {  # name -> RayExecutor options
+    "ray": {"client_data": "auto", "actor_executor": "auto"},
+    "ray_per_client": {"client_data": "auto", "actor_executor": "sequential"},
+    "ray_driver": {"client_data": "driver", "actor_executor": "sequential"},
+}
 STAT_FIELDS = (
     "export_seconds",
     "put_seconds",
@@ -81,7 +88,7 @@ def build(kind: str, workload, executor: str):
     model_fn = workload_model_fn(workload, kind, (28, 28, 1) if kind == "cnn" else (60,))
     keras.utils.set_random_seed(0)  # the same initial model weights for every executor
     if executor in RAY_EXECUTORS:
-        executor_fn = RayExecutor.factory(model_fn, num_actors=NUM_ACTORS, client_data=RAY_EXECUTORS[executor])
+        executor_fn = RayExecutor.factory(model_fn, num_actors=NUM_ACTORS, **RAY_EXECUTORS[executor])
     else:  # named: "auto" is the vectorized executor here
         executor_fn = lambda work: make_executor(executor, work)  # noqa: E731
     return fedsim.build_fedavg(
@@ -130,7 +137,7 @@ def compare(kind: str, workload, pairs: int, rounds: int) -> dict:
     finals = {}
     loads = [os.getloadavg()[0]]
     for _ in range(pairs):
-        for name, process in processes.items():  # A B C D
+        for name, process in processes.items():  # A B C D E
             times, stats, finals[name] = run_once(process, initial[name], data, rounds)
             medians[name].append(statistics.median(times))
             ray_stats.get(name, []).extend(stats)
@@ -148,6 +155,7 @@ def compare(kind: str, workload, pairs: int, rounds: int) -> dict:
         # Throughput ratio: clients per second on Ray over clients per second in process.
         "ray_throughput_over_sequential": seconds["sequential"] / seconds["ray"],
         "ray_throughput_over_auto": seconds["auto"] / seconds["ray"],
+        "ray_per_client_throughput_over_auto": seconds["auto"] / seconds["ray_per_client"],
         "load_average_1min": loads,
         "ray_round_breakdown_median": {
             name: {f: statistics.median(s[f] for s in stats) for f in STAT_FIELDS + ("sent_bytes",)}
@@ -169,21 +177,26 @@ def markdown(results: list[dict], command: str) -> str:
         "",
         "Workload `../shared/peers/workload.py`: 100 clients × 200 examples, 10 per round, batch 20, "
         "SGD 0.05, 1 epoch, equal population. Ray: a local instance, 2 actors (1 CPU each) that build "
-        "their clients from the population's source (`ray`) or receive them exported by the driver "
-        "(`ray_driver`). Runs alternate A B C D; each value is the median over runs of the run's median "
-        "s/round (first round of each run left out). Throughput ratio: in-process s/round over Ray's.",
+        "their clients from the population's source and train their cohort share in one call (`ray`), "
+        "build them and train one client per task (`ray_per_client`), or receive them exported by the "
+        "driver (`ray_driver`, one per task). Runs alternate A B C D E; each value is the median over runs "
+        "of the run's median s/round (first round of each run left out). Throughput ratio: in-process "
+        "s/round over Ray's.",
         "",
-        "| kind | sequential s/round | auto s/round | ray s/round | ray_driver s/round | ray / sequential throughput "
-        "| ray / auto throughput | max abs weight diff (ray) | 1-min load average |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| kind | sequential s/round | auto s/round | ray s/round | ray_per_client s/round | ray_driver s/round "
+        "| ray / sequential throughput | ray / auto throughput | ray_per_client / auto throughput "
+        "| max abs weight diff (ray, ray_per_client) | 1-min load average |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         s = r["s_per_round"]
         loads = r["load_average_1min"]
+        diff = r["max_abs_weight_difference"]
         lines.append(
-            f"| {r['kind']} | {s['sequential']:.4f} | {s['auto']:.4f} | {s['ray']:.4f} | {s['ray_driver']:.4f} | "
-            f"{r['ray_throughput_over_sequential']:.2f} | {r['ray_throughput_over_auto']:.2f} | "
-            f"{r['max_abs_weight_difference']['ray']:.1e} | {min(loads):.1f}-{max(loads):.1f} |"
+            f"| {r['kind']} | {s['sequential']:.4f} | {s['auto']:.4f} | {s['ray']:.4f} | {s['ray_per_client']:.4f} | "
+            f"{s['ray_driver']:.4f} | {r['ray_throughput_over_sequential']:.2f} | "
+            f"{r['ray_throughput_over_auto']:.2f} | {r['ray_per_client_throughput_over_auto']:.2f} | "
+            f"{diff['ray']:.1e}, {diff['ray_per_client']:.1e} | {min(loads):.1f}-{max(loads):.1f} |"
         )
     lines += [
         "",
@@ -197,7 +210,8 @@ def markdown(results: list[dict], command: str) -> str:
     ]
     for r in results:
         for name, b in r["ray_round_breakdown_median"].items():
-            # Share of the round's actor time (2 actors x wall) spent rebuilding or computing.
+            # Share of the round's actor time (2 actors x wall) spent rebuilding or computing
+            # (a cohort share's compute is its one call, split equally among its clients).
             busy = (b["rebuild_seconds"] + b["compute_seconds"]) / (NUM_ACTORS * b["wall_seconds"])
             cells = " | ".join(f"{b[f]:.4f}" for f in STAT_FIELDS)
             lines.append(f"| {r['kind']} | {name} | {cells} | {b['sent_bytes']:,.0f} | {busy:.0%} |")
@@ -211,7 +225,7 @@ def throughput(args, argv) -> None:
     # Ray workers build the model from the workload module, which they cannot import by name.
     sys.modules[workload.__name__] = workload
     ray.cloudpickle.register_pickle_by_value(workload)
-    # Two Ray executors of 2 actors live at once (only one runs at a time): 4 logical CPUs.
+    # Three Ray executors of 2 actors live at once (only one runs at a time): 6 logical CPUs.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # this instance's own session folder
     ray.init(address="local", num_cpus=NUM_ACTORS * len(RAY_EXECUTORS), include_dashboard=False,
              log_to_driver=False, _temp_dir=temp_dir)

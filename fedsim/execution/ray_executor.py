@@ -15,6 +15,13 @@ grow with the data or the population. Otherwise the driver exports each client's
 prepared elements as NumPy arrays (see ``ray_datasets``) every round, and says so
 once in the log; ``client_data="actors"`` refuses that with ``NoClientSourceError``.
 
+How an actor trains (``actor_executor``): its share of the cohort in one
+compiled call, as the in-process vectorized executor does (``"vectorized"``;
+one task per actor and round), or one client per task (``"sequential"``);
+``"auto"`` (default) takes the first when the client work can be vectorized
+and says once in the log why not otherwise. Both give the in-process
+executors' numbers: the vectorized executor's and the sequential one's.
+
 Ray is optional: ``pip install 'fedsim[ray]'``. It is imported when an executor is
 built, so ``import fedsim`` works without it.
 """
@@ -34,14 +41,17 @@ from fedsim.execution.failures import with_defaults
 from fedsim.execution.ray_datasets import SourcedClient
 from fedsim.execution.ray_pool import ActorPool, RoundStats
 from fedsim.execution.ray_worker import WorkRecipe
+from fedsim.execution.vectorized import VectorizationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLIENT_DATA", "ClientFailure", "NoClientSourceError", "RayExecutor", "RoundStats"]
+__all__ = ["ACTOR_EXECUTORS", "CLIENT_DATA", "ClientFailure", "NoClientSourceError", "RayExecutor", "RoundStats"]
 
 # Where training clients' datasets are built: by the actors from the population's source,
 # exported from the driver, or the actors whenever the run can give them a source.
 CLIENT_DATA = ("auto", "actors", "driver")
+# How an actor trains its clients: a cohort share in one compiled call, or one client per task.
+ACTOR_EXECUTORS = ("auto", "vectorized", "sequential")
 
 
 def import_ray() -> Any:
@@ -79,6 +89,12 @@ class RayExecutor:
         driver exports every client's data each round. ``"auto"`` (default): the actors
         when the run gives a source, else the driver, said once in the log.
         Evaluation datasets always come from the driver.
+      actor_executor: how each actor trains. ``"vectorized"``: its share of the cohort
+        (every ``num_actors``-th client) in one task and one compiled call, as the
+        in-process vectorized executor does; raises ``VectorizationError`` for client
+        work that cannot be vectorized. ``"sequential"``: one client per task, the
+        client work's own loop. ``"auto"`` (default): vectorized when it can, else
+        sequential, said once in the log. Evaluation runs one client per task.
 
     After each ``train``/``evaluate``, ``last_round_stats`` (a ``RoundStats``) says which
     clients failed or were re-run after an actor died, and where the time went.
@@ -96,9 +112,12 @@ class RayExecutor:
         max_retries: int = 2,
         start_timeout: float = 300.0,
         client_data: str = "auto",
+        actor_executor: str = "auto",
     ):
         if client_data not in CLIENT_DATA:
             raise ValueError(f"client_data={client_data!r} must be one of {list(CLIENT_DATA)}")
+        if actor_executor not in ACTOR_EXECUTORS:
+            raise ValueError(f"actor_executor={actor_executor!r} must be one of {list(ACTOR_EXECUTORS)}")
         if not callable(model_fn):
             raise TypeError(
                 f"model_fn must be a no-argument callable building the model, got {model_fn!r}"
@@ -129,6 +148,7 @@ class RayExecutor:
         )
         num_actors, options = _actor_layout(ray, num_actors)
         self._pool = ActorPool(ray, recipe, num_actors, options, start_timeout)
+        self.trains_cohorts = self._choose_actor_executor(actor_executor)
 
     @classmethod
     def factory(cls, model_fn: Callable[[], Any], **options: Any) -> Callable[[Any], "RayExecutor"]:
@@ -233,6 +253,21 @@ class RayExecutor:
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown()
 
+    def _choose_actor_executor(self, actor_executor: str) -> bool:
+        """Whether the actors train cohort shares in one call (see ``actor_executor``)."""
+        if actor_executor == "sequential":
+            return False
+        blocker = self._ray.get(self._pool.actors[0].cohort_blocker.remote())
+        if blocker is None:
+            return True
+        if actor_executor == "vectorized":
+            self.shutdown()
+            raise VectorizationError(
+                f"actor_executor='vectorized', but the actors cannot train a cohort in one call: {blocker}; "
+                "use actor_executor='sequential' (or 'auto')")
+        logger.info("the Ray actors train one client per task: %s", blocker)
+        return False
+
     def _run(self, method: str, model_weights: Any, datasets: Sequence[Any], inputs, client_ids) -> list:
         inputs, ids = with_defaults(datasets, inputs, client_ids)
         if len(ids) != len(datasets):
@@ -248,7 +283,12 @@ class RayExecutor:
         weights_ref = self._ray.put(model_weights)
         clients = [self._sourced(d) if isinstance(d, ClientRecipe) else d for d in datasets]
         put_seconds = time.perf_counter() - put_start
-        results, counts = self._pool.run(method, weights_ref, clients, inputs, ids, self.max_retries)
+        groups = None
+        if method == "train" and self.trains_cohorts:
+            # Every actor-count-th client: one task per actor, and ragged sizes mixed across them.
+            actors = len(self._pool.actors)
+            groups = [list(range(first, len(clients), actors)) for first in range(actors)]
+        results, counts = self._pool.run(method, weights_ref, clients, inputs, ids, self.max_retries, groups)
         kept = [r for r in results if not isinstance(r, ClientFailure)]
         failed = tuple(i for i, r in enumerate(results) if isinstance(r, ClientFailure))
         self.last_round_stats = RoundStats(

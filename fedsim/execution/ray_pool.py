@@ -2,7 +2,9 @@
 
 Clients go to whichever actor has room (at most ``TASKS_PER_ACTOR`` in flight
 each, so an actor has its next client's arguments before it finishes the
-current one), and results are put back in cohort order. Two kinds of fault:
+current one), one client per task or a group of clients per task (the actor
+trains a group in one compiled call), and results are put back in cohort
+order. Two kinds of fault:
 
 - the actor dies (killed, out of memory, node lost): not the client's fault, so
   the client is re-run on a surviving actor, up to ``max_retries`` times; the dead
@@ -148,14 +150,19 @@ class ActorPool:
         inputs: Sequence[Any],
         client_ids: Sequence[Any],
         max_retries: int,
+        groups: Optional[Sequence[Sequence[int]]] = None,
     ) -> tuple[list[Any], dict]:
         """Runs ``method`` for every client (a ``SourcedClient`` or a ``tf.data.Dataset``);
         returns per position a ``TaskResult`` or a ``ClientFailure``, and counters.
 
+        ``groups`` (cohort positions) sends each group to one actor as one task
+        (``train_cohort``: the actor trains them in one compiled call); default:
+        one task per client.
         A client whose actor died runs again on another actor, up to
-        ``max_retries`` times (Ray's failure, not the client's); a client whose
-        own work raised yields a ``ClientFailure`` at once: the round's fault
-        policy decides what happens to it, as for every executor.
+        ``max_retries`` times (Ray's failure, not the client's; the survivors of
+        a group go again together); a client whose own work raised yields a
+        ``ClientFailure`` at once: the round's fault policy decides what happens
+        to it, as for every executor.
         Each dataset is exported just before its task is sent, so the driver reads
         the next client while the actors compute (and a retry reuses the export);
         a ``SourcedClient`` goes as it is.
@@ -164,25 +171,45 @@ class ActorPool:
         for slot in self._slots:
             # A round that raised ClientFailure left its other tasks uncounted; they only queue.
             slot.load = 0
+        grouped = groups is not None
         results: list[Any] = [None] * len(clients)
         payloads: list[Optional[tuple[ClientPayload, int]]] = [None] * len(clients)
         attempts = [0] * len(clients)
-        queue = collections.deque(range(len(clients)))
-        in_flight: dict[Any, tuple[int, _Slot]] = {}
+        queue = collections.deque(
+            tuple(g) for g in (groups if grouped else [[p] for p in range(len(clients))]) if len(g))
+        in_flight: dict[Any, tuple[tuple[int, ...], _Slot]] = {}
         counts: dict[str, float] = collections.defaultdict(float)
         failures, retried = [], set()
+
+        def fail(position: int, cause: BaseException, client_at_fault: bool) -> bool:
+            """Records the failed attempt; True when the client is to run again."""
+            attempts[position] += 1
+            failure = ClientFailure(client_ids[position], cause, attempts[position])
+            failures.append(failure)
+            if not client_at_fault and attempts[position] <= max_retries:
+                logger.warning("%s; its actor died, running it again", failure)
+                retried.add(position)
+                return True
+            results[position] = failure
+            return False
+
         while queue or in_flight:
             start = time.perf_counter()
             while queue and (slot := self._free_slot()) is not None:
-                position = queue.popleft()
-                if payloads[position] is None:
-                    export_start = time.perf_counter()
-                    payloads[position] = _payload(ray, clients[position])
-                    counts["export_seconds"] += time.perf_counter() - export_start
-                payload, size = payloads[position]
-                counts["sent_bytes"] += size
-                ref = getattr(slot.actor, method).remote(weights_ref, payload, inputs[position])
-                in_flight[ref] = (position, slot)
+                task = queue.popleft()
+                for position in task:
+                    if payloads[position] is None:
+                        export_start = time.perf_counter()
+                        payloads[position] = _payload(ray, clients[position])
+                        counts["export_seconds"] += time.perf_counter() - export_start
+                    counts["sent_bytes"] += payloads[position][1]
+                if grouped:
+                    ref = slot.actor.train_cohort.remote(
+                        weights_ref, [payloads[p][0] for p in task], [inputs[p] for p in task],
+                        [client_ids[p] for p in task])
+                else:
+                    ref = getattr(slot.actor, method).remote(weights_ref, payloads[task[0]][0], inputs[task[0]])
+                in_flight[ref] = (task, slot)
                 slot.load += 1
             counts["dispatch_seconds"] += time.perf_counter() - start  # export included
             if not in_flight:  # every actor died: there is nowhere to send the queue
@@ -192,30 +219,30 @@ class ActorPool:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             counts["wait_seconds"] += time.perf_counter() - start
             for ref in ready:
-                position, slot = in_flight.pop(ref)
+                task, slot = in_flight.pop(ref)
                 slot.load -= 1
                 start = time.perf_counter()
                 try:
-                    results[position] = ray.get(ref)
-                    continue
+                    values = ray.get(ref) if grouped else [ray.get(ref)]
                 except ray.exceptions.RayActorError as error:
                     if slot.alive:
                         slot.alive = False
                         counts["actor_deaths"] += 1
-                    cause, client_at_fault = error, False
+                    again = tuple(p for p in task if fail(p, error, client_at_fault=False))
+                    if again:
+                        queue.append(again)
+                    continue
                 except ray.exceptions.RayTaskError as error:
-                    cause, client_at_fault = _original(error), True
+                    for position in task:
+                        fail(position, _original(error), client_at_fault=True)
+                    continue
                 finally:
                     counts["gather_seconds"] += time.perf_counter() - start
-                attempts[position] += 1
-                failure = ClientFailure(client_ids[position], cause, attempts[position])
-                failures.append(failure)
-                if not client_at_fault and attempts[position] <= max_retries:
-                    logger.warning("%s; its actor died, running it again", failure)
-                    retried.add(position)
-                    queue.append(position)
-                else:
-                    results[position] = failure
+                for position, value in zip(task, values):
+                    if isinstance(value, BaseException):  # train_cohort: this client's own work raised
+                        fail(position, value, client_at_fault=True)
+                    else:
+                        results[position] = value
         return results, dict(counts, clients_retried=len(retried), failures=tuple(failures))
 
     def _free_slot(self) -> Optional[_Slot]:

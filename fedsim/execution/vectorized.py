@@ -33,6 +33,7 @@ from fedsim.execution.cohort_data import (
 from fedsim.execution.cohort_steps import client_loop_steps, masked_steps, start_statistics
 from fedsim.execution.failures import isolate_failures, with_defaults
 from fedsim.execution.sequential import SequentialExecutor
+from fedsim.models.keras_model import split_batch
 
 
 class VectorizationError(ValueError):
@@ -90,7 +91,23 @@ def xla_blocker(model: Any):
     if parameters > XLA_MAX_PARAMETERS_ON_CPU and not tf.config.list_logical_devices("GPU"):
         return (f"{parameters:,} trainable parameters, more than {XLA_MAX_PARAMETERS_ON_CPU:,}: on CPU the "
                 "client loop is as fast and gives the sequential result bit for bit")
+    python_ops = _python_ops(model)
+    if python_ops:
+        return (f"the model calls Python ({', '.join(python_ops)}: tf.numpy_function or tf.py_function), "
+                "which XLA cannot compile")
     return None
+
+
+_PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+def _python_ops(model: Any) -> list[str]:
+    """The Python-calling ops in the model's training forward pass (one trace, no execution)."""
+    x_spec = split_batch(model.input_spec)[0]
+    traced = tf.function(lambda x: model.keras_model(x, training=True)).get_concrete_function(x_spec)
+    graph = traced.graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    return sorted(ops & _PYTHON_OPS)
 
 
 def _next_power_of_two(n: int) -> int:

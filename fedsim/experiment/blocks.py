@@ -31,7 +31,7 @@ from fedsim.experiment.sampler_blocks import (  # noqa: F401 (re-exported)
 )
 from fedsim.learning.non_trainable import NON_TRAINABLE_RULES
 from fedsim.experiment.validators import FieldError, non_negative, positive
-from fedsim.execution.ray_executor import CLIENT_DATA
+from fedsim.execution.ray_executor import ACTOR_EXECUTORS, CLIENT_DATA
 
 
 # Optimizers ---------------------------------------------------------------
@@ -87,12 +87,16 @@ class RayExecutorConfig(ExecutorBlock):
     a client whose actor died runs again elsewhere, up to ``faults.client_retries`` times.
     ``client_data``: where training clients' datasets are built: ``"actors"`` (each actor
     builds its clients from the population's source, the driver sends ids and weights),
-    ``"driver"`` (the driver ships every client's data), ``"auto"`` (actors when they can)."""
+    ``"driver"`` (the driver ships every client's data), ``"auto"`` (actors when they can).
+    ``actor_executor``: how an actor trains: ``"vectorized"`` (its share of the cohort in
+    one compiled call), ``"sequential"`` (one client per task), ``"auto"`` (vectorized when
+    the model allows)."""
 
     name: str = "ray"
     address: Optional[str] = None
     num_actors: Optional[int] = attrs.field(default=None, validator=positive)
     client_data: str = attrs.field(default="auto", validator=_one_of(*CLIENT_DATA))
+    actor_executor: str = attrs.field(default="auto", validator=_one_of(*ACTOR_EXECUTORS))
 
 
 ExecutorBlock.registry = {

@@ -31,7 +31,7 @@ def _executor_fn(block: Any, model_fn: Callable[[], Any], faults: FaultPolicy) -
 
     return RayExecutor.factory(
         model_fn, address=block.address, num_actors=block.num_actors, max_retries=faults.client_retries,
-        client_data=block.client_data)
+        client_data=block.client_data, actor_executor=block.actor_executor)
 
 
 def build_process(

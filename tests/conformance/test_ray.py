@@ -1,8 +1,10 @@
 """The Ray column of the conformance matrix: every algorithm on a local Ray instance equals
 the sequential executor after 3 rounds (model weights, server and client state, metrics).
 
-Ray runs the same client step (``ClientWork``) in its actors, so it runs every algorithm,
-extras and per-client inputs included. Clients reach the actors either exported from the
+Ray runs the same client step in its actors, so it runs every algorithm, extras and
+per-client inputs included: each actor trains its share of the cohort in one call (the
+vectorized executor's, ``actor_executor="vectorized"``, what ``auto`` picks for these
+models) or one client per task (``"sequential"``, the client work's own loop). Clients reach the actors either exported from the
 driver (``process.next`` on datasets) or built by the actors from the population's
 ``ClientSource`` (``simulate`` on a SQLite file, a generated population, arrays), with the
 round's seeded shuffle, batching, local epochs and stragglers applied there. One private
@@ -73,6 +75,11 @@ CASES = [(a, "logreg", "keep") for a in sorted(ALGORITHMS)] + [
     ("fedavg", "mlp_bn_dropout", "keep"), ("scaffold", "mlp_bn_dropout", "keep"),
     ("fedavg", "mlp_bn_dropout", "average"), ("fedavg", "mlp_bn_dropout", "per_client"),
 ]
+# Every case with cohort shares (the default); one client per task on a few.
+ACTOR_CASES = [case + ("auto",) for case in CASES] + [
+    ("fedavg", "logreg", "keep", "sequential"), ("scaffold", "mlp_bn_dropout", "keep", "sequential"),
+    ("fedavg", "mlp_bn_dropout", "per_client", "sequential"),
+]
 
 
 def assert_same(process, state, metrics, reference, expected_state, expected_metrics, ids):
@@ -88,17 +95,18 @@ def assert_same(process, state, metrics, reference, expected_state, expected_met
 
 
 @pytest.mark.filterwarnings("ignore:layers .* keep batch statistics")
-@pytest.mark.parametrize("algorithm, model, non_trainable", CASES)
-def test_ray_equals_sequential(local_ray, algorithm, model, non_trainable):
+@pytest.mark.parametrize("algorithm, model, non_trainable, actor_executor", ACTOR_CASES)
+def test_ray_equals_sequential(local_ray, algorithm, model, non_trainable, actor_executor):
     model_fn, features = MODELS[model]
     clients = population(RAGGED_SIZES, features, 3)
     ids = [f"client-{i}" for i in range(len(clients))]
     reference = ALGORITHMS[algorithm](model_fn, executor_fn=SequentialExecutor, non_trainable=non_trainable)
     expected_state, expected = run(reference, clients, 3)
-    process = ALGORITHMS[algorithm](model_fn, executor_fn=RayExecutor.factory(model_fn, num_actors=2),
-                                    non_trainable=non_trainable)
+    executor_fn = RayExecutor.factory(model_fn, num_actors=2, actor_executor=actor_executor)
+    process = ALGORITHMS[algorithm](model_fn, executor_fn=executor_fn, non_trainable=non_trainable)
     try:
         state, results = run(process, clients, 3)
+        assert process.executor.trains_cohorts == (actor_executor == "auto")
     finally:
         process.executor.shutdown()
     for result, reference_result in zip(results, expected):
@@ -155,7 +163,7 @@ def shuffled(dataset, round_num, client_id):
 SOURCE_CASES = [
     ("sqlite", "fedavg", {}), ("sqlite", "scaffold", {}), ("generated", "fednova", {}),
     ("generated", "fedprox", {"local_epochs": 3, "stragglers": Stragglers(0.5, seed=3)}),
-    ("arrays", "fedavg", {}),
+    ("arrays", "fedavg", {}), ("sqlite", "fedavg", {"actor_executor": "sequential"}),
 ]
 
 
@@ -172,9 +180,11 @@ def test_clients_built_by_actors_equal_sequential(local_ray, tmp_path, kind, alg
     data = POPULATIONS[kind](tmp_path)
     assert data.client_source is not None
     model_fn = MODELS["logreg"][0]
+    options = dict(options)
+    actor_executor = options.pop("actor_executor", "auto")
     reference = ALGORITHMS[algorithm](model_fn, executor_fn=SequentialExecutor, **options)
     expected_state, expected = simulate_on(reference, data)
-    executor_fn = RayExecutor.factory(model_fn, num_actors=2, client_data="actors")
+    executor_fn = RayExecutor.factory(model_fn, num_actors=2, client_data="actors", actor_executor=actor_executor)
     process = ALGORITHMS[algorithm](model_fn, executor_fn=executor_fn, **options)
     try:
         state, metrics = simulate_on(process, data)

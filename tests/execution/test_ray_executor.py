@@ -137,13 +137,17 @@ def assert_outputs_equal(got, want):
             np.testing.assert_allclose(g.metrics[name], w.metrics[name], atol=1e-6)
 
 
-def test_three_rounds_equal_the_sequential_executor(local_ray):
+ACTOR_EXECUTORS = ["vectorized", "sequential"]
+
+
+@pytest.mark.parametrize("actor_executor", ACTOR_EXECUTORS)
+def test_three_rounds_equal_the_sequential_executor(local_ray, actor_executor):
     clients = make_clients()
     data = fedsim.ClientData.from_tensor_slices({str(i): c for i, c in enumerate(clients)})
     results, processes = {}, {}
     for name, executor_fn in [
         ("sequential", None),
-        ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2)),
+        ("ray", RayExecutor.factory(logreg_model_fn, num_actors=2, actor_executor=actor_executor)),
     ]:
         processes[name] = fedsim.build_fedavg(
             logreg_model_fn,
@@ -171,8 +175,16 @@ def test_three_rounds_equal_the_sequential_executor(local_ray):
         ]
         for name, value in evaluated[1].items():
             np.testing.assert_allclose(evaluated[0][name], value, atol=1e-6)
-        # Each actor built its client work once and traced it once, across all rounds.
-        assert ray_executor.trace_counts() == [1, 1]
+        assert ray_executor.trains_cohorts == (actor_executor == "vectorized")
+        # Each actor built its client work once; one client per task traces once, across all
+        # rounds; a cohort share under XLA traces once per padded shape, and not again for it.
+        if actor_executor == "sequential":
+            assert ray_executor.trace_counts() == [1, 1]
+        cohort = [data.create_tf_dataset_for_client(str(i)).batch(BATCH) for i in range(4)]
+        ray_executor.train(want.state.model_weights, cohort)
+        traces = ray_executor.trace_counts()
+        ray_executor.train(want.state.model_weights, cohort)
+        assert ray_executor.trace_counts() == traces and min(traces) >= 1
         stats = ray_executor.last_round_stats
         assert (stats.clients_retried, stats.failed_positions, stats.actor_deaths) == (0, (), 0)
         assert want.history[-1]["measurements"]["faults/clients_dropped"] == 0
@@ -180,11 +192,13 @@ def test_three_rounds_equal_the_sequential_executor(local_ray):
         ray_executor.shutdown()
 
 
-def test_actor_killed_mid_round_reruns_its_clients(executors, tmp_path):
+@pytest.mark.parametrize("actor_executor", ACTOR_EXECUTORS)
+def test_actor_killed_mid_round_reruns_its_clients(executors, tmp_path, actor_executor):
+    """A killed actor's clients (its whole cohort share, when it trains one) run again on the other."""
     model_fn = functools.partial(logreg_model_fn, str(tmp_path))
     clients = make_clients()
     want, weights = sequential_outputs(model_fn, clients)
-    executor = executors(model_fn)
+    executor = executors(model_fn, actor_executor=actor_executor)
     actor_by_pid = {ray.get(a.pid.remote()): a for a in executor.actors}
     (tmp_path / "pause").touch()
 
@@ -202,7 +216,9 @@ def test_actor_killed_mid_round_reruns_its_clients(executors, tmp_path):
     assert_outputs_equal(got, want)
     stats = executor.last_round_stats
     assert stats.actor_deaths == 1
-    assert stats.clients_retried >= 1 and stats.failed_positions == ()
+    # One client per task: the paused one, maybe its queued successor; a share: all 3 of it.
+    assert stats.clients_retried == 3 if actor_executor == "vectorized" else stats.clients_retried >= 1
+    assert stats.failed_positions == ()
     assert all(isinstance(f.error, ray.exceptions.RayActorError) for f in stats.failures)
     # The next round starts with a replacement actor and runs without faults.
     assert_outputs_equal(executor.train(weights, datasets_of(clients)), want)
@@ -216,9 +232,11 @@ def bad_label_clients():
     return clients
 
 
-def test_a_failing_client_yields_a_failure_record_at_once(executors):
-    """The executor does not retry a client whose own work raised: the round's policy decides."""
-    executor = executors(logreg_model_fn, max_retries=3)
+@pytest.mark.parametrize("actor_executor", ACTOR_EXECUTORS)
+def test_a_failing_client_yields_a_failure_record_at_once(executors, actor_executor):
+    """The executor does not retry a client whose own work raised: the round's policy decides;
+    the other clients of its actor's cohort share still train."""
+    executor = executors(logreg_model_fn, max_retries=3, actor_executor=actor_executor)
     clients = bad_label_clients()
     want, weights = sequential_outputs(logreg_model_fn, [c for i, c in enumerate(clients) if i != 2])
     got = executor.train(weights, datasets_of(clients), client_ids=["a", "b", "c", "d"])
@@ -346,6 +364,7 @@ def test_a_passing_fault_is_retried_to_the_sequential_result_never_a_zero_update
     [
         ({"max_retries": -1}, "max_retries=-1 must be an integer >= 0"),
         ({"num_actors": 0}, "num_actors=0 must be a positive integer"),
+        ({"actor_executor": "gpu"}, r"actor_executor='gpu' must be one of \['auto', 'vectorized', 'sequential'\]"),
     ],
 )
 def test_bad_options_are_named(options, message):
@@ -357,3 +376,16 @@ def test_model_fn_that_does_not_pickle_is_refused():
     lock = threading.Lock()  # locks do not pickle
     with pytest.raises(TypeError, match="define model_fn at module level"):
         RayExecutor(lambda: lock)
+
+
+def test_actors_vectorize_only_client_work_that_can_be(executors, caplog):
+    """A model the vectorized executor cannot batch: "vectorized" names why and what to choose,
+    "auto" trains one client per task and says why once."""
+    with pytest.raises(fedsim.execution.VectorizationError,
+                       match=r"actor_executor='vectorized', but .*PassingFaultRegression, not a from_keras_model.*actor_executor='sequential'"):
+        executors(PassingFaultRegression, actor_executor="vectorized")
+    with caplog.at_level("INFO", logger="fedsim.execution.ray_executor"):
+        executor = executors(functools.partial(PassingFaultRegression, flaky=False))
+    assert executor.trains_cohorts is False
+    said = [r.getMessage() for r in caplog.records if "one client per task" in r.getMessage()]
+    assert len(said) == 1 and "PassingFaultRegression" in said[0]

@@ -271,3 +271,37 @@ def test_larger_dense_model_vectorized_is_sequential_bit_for_bit_after_three_rou
     for g, e in zip(got.state.model_weights.trainable, expected.state.model_weights.trainable):
         np.testing.assert_array_equal(g, e)
     assert [r["train"] for r in got.history] == [r["train"] for r in expected.history]
+
+
+class _ThroughPython(keras.layers.Layer):
+    """Identity computed in Python (``tf.numpy_function``), which XLA cannot compile."""
+
+    def call(self, x):
+        return tf.ensure_shape(tf.numpy_function(lambda a: a, [x], tf.float32), x.shape)
+
+
+def _model_through_python():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), _ThroughPython(), keras.layers.Dense(NUM_CLASSES)])
+    spec = (tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int32))
+    return fedsim.from_keras_model(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), spec)
+
+
+def test_a_model_that_calls_python_trains_on_the_client_loop_as_sequential():
+    """XLA would fail every client of such a model; the client loop runs it, bit for bit."""
+    from fedsim.execution.vectorized import xla_blocker
+
+    assert xla_blocker(_model_through_python()) == (
+        "the model calls Python (PyFunc: tf.numpy_function or tf.py_function), which XLA cannot compile")
+    data = fedsim.ClientData.from_tensor_slices(population(RAGGED_SIZES))
+    results = {}
+    for executor in ("auto", "sequential"):
+        process = fedsim.build_fedavg(_model_through_python, client_optimizer=fedsim.SGD(0.1), batch_size=4,
+                                      executor_fn=lambda work: make_executor(executor, work))
+        results[executor] = fedsim.simulate(process, data, 2, fedsim.UniformSampler(cohort_size=3, seed=5),
+                                            progress=False)
+        if executor == "auto":
+            assert process.executor.name == "vectorized" and not process.executor.trainer.xla
+    for got, want in zip(results["auto"].state.model_weights.trainable,
+                         results["sequential"].state.model_weights.trainable):
+        np.testing.assert_array_equal(got, want)
