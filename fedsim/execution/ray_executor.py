@@ -66,7 +66,7 @@ def import_ray() -> Any:
 
 
 class RayExecutor:
-    """Runs client work in Ray actors; same interface and answers as ``SequentialExecutor``.
+    """Runs client work in Ray actors; the in-process executors' interface and answers (see ``actor_executor``).
 
     Args:
       model_fn: no-argument callable building the fedsim model; it must pickle
