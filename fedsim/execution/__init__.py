@@ -5,7 +5,7 @@
 
 - ``"sequential"``: clients one after another (the simple reference path).
 - ``"vectorized"``: the whole cohort as one batched computation (Keras models;
-  compiled with XLA for small dense models, else a graph loop; see ``vectorized.xla_blocker``).
+  compiled with XLA for small dense models, else a graph loop; see ``xla_rules.xla_blocker``).
 - ``"multi_device"``: the cohort split over every visible device, vectorized per device.
 - ``"auto"`` (default): ``"multi_device"`` with several GPUs, ``"vectorized"`` otherwise,
   when the client work allows it (Keras models, see ``cohort_blocker``); else ``"sequential"``.
@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from fedsim.execution.multi_device import MultiDeviceExecutor, visible_devices
 from fedsim.execution.sequential import SequentialExecutor
-from fedsim.execution.vectorized import VectorizationError, VectorizedExecutor, cohort_blocker
+from fedsim.execution.cohort_io import VectorizationError
+from fedsim.execution.vectorized import VectorizedExecutor, cohort_blocker
 
 logger = logging.getLogger(__name__)
 

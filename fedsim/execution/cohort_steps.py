@@ -105,7 +105,7 @@ def masked_steps(step: Any, trainable, non_trainable, x, y, mask, num_batches, o
     most twice its real steps, not ``clients x longest``.
     """
     if rng:
-        # Padded batches would change the shape of every random draw (see vectorized.xla_blocker).
+        # Padded batches would change the shape of every random draw (see xla_rules.xla_blocker).
         raise ValueError("masked_steps cannot train a model that draws random numbers; use client_loop_steps")
     clients = int(mask.shape[0])  # static under XLA: padded cohorts compile once per shape
     order = tf.argsort(num_batches, direction="DESCENDING", stable=True)

@@ -17,8 +17,9 @@ import tensorflow as tf
 
 from fedsim.execution.failures import isolate_failures, with_defaults
 from fedsim.execution.sequential import SequentialExecutor
-from fedsim.execution.vectorized import (
-    CohortTrainer, client_outputs, cohort_inputs_as_arrays, cohort_non_trainable, cohort_rng_states)
+from fedsim.execution.cohort_io import (
+    client_outputs, cohort_inputs_as_arrays, cohort_non_trainable, cohort_rng_states)
+from fedsim.execution.vectorized import CohortTrainer
 
 
 def visible_devices() -> list[str]:

@@ -41,7 +41,7 @@ from fedsim.execution.failures import with_defaults
 from fedsim.execution.ray_datasets import SourcedClient
 from fedsim.execution.ray_pool import ActorPool, RoundStats
 from fedsim.execution.ray_worker import WorkRecipe
-from fedsim.execution.vectorized import VectorizationError
+from fedsim.execution.cohort_io import VectorizationError
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class RayExecutor:
 
     After each ``train``/``evaluate``, ``last_round_stats`` (a ``RoundStats``) says which
     clients failed or were re-run after an actor died, and where the time went.
+    ``trains_cohorts`` says which way ``actor_executor`` went: True when the actors train
+    cohort shares in one call.
     """
 
     name = "ray"

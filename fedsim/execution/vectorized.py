@@ -4,9 +4,9 @@ For small models, a round costs per-client overhead (one graph call, a dataset
 iterator and a few dozen tiny kernels per batch per client), not arithmetic.
 Here each client's batches are read into padded arrays (once, for static
 datasets) and the cohort trains in one compiled call, in one of two ways
-(``cohort_steps``; ``xla_blocker`` picks):
+(``cohort_steps``; ``xla_rules.xla_blocker`` picks):
 
-- small dense models (on CPU, at most ``XLA_MAX_PARAMETERS_ON_CPU``
+- small dense models (on CPU, at most ``xla_rules.XLA_MAX_PARAMETERS_ON_CPU``
   parameters; on GPUs, every dense model): local step ``k`` of all clients
   together under ``tf.vectorized_map``, compiled with XLA; clients that have
   run out of batches keep their weights, and padded examples are masked (see
@@ -25,89 +25,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fedsim.client import ClientOutput
 from fedsim.client.keras_step import KerasClientStep, vectorization_blocker
-from fedsim.client.task import update_weight
 from fedsim.execution.cohort_data import (
     ClientTensors, array_client_tensors, as_tensor, client_tensors, is_static, stack_clients)
 from fedsim.execution.cohort_steps import client_loop_steps, masked_steps, start_statistics
 from fedsim.execution.failures import isolate_failures, with_defaults
+from fedsim.execution.cohort_io import (
+    VectorizationError, client_outputs, cohort_inputs_as_arrays, cohort_non_trainable, cohort_rng_states)
 from fedsim.execution.sequential import SequentialExecutor
-from fedsim.models.keras_model import split_batch
-
-
-class VectorizationError(ValueError):
-    """Raised when a client work cannot be vectorized; the message says why."""
+from fedsim.execution.xla_rules import xla_blocker, xla_result_blocker
 
 
 def cohort_blocker(client_work: Any):
     """Why ``client_work`` cannot train as a batched cohort, or ``None``."""
     return vectorization_blocker(client_work)
-
-
-XLA_MAX_PARAMETERS_ON_CPU = 10_000
-
-
-def xla_result_blocker(model: Any):
-    """Why XLA would not give the sequential executor's result for this model, or ``None``.
-
-    XLA trains every batch padded to one size: padded rows would enter batch
-    statistics (BatchNorm), and random draws (Dropout's masks) would take the
-    padded shape and differ from the sequential draws. The client loop trains
-    each batch at its real size, as the sequential executor does.
-    """
-    for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
-        if any("BatchNormalization" in cls.__name__ for cls in type(layer).__mro__):
-            return f"layer {layer.name!r} takes batch statistics ({type(layer).__name__})"
-        if getattr(layer, "_seed_generators", None):
-            return f"layer {layer.name!r} draws random numbers ({type(layer).__name__})"
-    return None
-
-
-def xla_blocker(model: Any):
-    """Why the cohort of this ``KerasVariableModel`` should not train under XLA, or ``None``.
-
-    XLA batches step ``k`` of every client into one fused computation, which
-    wins where a client's step is too small to keep a core busy; the graph
-    client loop gives the sequential executor's result bit for bit (XLA's
-    differs by float rounding, which a ReLU network amplifies: 1.4e-5 after
-    3 rounds for the benchmark's mlp). Measured on CPU with one thread per op
-    (``fedsim.runtime``), 10-client cohorts, XLA vs client loop: logreg
-    (610 parameters) 2.3 vs 7.8 ms per round; mlp (54k) 9.9 vs 9.9 ms equal,
-    11.8 vs 10.7 ms ragged, 88 vs 90 ms for 100 clients. So on CPU only
-    models of at most ``XLA_MAX_PARAMETERS_ON_CPU`` trainable parameters use
-    XLA (on GPUs, batching clients fills the device, so every dense model
-    does). Convolutions never do: pfor turns a convolution with per-client
-    filters into a loop over clients, which XLA runs about 20x slower. Nor do
-    models whose results XLA would change (``xla_result_blocker``).
-    """
-    reason = xla_result_blocker(model)
-    if reason is not None:
-        return reason
-    for layer in model.keras_model._flatten_layers():  # noqa: SLF001  (Keras's own layer walk)
-        if any("Conv" in cls.__name__ for cls in type(layer).__mro__):
-            return f"layer {layer.name!r} is a convolution ({type(layer).__name__})"
-    parameters = sum(int(np.prod(v.shape)) for v in model.keras_model.trainable_variables)
-    if parameters > XLA_MAX_PARAMETERS_ON_CPU and not tf.config.list_logical_devices("GPU"):
-        return (f"{parameters:,} trainable parameters, more than {XLA_MAX_PARAMETERS_ON_CPU:,}: on CPU the "
-                "client loop is as fast and gives the sequential result bit for bit")
-    python_ops = _python_ops(model)
-    if python_ops:
-        return (f"the model calls Python ({', '.join(python_ops)}: tf.numpy_function or tf.py_function), "
-                "which XLA cannot compile")
-    return None
-
-
-_PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
-
-
-def _python_ops(model: Any) -> list[str]:
-    """The Python-calling ops in the model's training forward pass (one trace, no execution)."""
-    x_spec = split_batch(model.input_spec)[0]
-    traced = tf.function(lambda x: model.keras_model(x, training=True)).get_concrete_function(x_spec)
-    graph = traced.graph.as_graph_def()
-    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
-    return sorted(ops & _PYTHON_OPS)
 
 
 def _next_power_of_two(n: int) -> int:
@@ -362,60 +293,3 @@ def _pad(array: np.ndarray, padding: int) -> np.ndarray:
 
 def _tensors(arrays) -> list[tf.Tensor]:
     return [tf.convert_to_tensor(a) for a in arrays]
-
-
-def cohort_inputs_as_arrays(task: Any, inputs: Sequence[Any]):
-    """The cohort's ``ClientInputs`` as the compiled step takes them: stacked offsets, one optimizer state.
-
-    Raises ``VectorizationError`` for inputs the task does not declare, or for
-    optimizer states that differ between clients (one state is broadcast).
-    """
-    sent_offsets = [i.gradient_offset is not None for i in inputs]
-    sent_states = [i.optimizer_state is not None for i in inputs]
-    if any(sent_offsets) and not task.gradient_offset or any(sent_states) and not task.freeze_optimizer_state:
-        raise VectorizationError(
-            "clients received inputs their task does not declare (ClientTask.gradient_offset / "
-            "freeze_optimizer_state); declare them so every executor applies them")
-    offsets = None
-    if task.gradient_offset:
-        offsets = [np.stack(arrays) for arrays in zip(*(i.gradient_offset for i in inputs))]
-    optimizer_state = ()
-    if task.freeze_optimizer_state and inputs:
-        optimizer_state = inputs[0].optimizer_state
-        if optimizer_state is None or any(i.optimizer_state is not optimizer_state for i in inputs):
-            raise VectorizationError(
-                "the batched executors broadcast one optimizer state to the cohort; these clients "
-                "received different ones (use executor 'sequential')")
-    return offsets, optimizer_state
-
-
-def cohort_rng_states(client_work: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
-    """Each client's random-generator states (from its seed), stacked per state variable: ``[clients, ...]``."""
-    return [np.stack(states) for states in zip(*(client_work.rng_states(i.seed) for i in inputs))]
-
-
-def cohort_non_trainable(model_weights: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
-    """The non-trainable weights each client starts from, stacked per weight: ``[clients, ...]``.
-
-    The server's for every client, except a client sent its own (``ClientInputs.non_trainable``, FedBN).
-    """
-    server = [np.asarray(a) for a in model_weights.non_trainable]
-    starts = [server if i.non_trainable is None else [np.asarray(a) for a in i.non_trainable] for i in inputs]
-    return [np.stack([s[k] for s in starts]).astype(w.dtype, copy=False) for k, w in enumerate(server)]
-
-
-def client_outputs(client_work: Any, results) -> list:
-    """Splits a cohort's stacked results into one ``ClientOutput`` per client."""
-    delta, num_examples, metrics, non_trainable, statistics = results  # NumPy, one array per leaf, whole cohort
-    outputs = []
-    for c, count in enumerate(num_examples.tolist()):
-        client_metrics = type(metrics)((k, [v[c] for v in vs]) for k, vs in metrics.items())
-        start = {}
-        if statistics:
-            start = dict(start_loss=float(statistics[0][c]), start_gradient=[g[c] for g in statistics[1]])
-        outputs.append(ClientOutput(
-            delta=[d[c] for d in delta], update_weight=update_weight(client_work.task, count),
-            metrics=client_metrics, num_examples=int(count), num_steps=int(client_metrics["num_batches"][0]),
-            non_trainable=[n[c] for n in non_trainable], **start,
-        ))
-    return outputs

@@ -389,3 +389,18 @@ def test_actors_vectorize_only_client_work_that_can_be(executors, caplog):
     assert executor.trains_cohorts is False
     said = [r.getMessage() for r in caplog.records if "one client per task" in r.getMessage()]
     assert len(said) == 1 and "PassingFaultRegression" in said[0]
+
+
+def test_a_cohort_share_sends_back_an_error_that_would_not_pickle_as_one_naming_it():
+    from fedsim.execution.ray_worker import _picklable
+
+    kept = ValueError("label 7 out of range")
+    assert _picklable(kept) is kept
+
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    sent = _picklable(Unpicklable())
+    assert type(sent) is RuntimeError and str(sent) == "Unpicklable: holds a lock"

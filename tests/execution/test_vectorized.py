@@ -245,7 +245,7 @@ def _wide_model():
 
 
 def test_larger_dense_models_use_the_client_loop_on_cpu():
-    from fedsim.execution.vectorized import XLA_MAX_PARAMETERS_ON_CPU, xla_blocker
+    from fedsim.execution.xla_rules import XLA_MAX_PARAMETERS_ON_CPU, xla_blocker
 
     assert XLA_MAX_PARAMETERS_ON_CPU == 10_000
     assert xla_blocker(_wide_model()) == (
@@ -289,7 +289,7 @@ def _model_through_python():
 
 def test_a_model_that_calls_python_trains_on_the_client_loop_as_sequential():
     """XLA would fail every client of such a model; the client loop runs it, bit for bit."""
-    from fedsim.execution.vectorized import xla_blocker
+    from fedsim.execution.xla_rules import xla_blocker
 
     assert xla_blocker(_model_through_python()) == (
         "the model calls Python (PyFunc: tf.numpy_function or tf.py_function), which XLA cannot compile")

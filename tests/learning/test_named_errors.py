@@ -8,7 +8,7 @@ from fedsim.algorithms.qffl import qffl
 from fedsim.algorithms.scaffold import scaffold
 from fedsim.client import ClientInputs, ClientTask
 from fedsim.execution import VectorizationError
-from fedsim.execution.vectorized import cohort_inputs_as_arrays
+from fedsim.execution.cohort_io import cohort_inputs_as_arrays
 from fedsim.optimizers import SGD
 
 
