@@ -24,6 +24,7 @@ import tensorflow as tf
 from fedsim.aggregators import Aggregator
 from fedsim.client.seeds import client_seed
 from fedsim.client.task import ClientOutput
+from fedsim.learning import cohort_prep
 from fedsim.learning import non_trainable as nt_rule
 from fedsim.learning.algorithm import Aggregate, Algorithm, ClientMessage
 from fedsim.learning.client_state import InMemoryClientStore
@@ -33,7 +34,6 @@ from fedsim.learning.faults import FaultPolicy, run_clients, zero_nonfinite_mess
 # The round's records live in round_records; they are imported from here too.
 from fedsim.learning.round_records import (  # noqa: F401  (ClientPrep: re-exported)
     ClientId, ClientPrep, Cohort, DatasetPrep, ProcessError, RoundResult, ServerState)
-from fedsim.learning.validation import check_element_spec
 from fedsim.metrics import metrics_aggregator_for
 from fedsim.models.model_weights import ModelWeights
 from fedsim.privacy import mechanism
@@ -193,12 +193,12 @@ class FederatedProcess:
         outputs, kept, measurements = run_clients(
             self.executor, state.model_weights, cohort.datasets, inputs, cohort.client_ids, self.faults
         )
-        cohort = _keep(cohort, kept)
+        cohort = cohort_prep.keep(cohort, kept)
         inputs, client_states = [inputs[i] for i in kept], [client_states[i] for i in kept]
         messages = [self.algorithm.message(o, i, c) for o, i, c in zip(outputs, inputs, client_states)]
         if self.non_trainable == "average":  # the change travels beside the delta, through the chain
             messages = nt_rule.with_changes(messages, outputs, state.model_weights.non_trainable)
-        weights = self.update_weights(outputs, cohort)
+        weights = cohort_prep.update_weights(outputs, cohort)
         outputs, messages, weights, nonfinite = zero_nonfinite_messages(
             outputs, messages, weights, cohort.client_ids, self.faults
         )
@@ -214,10 +214,7 @@ class FederatedProcess:
             state, step, aggregator_state, outputs,
             {**aggregator_measurements, **step.measurements, **measurements, **nonfinite},
         )
-        if non_trainable_change is None:
-            return result
-        model_weights = nt_rule.with_change(result.state.model_weights, non_trainable_change)
-        return attrs.evolve(result, state=attrs.evolve(result.state, model_weights=model_weights))
+        return _with_non_trainable_change(result, non_trainable_change)
 
     def _own_non_trainable(self, client_id: ClientId, round_num: int) -> Optional[list]:
         """Rule ``"per_client"``: the client's own non-trainable weights, once it has trained."""
@@ -304,63 +301,8 @@ class FederatedProcess:
             raise ProcessError(
                 f"state must be a ServerState from initialize(), got {type(state).__name__}"
             )
-        ids_given = client_ids is not None
-        ids = list(client_ids) if ids_given else list(range(len(client_datasets)))
-        if len(ids) != len(client_datasets):
-            raise ProcessError(
-                f"got {len(client_datasets)} client datasets but {len(ids)} client ids; "
-                "pass one id per dataset, in the same order"
-            )
-        if self.prepare_client is None:
-            cohort = Cohort(ids, [self._prepared_for_training(d) for d in client_datasets], ids_given)
-        else:
-            round_num = state.round_num + 1
-            kept_ids, kept, passes = [], [], []
-            for client_id, dataset in zip(ids, client_datasets):
-                prepared = self.prepare_client(dataset, round_num, client_id)
-                if prepared is not None:
-                    kept_ids.append(client_id)
-                    kept.append(prepared[0])
-                    passes.append(prepared[1])
-            cohort = Cohort(kept_ids, kept, ids_given, passes)
-        _check_element_specs(cohort, self.model.input_spec)
-        return cohort
-
-    def _prepared_for_training(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-        # Preparing (batching) costs about a millisecond of eager work per client
-        # and round. The result is kept on the dataset object itself, so a
-        # population that hands out the same dataset every round (e.g. from
-        # tensor slices) prepares each client once, and the prepared dataset
-        # lives exactly as long as its source (no cache to bound or leak).
-        memo = getattr(dataset, "_fedsim_prepared", None)
-        if memo is not None and memo[0] is self.prepare_train:
-            return memo[1]
-        prepared = self.prepare_train(dataset)
-        if isinstance(dataset, tf.data.Dataset):  # not a ClientRecipe: a new, frozen value every round
-            # object.__setattr__: tf.data's trackable __setattr__ would track it as a dependency.
-            object.__setattr__(dataset, "_fedsim_prepared", (self.prepare_train, prepared))
-        return prepared
-
-    @staticmethod
-    def update_weights(outputs: Sequence[ClientOutput], cohort: Cohort) -> list[float]:
-        """Each client's update weight, counting its data once however many passes it made.
-
-        Client work counts the examples it processed, so a straggler that ran 2 of
-        20 epochs would weigh 10 times less than its data; the papers weight by data
-        size. An example-count weight equals ``num_examples`` (an unweighted one is
-        0 or 1, which never equals the count of two or more passes), so only those
-        are divided by the passes.
-        """
-        if cohort.passes is None:
-            return [o.update_weight for o in outputs]
-        return [
-            (
-                o.update_weight / p
-                if p > 1 and o.update_weight == float(o.num_examples)
-                else o.update_weight
-            )
-            for o, p in zip(outputs, cohort.passes)
-        ]
+        return cohort_prep.prepare_cohort(client_datasets, client_ids, state.round_num + 1, self.prepare_train,
+                                          self.prepare_client, self.model.input_spec)
 
     def empty_round(self, state: ServerState) -> RoundResult:
         """A round in which no client reported (an empty Poisson cohort, every client dropped out).
@@ -386,10 +328,7 @@ class FederatedProcess:
         non_trainable_change = aggregate.extras.pop(nt_rule.EXTRA, None)
         step = self.algorithm.server_update(state, aggregate)
         result = self._apply(state, step, aggregator_state, [], {**measurements, **step.measurements})
-        if non_trainable_change is None:
-            return result
-        model_weights = nt_rule.with_change(result.state.model_weights, non_trainable_change)
-        return attrs.evolve(result, state=attrs.evolve(result.state, model_weights=model_weights))
+        return _with_non_trainable_change(result, non_trainable_change)
 
     def evaluate(
         self,
@@ -439,29 +378,9 @@ def _collection_paused():
             gc.enable()
 
 
-def _check_element_specs(cohort: Cohort, input_spec: Any) -> None:
-    """``check_element_spec`` of every client's element spec, skipping a spec equal to the one checked before.
-
-    The check is a pure function of the spec, and a cohort's datasets mostly
-    share one: checking each of 1,000 clients cost 23 ms a round, comparing
-    a spec with the previous one costs ~4 us.
-    """
-    previous = None
-    for client_id, dataset in zip(cohort.client_ids, cohort.datasets):
-        spec = dataset.element_spec
-        if previous is not None and spec == previous:
-            continue
-        check_element_spec(client_id, spec, input_spec)
-        previous = spec
-
-
-def _keep(cohort: Cohort, kept: Sequence[int]) -> Cohort:
-    """The cohort without the clients the fault policy dropped."""
-    if len(kept) == len(cohort.datasets):
-        return cohort
-    return attrs.evolve(
-        cohort,
-        client_ids=[cohort.client_ids[i] for i in kept],
-        datasets=[cohort.datasets[i] for i in kept],
-        passes=None if cohort.passes is None else [cohort.passes[i] for i in kept],
-    )
+def _with_non_trainable_change(result: RoundResult, change: Optional[list]) -> RoundResult:
+    """Rule ``"average"``: the result with the cohort's averaged non-trainable change applied (None: as is)."""
+    if change is None:
+        return result
+    model_weights = nt_rule.with_change(result.state.model_weights, change)
+    return attrs.evolve(result, state=attrs.evolve(result.state, model_weights=model_weights))
