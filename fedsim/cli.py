@@ -274,6 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _import_tensorflow_quietly(args.verbose)
         from fedsim.data.statistics import StatisticsError
         from fedsim.experiment import EXPECTED_ERRORS, RunInterrupted
+        from fedsim.experiment.signals import interrupt_behind
     except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: nothing has started
         print("fedsim: interrupted during start-up; nothing was run", file=sys.stderr)
         return 130
@@ -289,6 +290,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (*EXPECTED_ERRORS, StatisticsError) as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a signal that landed inside a C call comes back wrapped (SystemError)
+        aborted = interrupt_behind(error)
+        if aborted is None:
+            raise
+        print(f"fedsim: {aborted or 'interrupted'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from fedsim.checkpoint import list_checkpoints
 from fedsim.experiment.lock import RunDirectoryError, unwritable
-from fedsim.experiment.signals import RunInterrupted
+from fedsim.experiment.signals import RunInterrupted, interrupt_behind
 
 # The run's records go out under the run module's name, which run.log's first line carries.
 logger = logging.getLogger("fedsim.experiment.run")
@@ -211,8 +211,9 @@ def _failure_record(error: BaseException) -> logging.LogRecord:
     """The log record of how a run ended early: interrupted, aborted, or failed (with its traceback)."""
     if isinstance(error, RunInterrupted):
         level, message, exc_info = logging.WARNING, f"run interrupted: {error}", None
-    elif isinstance(error, KeyboardInterrupt):
-        level, message, exc_info = logging.ERROR, f"run aborted: {error or 'Ctrl-C'}", None
+    elif interrupt_behind(error) is not None:  # wrapped when the signal landed inside a C call
+        aborted = interrupt_behind(error)
+        level, message, exc_info = logging.ERROR, f"run aborted: {aborted or 'Ctrl-C'}", None
     else:
         level, message = logging.ERROR, f"run failed: {type(error).__name__}: {error}"
         exc_info = (type(error), error, error.__traceback__)

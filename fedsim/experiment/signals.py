@@ -35,6 +35,23 @@ class RunAborted(KeyboardInterrupt):
     """
 
 
+def interrupt_behind(error: BaseException) -> Optional[KeyboardInterrupt]:
+    """The Ctrl-C or :class:`RunAborted` that caused ``error``, if one did (else None).
+
+    A signal handler raises wherever Python happens to be; inside a C
+    extension's call (TensorFlow's ``nest``, say) the extension then fails
+    with a ``SystemError`` whose cause is the interrupt. Such an error is the
+    interrupt, not a failure of the run.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

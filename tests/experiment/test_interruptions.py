@@ -237,3 +237,47 @@ def test_a_finished_run_without_checkpoints_is_never_restarted(tmp_path, tiny_co
     assert main(["resume", str(run_dir), "--quiet"]) == 2
     assert "no readable checkpoint" in capsys.readouterr().err
     assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+
+def _wrapped_abort():
+    """What CPython gives when a signal handler raises inside a C extension's call: a SystemError
+    whose cause is the handler's exception (seen in CI from TensorFlow's nest at start-up)."""
+    from fedsim.experiment.signals import RunAborted
+
+    try:
+        raise RunAborted("SIGINT during start-up: no round ran in this process")
+    except RunAborted as aborted:
+        raise SystemError("<built-in method IsNested> returned a result with an exception set") from aborted
+
+
+def test_an_abort_wrapped_by_a_c_call_is_found_behind_the_error():
+    from fedsim.experiment.signals import RunAborted, interrupt_behind
+
+    with pytest.raises(SystemError) as caught:
+        _wrapped_abort()
+    assert isinstance(interrupt_behind(caught.value), RunAborted)
+    try:  # implicit chaining (__context__) counts too
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("while interrupted")
+    except ValueError as error:
+        assert isinstance(interrupt_behind(error), KeyboardInterrupt)
+    assert interrupt_behind(ValueError("a real failure")) is None
+
+
+def test_a_signal_that_lands_inside_a_c_call_at_start_up_ends_like_any_abort(
+        tmp_path, tiny_config, monkeypatch, capsys):  # noqa: F811
+    import fedsim.experiment.build as build
+
+    def interrupted_load(*args, **kwargs):
+        _wrapped_abort()
+
+    monkeypatch.setattr(build, "build_population", interrupted_load)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tiny_config), "--out", str(run_dir), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "fedsim: SIGINT during start-up: no round ran in this process"
+    log = (run_dir / "run.log").read_text()
+    assert "run aborted: SIGINT during start-up" in log and "Traceback" not in log
