@@ -211,8 +211,7 @@ def _failure_record(error: BaseException) -> logging.LogRecord:
     """The log record of how a run ended early: interrupted, aborted, or failed (with its traceback)."""
     if isinstance(error, RunInterrupted):
         level, message, exc_info = logging.WARNING, f"run interrupted: {error}", None
-    elif interrupt_behind(error) is not None:  # wrapped when the signal landed inside a C call
-        aborted = interrupt_behind(error)
+    elif (aborted := interrupt_behind(error)) is not None:  # wrapped when the signal landed inside a C call
         level, message, exc_info = logging.ERROR, f"run aborted: {aborted or 'Ctrl-C'}", None
     else:
         level, message = logging.ERROR, f"run failed: {type(error).__name__}: {error}"
