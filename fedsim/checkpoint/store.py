@@ -221,7 +221,7 @@ def load_checkpoint(path: str | Path, template: Any) -> Restored:
             arrays = {key: npz[key] for key in npz.files}
         state = restore(template, document["structure"], arrays)
     # A damaged npz fails inside zipfile/NumPy (EOFError on an empty member, RuntimeError
-    # or NotImplementedError on flipped zip flag bits), and a damaged structure as
+    # or its subclass NotImplementedError on flipped zip flag bits), and a damaged structure as
     # KeyError/TypeError where a list or number replaced a dict.
     except (OSError, EOFError, RuntimeError, ValueError, TypeError, zipfile.BadZipFile, KeyError) as error:
         reason = str(error) if isinstance(error, StructureMismatchError) else f"{type(error).__name__}: {error}"
